@@ -1,0 +1,224 @@
+"""The backend interface: what ``Job`` asks of a vendor, and the registry of backends by name.
+
+An adapter is thin. It validates a run spec (no I/O), turns it into the vendor's requests, and maps the
+vendor's answers to :class:`Observation` through one status table. It never sleeps, polls or retries:
+``polling.py`` waits, ``_http.py`` retries.
+
+Third-party backends register under the entry-point group ``oqc_style_sdk.backends``; the value is a
+callable taking keyword settings and returning a :class:`Backend`.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import entry_points
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..exceptions import ConfigurationError
+from ..state import JobState
+
+__all__ = [
+    "Backend",
+    "Diagnostics",
+    "Observation",
+    "RunRef",
+    "RunSpec",
+    "available_backends",
+    "create_backend",
+    "register_backend",
+]
+
+logger = logging.getLogger("oqc_style_sdk.backends")
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """Everything one run needs: what to run, where, and how."""
+
+    program: Any
+    target: str | None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    tag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRef:
+    """The vendor's handle of one run. ``task_id`` is the vendor's id; ``extra`` what else it needs."""
+
+    task_id: str
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One reading of a run's status, already mapped to the SDK's lifecycle."""
+
+    state: JobState
+    vendor_status: str
+    #: On FAILED: the vendor's (or parser's) message and code.
+    message: str | None = None
+    code: str | None = None
+    #: When the vendor says the run ended, if it says.
+    ended_at: datetime | None = None
+
+    def same_as(self, other: Observation | None) -> bool:
+        """Whether nothing a waiter cares about changed."""
+        return other is not None and other.state is self.state and other.vendor_status == self.vendor_status
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostics:
+    """What ``fetch_diagnostics=True`` adds to a job. Each part is fetched on its own; None if not."""
+
+    timings: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class Backend(ABC):
+    """One vendor (or the local simulator) behind the SDK's lifecycle."""
+
+    #: The registry name: ``local``, ``oqc``, ``ibm_quantum`` ...
+    name: str = ""
+    #: The target used when a job names none and the Sdk has no default.
+    default_target: str | None = None
+    #: Whether :meth:`statuses` reads many runs in one request.
+    batch_status: bool = False
+    #: How often, at the fastest, the poller reads a run that keeps changing (seconds).
+    min_poll_interval_s: float = 0.5
+    #: How slow the poller gets for a run that does not change (seconds).
+    max_poll_interval_s: float = 10.0
+    #: How many status reads may be in flight at once when there is no batch read.
+    status_concurrency: int = 16
+
+    _change_listener: Callable[[str], None] | None = None
+
+    async def start(self, task_group: TaskGroup) -> None:  # noqa: B027 - optional hook
+        """Connect (and check the backend is reachable). Background work goes in ``task_group``."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. Runs still active at the vendor are left alone."""
+
+    def identity(self) -> dict[str, str]:
+        """What a saved job records to refuse loading into another backend or endpoint."""
+        return {"backend": self.name}
+
+    def set_change_listener(self, listener: Callable[[str], None] | None) -> None:
+        """Backends that learn of changes without polling call ``listener(task_id)`` on each."""
+        self._change_listener = listener
+
+    def _notify_change(self, task_id: str) -> None:
+        if self._change_listener is not None:
+            self._change_listener(task_id)
+
+    @abstractmethod
+    def validate(self, spec: RunSpec) -> RunSpec:
+        """Check and normalise a spec without I/O; raise JobValidationError if it cannot run."""
+
+    @abstractmethod
+    async def submit(self, spec: RunSpec, idempotency_key: str) -> RunRef:
+        """Create the run at the vendor. Sent once; ``idempotency_key`` where the vendor takes one."""
+
+    @abstractmethod
+    async def status(self, ref: RunRef) -> Observation:
+        """Read one run's status (one request)."""
+
+    async def statuses(self, refs: Sequence[RunRef]) -> dict[str, Observation | BaseException]:
+        """Read many runs' statuses, keyed by task id.
+
+        The default reads them one by one with at most :attr:`status_concurrency` in flight; backends
+        whose vendor lists many jobs in one request override it. A failure of one read is returned in
+        place of its observation, so one bad job does not hide the others.
+        """
+        out: dict[str, Observation | BaseException] = {}
+        limiter = anyio.CapacityLimiter(self.status_concurrency)
+
+        async def one(ref: RunRef) -> None:
+            async with limiter:
+                try:
+                    out[ref.task_id] = await self.status(ref)
+                except Exception as exc:  # handed to the job that asked, typed
+                    out[ref.task_id] = exc
+
+        async with anyio.create_task_group() as tg:
+            for ref in refs:
+                tg.start_soon(one, ref)
+        return out
+
+    @abstractmethod
+    async def cancel(self, ref: RunRef, reason: str | None = None) -> None:
+        """Ask the vendor to cancel the run. Confirmation comes from later status reads."""
+
+    @abstractmethod
+    async def result(self, ref: RunRef, spec: RunSpec) -> Any:
+        """The completed run's data (for quantum backends: counts per classical register)."""
+
+    async def diagnostics(self, ref: RunRef, spec: RunSpec) -> Diagnostics:
+        """Timings, metrics and metadata of an ended run; parts the vendor lacks stay None."""
+        return Diagnostics()
+
+    @abstractmethod
+    async def list_targets(self) -> list[dict[str, Any]]:
+        """The targets (QPUs, simulators, clusters ...) as dicts with at least ``id`` and ``name``."""
+
+    def can_resume(self, ref: RunRef) -> bool:
+        """Whether an active run saved elsewhere can be followed from this backend."""
+        return True
+
+    def describe_unresumable(self, ref: RunRef) -> str:
+        """Why :meth:`can_resume` said no, for the error message."""
+        return "its run cannot be reached from this process"
+
+
+BackendFactory = Callable[..., Backend]
+
+_REGISTRY: dict[str, BackendFactory] = {}
+
+
+def register_backend(name: str, factory: BackendFactory) -> None:
+    """Make ``Sdk(name)`` create backends with ``factory(**settings)``."""
+    if not name.isidentifier():
+        raise ConfigurationError(f"backend name {name!r} must be a Python identifier")
+    _REGISTRY[name] = factory
+
+
+def _builtin() -> None:
+    if "local" not in _REGISTRY:
+        from .local import LocalBackend
+
+        _REGISTRY["local"] = LocalBackend
+
+
+def _entry_point_factories() -> dict[str, BackendFactory]:
+    found: dict[str, BackendFactory] = {}
+    for ep in entry_points(group="oqc_style_sdk.backends"):
+        try:
+            found[ep.name] = ep.load()
+        except Exception as exc:  # a broken plugin must not break the SDK
+            logger.warning("backend plugin %r could not be loaded: %s", ep.name, exc)
+    return found
+
+
+def available_backends() -> list[str]:
+    """The names ``Sdk(...)`` accepts."""
+    _builtin()
+    return sorted({*_REGISTRY, *_entry_point_factories()})
+
+
+def create_backend(name: str, **settings: Any) -> Backend:
+    """A new backend instance by registry name."""
+    _builtin()
+    factory = _REGISTRY.get(name) or _entry_point_factories().get(name)
+    if factory is None:
+        raise ConfigurationError(f"unknown backend {name!r}; available: {', '.join(available_backends())}")
+    try:
+        return factory(**settings)
+    except TypeError as exc:
+        raise ConfigurationError(f"backend {name!r} does not take these settings: {exc}") from exc

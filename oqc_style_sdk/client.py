@@ -1,0 +1,267 @@
+"""``Sdk``: one backend, a default target, and the lifetime of everything that talks to it.
+
+```python
+async with Sdk() as sdk:                       # the embedded local simulator
+    job = sdk.create_job(program=BELL)
+    await job.execute(timeout_s=30)
+```
+
+Entering the ``async with`` starts the backend (connections, a reachability check) and the poller in
+one task group; leaving it stops them. Jobs outlive the block as plain objects, but their verbs need
+an open Sdk: outside ``async with`` every verb raises :class:`SdkNotStartedError` at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .backends.base import Backend, RunSpec, create_backend
+from .exceptions import ConfigurationError, JobValidationError, SdkNotStartedError
+from .polling import Poller, PollingPolicy
+
+if TYPE_CHECKING:
+    from .composite import CompositeJob
+    from .job import Job
+
+__all__ = ["Sdk"]
+
+logger = logging.getLogger("oqc_style_sdk")
+
+T = TypeVar("T")
+
+
+class Sdk:
+    """An async context manager around one backend.
+
+    ``Sdk()`` runs on the embedded local simulator; ``Sdk("oqc")``, ``Sdk("ibm_quantum")`` ... on a
+    vendor, with credentials from the environment or keyword ``settings``. A ready
+    :class:`~oqc_style_sdk.backends.base.Backend` instance is accepted too.
+    """
+
+    def __init__(
+        self,
+        backend: str | Backend = "local",
+        *,
+        default_target: str | None = None,
+        polling: PollingPolicy | None = None,
+        **settings: Any,
+    ) -> None:
+        if isinstance(backend, Backend):
+            if settings:
+                raise ConfigurationError("settings go to the backend's constructor, not to Sdk()")
+            self._backend = backend
+        elif isinstance(backend, str):
+            self._backend = create_backend(backend, **settings)
+        else:
+            raise ConfigurationError(
+                f"backend must be a backend name or a Backend, not {type(backend).__name__}"
+            )
+        if default_target is not None and not isinstance(default_target, str):
+            raise ConfigurationError("default_target must be a string")
+        self._default_target = default_target
+        self._poller = Poller(self._backend, polling)
+        self._tg: TaskGroup | None = None
+        self._open = False
+
+    def __repr__(self) -> str:
+        state = "open" if self._open else "closed"
+        return f"<Sdk backend={self._backend.name!r} default_target={self.default_target!r} {state}>"
+
+    # ------------------------------------------------------------------ lifetime
+    async def __aenter__(self) -> Sdk:
+        if self._tg is not None:
+            raise SdkNotStartedError("this Sdk is already open; an Sdk is entered once")
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        try:
+            await self._backend.start(tg)
+            await tg.start(self._poller.run)
+            self._backend.set_change_listener(self._poller.poke)
+        except BaseException as exc:
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._tg = tg
+        self._open = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        tg, self._tg = self._tg, None
+        self._open = False
+        self._backend.set_change_listener(None)
+        if tg is None:  # pragma: no cover - __aenter__ failed
+            return None
+        tg.cancel_scope.cancel()
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._backend.aclose()
+        finally:
+            await tg.__aexit__(exc_type, exc, tb)
+        return None
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def _require_open(self) -> None:
+        if not self._open:
+            raise SdkNotStartedError(
+                "the Sdk is not open: use it as `async with Sdk(...) as sdk:` and create, run "
+                "and load jobs inside that block"
+            )
+
+    def _spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        self._require_open()
+        assert self._tg is not None
+        self._tg.start_soon(fn, *args)
+
+    # ------------------------------------------------------------------ backend and targets
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def poller(self) -> Poller:
+        return self._poller
+
+    @property
+    def default_target(self) -> str | None:
+        """The target used when ``create_job`` names none."""
+        return self._default_target or self._backend.default_target
+
+    def set_default_target(self, target: str) -> None:
+        """Use ``target`` for jobs created without one from now on."""
+        if not isinstance(target, str) or not target:
+            raise JobValidationError("a target is a non-empty string")
+        self._default_target = target
+
+    set_default_qpu = set_default_target
+
+    async def list_targets(self) -> list[dict[str, Any]]:
+        """The backend's targets (QPUs, simulators ...), each a dict with ``id`` and ``name``."""
+        self._require_open()
+        return await self._backend.list_targets()
+
+    list_qpus = list_targets
+
+    # ------------------------------------------------------------------ jobs
+    def _validate_spec(self, spec: RunSpec) -> RunSpec:
+        if spec.target is None:
+            spec = RunSpec(spec.program, self.default_target, spec.config, spec.tag)
+        if spec.tag is not None and not isinstance(spec.tag, str):
+            raise JobValidationError(f"tag must be a string, not {type(spec.tag).__name__}")
+        return self._backend.validate(spec)
+
+    @overload
+    def create_job(
+        self,
+        *,
+        program: str | Mapping[str, Any],
+        target: str | None = None,
+        qpu_id: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        fetch_diagnostics: bool = False,
+        tag: str | None = None,
+    ) -> Job: ...
+    @overload
+    def create_job(
+        self,
+        *,
+        program: Sequence[Any],
+        target: str | Sequence[str | None] | None = None,
+        qpu_id: str | Sequence[str | None] | None = None,
+        config: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
+        fetch_diagnostics: bool = False,
+        tag: str | None = None,
+    ) -> CompositeJob: ...
+    def create_job(
+        self,
+        *,
+        program: Any,
+        target: Any = None,
+        qpu_id: Any = None,
+        config: Any = None,
+        fetch_diagnostics: bool = False,
+        tag: str | None = None,
+    ) -> Job | CompositeJob:
+        """Make a job; nothing is sent. A list in program/target/config makes a CompositeJob.
+
+        Lists are taken element-wise (child ``i`` gets ``program[i]``, ``target[i]``,
+        ``config[i]``); a single value applies to every child. ``qpu_id`` is an alias of ``target``.
+        Bad input raises :class:`JobValidationError` here, before anything is sent.
+        """
+        from .composite import CompositeJob
+        from .job import Job
+
+        self._require_open()
+        if target is not None and qpu_id is not None and target != qpu_id:
+            raise JobValidationError("target and qpu_id name the same setting; give one")
+        target = target if target is not None else qpu_id
+        if not isinstance(fetch_diagnostics, bool):
+            raise JobValidationError("fetch_diagnostics must be True or False")
+        lists = {
+            name: value
+            for name, value in (("program", program), ("target", target), ("config", config))
+            if isinstance(value, list | tuple)
+        }
+        if not lists:
+            return Job(
+                self,
+                self._validate_spec(_spec(program, target, config, tag)),
+                fetch_diagnostics=fetch_diagnostics,
+            )
+        sizes = {name: len(value) for name, value in lists.items()}
+        if len(set(sizes.values())) != 1:
+            raise JobValidationError(f"lists of different lengths for a composite job: {sizes}")
+        n = next(iter(sizes.values()))
+        if n == 0:
+            raise JobValidationError("a composite job needs at least one program")
+
+        def pick(value: Any, i: int) -> Any:
+            return value[i] if isinstance(value, list | tuple) else value
+
+        children = []
+        for i in range(n):
+            try:
+                spec = self._validate_spec(_spec(pick(program, i), pick(target, i), pick(config, i), tag))
+            except JobValidationError as exc:
+                exc.add_note(f"(in child {i} of the composite job)")
+                raise
+            children.append(Job(self, spec, fetch_diagnostics=fetch_diagnostics))
+        return CompositeJob(self, children)
+
+    async def load(
+        self, path: str | Path, *, lost_runs: Literal["raise", "fail"] = "raise"
+    ) -> Job | CompositeJob:
+        """Read a job (or composite) saved with ``save()`` and attach it to this Sdk.
+
+        An active run that cannot be followed from here (a local simulation that lived in another
+        process) raises :class:`JobNotResumableError`; ``lost_runs="fail"`` loads it as FAILED
+        instead, with its history, ready for a fresh ``execute()``.
+        """
+        from .persistence import load_jobs
+
+        self._require_open()
+        return await load_jobs(self, path, lost_runs=lost_runs)
+
+
+def _spec(program: Any, target: Any, config: Any, tag: str | None) -> RunSpec:
+    if target is not None and not isinstance(target, str):
+        raise JobValidationError(f"target must be a string, not {type(target).__name__}")
+    if config is None:
+        config = {}
+    if not isinstance(config, Mapping):
+        raise JobValidationError(f"config must be a mapping, not {type(config).__name__}")
+    return RunSpec(program=program, target=target, config=dict(config), tag=tag)

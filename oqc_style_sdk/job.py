@@ -1,0 +1,580 @@
+"""``Job``: one program on one backend, through as many runs as you like.
+
+The job is the lifecycle's only writer. Every state change goes through :meth:`Job._observe` (what the
+vendor said) or one of the few local moves (a new run, a rejected submission, cancelling a job that was
+never sent), each checked against ``state.TRANSITIONS``.
+
+Work that must not be cut short by one caller's deadline — sending the submission, turning a terminal
+reading into a history entry — runs as a *flight* in the Sdk's task group: the first caller starts it,
+every caller waits on it with its own deadline, and a caller that gives up leaves it to finish. That is
+what makes ``execute()`` and ``submit()`` single-flight and a timed-out ``execute()`` safe to resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+
+from .backends.base import Diagnostics, Observation, RunRef, RunSpec
+from .exceptions import (
+    AuthenticationError,
+    BackendError,
+    JobCancelledError,
+    JobFailed,
+    JobStateError,
+    JobTimeoutError,
+    JobValidationError,
+)
+from .job_output import (
+    JobCancellation,
+    JobError,
+    JobOutput,
+    JobOutputProxy,
+    JobResult,
+)
+from .polling import state_rank
+from .state import JobState, check_transition
+
+if TYPE_CHECKING:
+    from .client import Sdk
+
+__all__ = ["DEFAULT_CANCEL_TIMEOUT_S", "Job"]
+
+logger = logging.getLogger("oqc_style_sdk.job")
+
+T = TypeVar("T")
+
+#: How long ``cancel()`` waits, by default, for the vendor to confirm the run ended.
+DEFAULT_CANCEL_TIMEOUT_S = 60.0
+
+_RECONFIGURABLE = frozenset({"program", "target", "qpu_id", "config", "fetch_diagnostics", "tag"})
+
+
+def check_timeout(timeout_s: float | None, name: str = "timeout_s") -> float | None:
+    """A timeout is None (no deadline) or a positive number of seconds."""
+    if timeout_s is None:
+        return None
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float):
+        raise JobValidationError(f"{name} must be a number of seconds or None, not {timeout_s!r}")
+    if not timeout_s > 0 or math.isnan(timeout_s):
+        raise JobValidationError(f"{name} must be > 0 seconds (or None for no deadline)")
+    return float(timeout_s)
+
+
+@contextmanager
+def deadline(timeout_s: float | None, what: Callable[[], str]) -> Iterator[None]:
+    """Bound a block by ``timeout_s``; on expiry raise :class:`JobTimeoutError` with ``what()``."""
+    timeout_s = check_timeout(timeout_s)
+    if timeout_s is None:
+        yield
+        return
+    with anyio.move_on_after(timeout_s) as scope:
+        yield
+    if scope.cancelled_caught:
+        raise JobTimeoutError(f"{what()} after {timeout_s:g} s")
+
+
+class _Flight(Generic[T]):
+    """Work shared by every caller that asks for it while it runs; survives any one caller."""
+
+    __slots__ = ("_done", "_error", "_value")
+
+    def __init__(self) -> None:
+        self._done = anyio.Event()
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    async def run(self, fn: Callable[[], Awaitable[T]]) -> None:
+        try:
+            self._value = await fn()
+        except Exception as exc:  # re-raised to every waiter
+            self._error = exc
+        finally:
+            self._done.set()
+
+    async def wait(self) -> T:
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _is_rejection(exc: BaseException) -> bool:
+    """The vendor refused the submission outright: nothing was created, retrying will not help."""
+    if isinstance(exc, JobValidationError):
+        return True
+    if isinstance(exc, BackendError) and not isinstance(exc, AuthenticationError):
+        return exc.status is not None and 400 <= exc.status < 500 and exc.status not in (408, 429)
+    return False
+
+
+class Job:
+    """A mutable handle on one program's submissions to one backend.
+
+    Made by :meth:`Sdk.create_job <oqc_style_sdk.client.Sdk.create_job>`. Properties never do I/O;
+    everything that talks to the backend is an ``async`` verb.
+    """
+
+    def __init__(
+        self,
+        sdk: Sdk,
+        spec: RunSpec,
+        *,
+        fetch_diagnostics: bool = False,
+        job_id: str | None = None,
+    ) -> None:
+        self._sdk = sdk
+        self._spec = spec
+        self._fetch_diagnostics = fetch_diagnostics
+        self.id: str = job_id or uuid.uuid4().hex
+        self._state = JobState.CREATED
+        self._run = 1
+        self._key = uuid.uuid4().hex
+        self._ref: RunRef | None = None
+        self._last_obs: Observation | None = None
+        self._vendor_status: str | None = None
+        self._output: JobOutput | None = None
+        self._history: list[JobOutput] = []
+        self._diagnostics: Diagnostics | None = None
+        self._cancel_reason: str | None = None
+        self._cancel_sent = False
+        self._submitted_at: datetime | None = None
+        self._submitting: _Flight[None] | None = None
+        self._finishing: _Flight[None] | None = None
+        self._saved_at: datetime | None = None
+
+    # ------------------------------------------------------------------ properties (no I/O)
+    @property
+    def sdk(self) -> Sdk:
+        return self._sdk
+
+    @property
+    def state(self) -> JobState:
+        """Where the current run is: CREATED, SUBMITTED, RUNNING, COMPLETED, FAILED or CANCELLED."""
+        return self._state
+
+    @property
+    def completed(self) -> bool:
+        """True when the current run completed (and :attr:`result` holds its data)."""
+        return self._state is JobState.COMPLETED
+
+    @property
+    def ended(self) -> bool:
+        """True in a terminal state: COMPLETED, FAILED or CANCELLED."""
+        return self._state.is_terminal
+
+    @property
+    def active(self) -> bool:
+        """True in CREATED, SUBMITTED or RUNNING."""
+        return self._state.is_active
+
+    @property
+    def result(self) -> JobResult | None:
+        """The current run's result, or None unless it completed."""
+        return self._output if isinstance(self._output, JobResult) else None
+
+    @property
+    def error(self) -> JobError | None:
+        """The current run's error, or None unless it failed."""
+        return self._output if isinstance(self._output, JobError) else None
+
+    @property
+    def outputs(self) -> JobOutputProxy:
+        """The current run's output in a :class:`JobOutputProxy` (empty while it is active)."""
+        return JobOutputProxy(() if self._output is None else (self._output,))
+
+    @property
+    def history(self) -> JobOutputProxy:
+        """One output per ended run, oldest first."""
+        return JobOutputProxy(self._history)
+
+    @property
+    def task_id(self) -> str | None:
+        """The vendor's id of the current run (None before it is submitted)."""
+        return None if self._ref is None else self._ref.task_id
+
+    @property
+    def vendor_status(self) -> str | None:
+        """The vendor's own word for the current run's status, unmapped."""
+        return self._vendor_status
+
+    @property
+    def run(self) -> int:
+        """The current run's number: 1 for the first, 2 for the next ..."""
+        return self._run
+
+    @property
+    def program(self) -> Any:
+        return self._spec.program
+
+    @property
+    def target(self) -> str | None:
+        return self._spec.target
+
+    @property
+    def qpu_id(self) -> str | None:
+        """Alias of :attr:`target`."""
+        return self._spec.target
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._spec.config)
+
+    @property
+    def tag(self) -> str | None:
+        return self._spec.tag
+
+    @property
+    def fetch_diagnostics(self) -> bool:
+        return self._fetch_diagnostics
+
+    @property
+    def timings(self) -> dict[str, Any] | None:
+        """Wall-clock and queue timings of the latest ended run (``fetch_diagnostics=True``)."""
+        return None if self._diagnostics is None else self._diagnostics.timings
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        """Gate counts, depth and the like of the latest ended run (``fetch_diagnostics=True``)."""
+        return None if self._diagnostics is None else self._diagnostics.metrics
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        """Compiler and hardware metadata of the latest ended run (``fetch_diagnostics=True``)."""
+        return None if self._diagnostics is None else self._diagnostics.metadata
+
+    def __repr__(self) -> str:
+        task = f" task_id={self.task_id!r}" if self.task_id else ""
+        return (
+            f"<Job {self.id[:8]} {self._state.value} backend={self._sdk.backend.name!r}"
+            f" target={self.target!r} run={self._run}{task}>"
+        )
+
+    # ------------------------------------------------------------------ verbs
+    async def execute(self, timeout_s: float | None = None) -> JobOutputProxy:
+        """Run the job and wait for its end; return its outputs.
+
+        - a CREATED job is submitted;
+        - an active job is *resumed*: nothing is sent again, the wait goes on;
+        - a terminal job starts a fresh run (new task id); the old run stays in :attr:`history`.
+
+        Errors of the run are stored on the job, not raised: see :meth:`raise_for_status`.
+        ``timeout_s=None`` waits as long as it takes; past ``timeout_s`` a :class:`JobTimeoutError`
+        is raised and the job is left active and attached — call ``execute()`` again to resume.
+        """
+        self._sdk._require_open()
+        with deadline(timeout_s, lambda: f"{self!r} did not end"):
+            if self._state.is_terminal:
+                self._start_new_run()
+            await self._ensure_submitted()
+            await self._wait_terminal()
+        return self.outputs
+
+    async def submit(self, timeout_s: float | None = None) -> None:
+        """Send the job without waiting for it to end. Sends nothing if it is already active."""
+        self._sdk._require_open()
+        with deadline(timeout_s, lambda: f"{self!r} was not submitted"):
+            if self._state.is_terminal:
+                self._start_new_run()
+            await self._ensure_submitted()
+
+    async def wait(self, timeout_s: float | None = None) -> JobOutputProxy:
+        """Wait for the submitted run to end, sending nothing."""
+        self._sdk._require_open()
+        with deadline(timeout_s, lambda: f"{self!r} did not end"):
+            if self._submitting is not None:
+                await self._submitting.wait()
+            if self._state is JobState.CREATED:
+                raise JobStateError(
+                    f"{self!r} was never submitted: call `await job.execute()` or `job.submit()`"
+                )
+            await self._wait_terminal()
+        return self.outputs
+
+    async def refresh(self, timeout_s: float | None = None) -> JobState:
+        """Read the run's status once and apply it. A job that is not at the vendor reads nothing."""
+        self._sdk._require_open()
+        with deadline(timeout_s, lambda: f"reading {self!r}"):
+            if self._state.is_active and self._ref is not None:
+                ref = self._ref
+                obs = await self._sdk.backend.status(ref)
+                self._sdk.poller.observed(ref, obs)
+                await self._accept(obs)
+        return self._state
+
+    async def cancel(
+        self, reason: str | None = None, *, timeout_s: float | None = DEFAULT_CANCEL_TIMEOUT_S
+    ) -> JobState:
+        """Cancel the current run, the way the vendors' own cancel workflows do.
+
+        Read the status; ask to cancel only while the run is active; then re-read until the vendor
+        reports a terminal state. A run that finished first keeps its finished state and result.
+        A job never submitted becomes CANCELLED with no request. Returns the final state.
+        """
+        self._sdk._require_open()
+        with deadline(timeout_s, lambda: f"cancelling {self!r} was not confirmed"):
+            if self._submitting is not None:
+                await self._submitting.wait()
+            if self._state is JobState.CREATED:
+                self._cancel_reason = reason
+                self._end_locally(JobCancellation(reason=reason, **self._output_fields()))
+                return self._state
+            if self._state.is_terminal or self._ref is None:
+                return self._state
+            ref = self._ref
+            obs = await self._sdk.backend.status(ref)
+            self._sdk.poller.observed(ref, obs)
+            await self._accept(obs)
+            if self._state.is_active and not self._cancel_sent and self._ref is ref:
+                self._cancel_reason = reason
+                self._cancel_sent = True
+                try:
+                    await self._sdk.backend.cancel(ref, reason)
+                except BaseException:
+                    self._cancel_sent = False
+                    raise
+            await self._wait_terminal()
+        return self._state
+
+    async def cancel_if_active(
+        self, reason: str | None = None, *, timeout_s: float | None = DEFAULT_CANCEL_TIMEOUT_S
+    ) -> bool:
+        """Cancel the job if it is active; a no-op for a terminal job. True if it was active."""
+        if self._state.is_terminal and self._submitting is None:
+            return False
+        await self.cancel(reason, timeout_s=timeout_s)
+        return True
+
+    def reconfigure(self, memento: JobOutput | None = None, **overrides: Any) -> None:
+        """Change what the next run will do; history is kept.
+
+        ``memento`` restores the settings of an earlier output (program, target, config);
+        ``overrides`` — ``program``, ``target``/``qpu_id``, ``config``, ``fetch_diagnostics``,
+        ``tag`` — apply on top. A terminal job is set up for a fresh run (CREATED). A job whose run is
+        at the vendor is refused: cancel it first, so no run is orphaned.
+        """
+        if self._submitting is not None or self._state in (JobState.SUBMITTED, JobState.RUNNING):
+            raise JobStateError(
+                f"{self!r} is {self._state.value} at the vendor; reconfiguring it now would orphan "
+                "that run. Call `await job.cancel_if_active()` first, then reconfigure()."
+            )
+        unknown = set(overrides) - _RECONFIGURABLE
+        if unknown:
+            raise JobValidationError(
+                f"reconfigure() got unknown setting(s) {sorted(unknown)}; it takes {sorted(_RECONFIGURABLE)}"
+            )
+        if memento is not None and not isinstance(memento, JobOutput):
+            raise JobValidationError(
+                f"memento must be an output of this job (from history or execute()), "
+                f"not {type(memento).__name__}"
+            )
+        program = self._spec.program if memento is None else memento.program
+        target = self._spec.target if memento is None else memento.target
+        config: Mapping[str, Any] = self._spec.config if memento is None else memento.config
+        if "target" in overrides and "qpu_id" in overrides and overrides["target"] != overrides["qpu_id"]:
+            raise JobValidationError("target and qpu_id name the same setting; give one")
+        program = overrides.get("program", program)
+        target = overrides.get("target", overrides.get("qpu_id", target))
+        config = overrides.get("config", config)
+        if config is None:
+            config = {}
+        if not isinstance(config, Mapping):
+            raise JobValidationError(f"config must be a mapping, not {type(config).__name__}")
+        tag = overrides.get("tag", self._spec.tag)
+        fetch = overrides.get("fetch_diagnostics", self._fetch_diagnostics)
+        if not isinstance(fetch, bool):
+            raise JobValidationError("fetch_diagnostics must be True or False")
+        spec = self._sdk._validate_spec(RunSpec(program=program, target=target, config=dict(config), tag=tag))
+        self._spec = spec
+        self._fetch_diagnostics = fetch
+        if self._state.is_terminal:
+            self._start_new_run()
+
+    def raise_for_status(self) -> None:
+        """Raise :class:`JobFailed` unless the current run completed.
+
+        A cancelled run raises :class:`JobCancelledError` (a ``JobFailed``); an active job raises
+        :class:`JobStateError`, since it has no outcome yet.
+        """
+        if self._state is JobState.COMPLETED:
+            return
+        if self._state is JobState.FAILED:
+            err = self.error
+            raise JobFailed(f"{self!r} failed: {err.message if err else 'no error recorded'}", error=err)
+        if self._state is JobState.CANCELLED:
+            raise JobCancelledError(f"{self!r} was cancelled", error=self._output)
+        raise JobStateError(f"{self!r} has not ended yet")
+
+    async def save(self, path: str | Path) -> Path:
+        """Write the job to ``path`` as versioned JSON, atomically, readable by its owner only."""
+        from .persistence import save_jobs
+
+        return await save_jobs(self._sdk, [self], path, composite=False)
+
+    # ------------------------------------------------------------------ internals
+    def _output_fields(self) -> dict[str, Any]:
+        return {
+            "program": self._spec.program,
+            "target": self._spec.target,
+            "config": dict(self._spec.config),
+            "task_id": self.task_id,
+            "run": self._run,
+            "received": _now(),
+        }
+
+    def _start_new_run(self) -> None:
+        check_transition(self._state, JobState.CREATED)
+        self._state = JobState.CREATED
+        self._run += 1
+        self._key = uuid.uuid4().hex
+        self._ref = None
+        self._last_obs = None
+        self._vendor_status = None
+        self._output = None
+        self._diagnostics = None
+        self._cancel_reason = None
+        self._cancel_sent = False
+        self._submitted_at = None
+
+    def _end_locally(self, output: JobOutput) -> None:
+        """End the current run without the vendor: a rejected submission, a never-sent job."""
+        check_transition(self._state, output.state)
+        output._bind(self)
+        self._state = output.state
+        self._output = output
+        self._history.append(output)
+
+    async def _ensure_submitted(self) -> None:
+        if self._state is not JobState.CREATED:
+            return
+        flight = self._submitting
+        if flight is None:
+            flight = self._submitting = _Flight()
+            self._sdk._spawn(flight.run, self._submit_once)
+        await flight.wait()
+
+    async def _submit_once(self) -> None:
+        spec, key, run = self._spec, self._key, self._run
+        try:
+            ref = await self._sdk.backend.submit(spec, key)
+        except Exception as exc:
+            if _is_rejection(exc) and self._state is JobState.CREATED and self._run == run:
+                logger.info("%r was rejected: %s", self, exc)
+                code = "REJECTED" if not isinstance(exc, BackendError) else exc.vendor_code
+                self._end_locally(
+                    JobError(message=str(exc), code=code or "REJECTED", **self._output_fields())
+                )
+                return
+            raise
+        finally:
+            self._submitting = None
+        check_transition(self._state, JobState.SUBMITTED)
+        self._ref = ref
+        self._state = JobState.SUBMITTED
+        self._vendor_status = "SUBMITTED"
+        self._submitted_at = _now()
+        logger.debug("%r submitted", self)
+
+    async def _wait_terminal(self) -> None:
+        poller = self._sdk.poller
+        retry: Observation | None = None  # a terminal reading whose result could not be read yet
+        attempt = 0
+        while self._state.is_active:
+            ref = self._ref
+            if ref is None:  # pragma: no cover - callers submit first
+                raise JobStateError(f"{self!r} is not at the vendor")
+            obs = retry
+            try:
+                if obs is None:
+                    obs = await poller.next_observation(ref, self._last_obs)
+                retry = None
+                await self._accept(obs)
+            except BackendError as exc:
+                if not exc.transient:
+                    raise
+                logger.debug("reading %r failed, will try again: %s", self, exc)
+                if obs is not None and obs.state.is_terminal:
+                    retry = obs
+                    attempt += 1
+                    policy = poller.policy
+                    await anyio.sleep(
+                        min(policy.min_interval_s * policy.factor**attempt, policy.max_interval_s)
+                    )
+
+    async def _accept(self, obs: Observation) -> None:
+        """Apply a reading; a terminal one is turned into the run's history entry (once)."""
+        if self._state.is_terminal:
+            if obs.state is not self._state:
+                logger.warning(
+                    "%r: the vendor now reports %s (%s) for a run that ended %s; ignored",
+                    self,
+                    obs.state.value,
+                    obs.vendor_status,
+                    self._state.value,
+                )
+            return
+        self._vendor_status = obs.vendor_status
+        if obs.state.is_active:
+            if state_rank(obs.state) > state_rank(self._state):
+                check_transition(self._state, obs.state)
+                self._state = obs.state
+            self._last_obs = obs
+            return
+        flight = self._finishing
+        if flight is None:
+            flight = self._finishing = _Flight()
+            self._sdk._spawn(flight.run, lambda: self._finish(obs))
+        await flight.wait()
+
+    async def _finish(self, obs: Observation) -> None:
+        ref, spec, run = self._ref, self._spec, self._run
+        assert ref is not None
+        try:
+            fields = self._output_fields()
+            if obs.ended_at is not None:
+                fields["received"] = obs.ended_at
+            output: JobOutput
+            if obs.state is JobState.COMPLETED:
+                data = await self._sdk.backend.result(ref, spec)
+                output = JobResult(data=data, **fields)
+            elif obs.state is JobState.FAILED:
+                output = JobError(
+                    message=obs.message or f"the run ended {obs.vendor_status}",
+                    code=obs.code,
+                    **fields,
+                )
+            else:
+                output = JobCancellation(reason=self._cancel_reason, **fields)
+            diagnostics = None
+            if self._fetch_diagnostics:
+                try:
+                    diagnostics = await self._sdk.backend.diagnostics(ref, spec)
+                except Exception as exc:  # diagnostics never fail the job
+                    logger.info("diagnostics of %r unavailable: %s", self, exc)
+                    diagnostics = Diagnostics()
+        finally:
+            self._finishing = None
+        if self._run != run or self._state.is_terminal:  # pragma: no cover - guarded by callers
+            return
+        check_transition(self._state, obs.state)
+        output._bind(self)
+        self._state = obs.state
+        self._vendor_status = obs.vendor_status
+        self._last_obs = obs
+        self._output = output
+        self._history.append(output)
+        if diagnostics is not None:
+            self._diagnostics = diagnostics
+        logger.debug("%r ended", self)
