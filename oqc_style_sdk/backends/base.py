@@ -62,7 +62,7 @@ class Observation:
 
     state: JobState
     vendor_status: str
-    #: On FAILED: the vendor's (or parser's) message and code.
+    #: On FAILED: the vendor's (or parser's) message and code; on CANCELLED, the reason if known.
     message: str | None = None
     code: str | None = None
     #: When the vendor says the run ended, if it says.
@@ -115,8 +115,13 @@ class Backend(ABC):
         self._change_listener = listener
 
     def _notify_change(self, task_id: str) -> None:
+        """Tell the listener ``task_id`` changed. It may be called from inside ``cancel()``; a
+        failing listener is logged and never breaks the backend."""
         if self._change_listener is not None:
-            self._change_listener(task_id)
+            try:
+                self._change_listener(task_id)
+            except Exception:
+                logger.exception("change listener failed for %s", task_id)
 
     @abstractmethod
     def validate(self, spec: RunSpec) -> RunSpec:
@@ -124,7 +129,10 @@ class Backend(ABC):
 
     @abstractmethod
     async def submit(self, spec: RunSpec, idempotency_key: str) -> RunRef:
-        """Create the run at the vendor. Sent once; ``idempotency_key`` where the vendor takes one."""
+        """Create the run at the vendor. Sent once; ``idempotency_key`` where the vendor takes one.
+
+        ``spec`` has been through :meth:`validate` (the Job does it on creation and reconfigure).
+        """
 
     @abstractmethod
     async def status(self, ref: RunRef) -> Observation:
