@@ -107,7 +107,8 @@ async def tour() -> None:
             path = await job.save(Path(tmp) / "bell.job.json")
             loaded = await sdk.load(path)
             assert isinstance(loaded, Job)
-            print(f"    saved {path.name} ({path.stat().st_size} bytes, mode {path.stat().st_mode & 0o777:o})")
+            stat = path.stat()
+            print(f"    saved {path.name} ({stat.st_size} bytes, mode {stat.st_mode & 0o777:o})")
             print(f"    loaded: {loaded!r}")
             history(loaded)
 
