@@ -352,6 +352,7 @@ class Job:
         self, reason: str | None = None, *, timeout_s: float | None = DEFAULT_CANCEL_TIMEOUT_S
     ) -> bool:
         """Cancel the job if it is active; a no-op for a terminal job. True if it was active."""
+        self._sdk._require_open()  # like every verb, even when there is nothing to do
         if self._state.is_terminal and self._submitting is None:
             return False
         await self.cancel(reason, timeout_s=timeout_s)
