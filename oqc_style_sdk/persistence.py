@@ -252,6 +252,8 @@ def _write_atomically(target: Path, document: JobFile) -> Path:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     except PermissionError as exc:
         raise PersistenceError(f"cannot save to {target}: directory {directory} is not writable") from exc
+    except OSError as exc:  # read-only file system, no space, too many open files ...
+        raise PersistenceError(f"cannot save to {target}: {exc.strerror or exc}") from exc
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -289,10 +291,16 @@ def read_document(path: Path) -> JobFile:
         raise PersistenceError(f"{path} is a directory, not a job file") from exc
     except PermissionError as exc:
         raise PersistenceError(f"{path} cannot be read: permission denied") from exc
+    except PersistenceError:
+        raise
+    except OSError as exc:  # not a directory on the way, name too long, I/O error ...
+        raise PersistenceError(f"{path} cannot be read: {exc.strerror or exc}") from exc
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptJobFileError(f"{path} is not valid JSON (truncated or damaged?): {exc}") from exc
+    except RecursionError as exc:  # hostile nesting: a typed error, not a crash
+        raise CorruptJobFileError(f"{path} is not a valid job file: JSON nested too deeply") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ForeignJobFileError(f"{path} is not an oqc-style-sdk job file")
     found = data.get("schema_version")
