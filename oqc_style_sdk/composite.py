@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
@@ -175,14 +176,38 @@ class CompositeJob(Sequence[Job]):
         timeout_s: float | None = DEFAULT_CANCEL_TIMEOUT_S,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> dict[JobState, int]:
-        """Cancel every active child (finished ones keep their state); return the summary."""
+        """Cancel every active child (finished ones keep their state); return the summary.
 
-        async def one(child: Job, limiter: anyio.CapacityLimiter) -> None:
+        Each child is read first (as ``Job.cancel`` does); the ones still active are cancelled
+        together through ``Backend.cancel_many`` — one request where the vendor takes a list — and
+        then confirmed by the poller.
+        """
+        from .backends.base import RunRef
+
+        to_cancel: list[tuple[Job, RunRef]] = []
+
+        async def prepare(child: Job, limiter: anyio.CapacityLimiter) -> None:
+            async with limiter:
+                ref = await child._cancel_prepare(reason)
+            if ref is not None:
+                to_cancel.append((child, ref))
+
+        async def confirm(child: Job, limiter: anyio.CapacityLimiter) -> None:
             if child.active:
-                async with limiter:
-                    await child.cancel(reason, timeout_s=None)
+                await child.wait()
 
-        await self._all(one, timeout_s, max_concurrency, "were not all confirmed cancelled")
+        with self._deadline(timeout_s, "were not all confirmed cancelled"):
+            await self._all(prepare, None, max_concurrency, "")
+            if to_cancel:
+                for child, _ in to_cancel:
+                    child._cancel_reason, child._cancel_sent = reason, True
+                try:
+                    await self._sdk.backend.cancel_many([ref for _, ref in to_cancel], reason)
+                except BaseException:
+                    for child, _ in to_cancel:
+                        child._cancel_sent = False
+                    raise
+            await self._all(confirm, None, len(self._children), "")
         return self.summary()
 
     async def cancel_if_active(
@@ -209,6 +234,17 @@ class CompositeJob(Sequence[Job]):
         return await save_jobs(self._sdk, list(self._children), path, composite=True, composite_id=self.id)
 
     # ------------------------------------------------------------------ internals
+    @contextmanager
+    def _deadline(self, timeout_s: float | None, what: str) -> Iterator[None]:
+        """One deadline over a whole verb; on expiry a JobTimeoutError carrying the outputs."""
+        timeout_s = check_timeout(timeout_s)
+        with anyio.move_on_after(_inf_if_none(timeout_s)) as scope:
+            yield
+        if scope.cancelled_caught:
+            raise JobTimeoutError(
+                f"{self!r} {what} after {timeout_s:g} s", state=self.state.value, outputs=self.outputs
+            )
+
     async def _all(
         self,
         fn: Callable[[Job, anyio.CapacityLimiter], Awaitable[None]],
@@ -217,7 +253,6 @@ class CompositeJob(Sequence[Job]):
         what: str,
     ) -> None:
         self._sdk._require_open()
-        timeout_s = check_timeout(timeout_s)
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or (max_concurrency < 1):
             raise JobValidationError("max_concurrency must be a positive whole number")
         limiter = anyio.CapacityLimiter(max_concurrency)
@@ -229,16 +264,10 @@ class CompositeJob(Sequence[Job]):
             except Exception as exc:  # collected, re-raised below with its child's index
                 errors.append((i, exc))
 
-        with anyio.move_on_after(_inf_if_none(timeout_s)) as scope:
+        with self._deadline(timeout_s, what):
             async with anyio.create_task_group() as tg:
                 for i, child in enumerate(self._children):
                     tg.start_soon(guarded, i, child)
-        if scope.cancelled_caught:
-            raise JobTimeoutError(
-                f"{self!r} {what} after {timeout_s:g} s",
-                state=self.state.value,
-                outputs=self.outputs,
-            )
         if errors:
             errors.sort(key=lambda item: item[0])
             i, first = errors[0]

@@ -32,6 +32,7 @@ from .exceptions import (
     JobStateError,
     JobTimeoutError,
     JobValidationError,
+    NotFoundError,
 )
 from .job_output import (
     JobCancellation,
@@ -141,7 +142,8 @@ class Job:
         self.id: str = job_id or uuid.uuid4().hex
         self._state = JobState.CREATED
         self._run = 1
-        self._key = uuid.uuid4().hex
+        self._key: str | None = None
+        self._submit_attempted = False
         self._ref: RunRef | None = None
         self._last_obs: Observation | None = None
         self._vendor_status: str | None = None
@@ -308,10 +310,7 @@ class Job:
         self._sdk._require_open()
         with deadline(timeout_s, lambda: f"reading {self!r}"):
             if self._state.is_active and self._ref is not None:
-                ref = self._ref
-                obs = await self._sdk.backend.status(ref)
-                self._sdk.poller.observed(ref, obs)
-                await self._accept(obs)
+                await self._read(self._ref)
         return self._state
 
     async def cancel(
@@ -325,26 +324,9 @@ class Job:
         """
         self._sdk._require_open()
         with deadline(timeout_s, lambda: f"cancelling {self!r} was not confirmed"):
-            if self._submitting is not None:
-                await self._submitting.wait()
-            if self._state is JobState.CREATED:
-                self._cancel_reason = reason
-                self._end_locally(JobCancellation(reason=reason, **self._output_fields()))
-                return self._state
-            if self._state.is_terminal or self._ref is None:
-                return self._state
-            ref = self._ref
-            obs = await self._sdk.backend.status(ref)
-            self._sdk.poller.observed(ref, obs)
-            await self._accept(obs)
-            if self._state.is_active and not self._cancel_sent and self._ref is ref:
-                self._cancel_reason = reason
-                self._cancel_sent = True
-                try:
-                    await self._sdk.backend.cancel(ref, reason)
-                except BaseException:
-                    self._cancel_sent = False
-                    raise
+            ref = await self._cancel_prepare(reason)
+            if ref is not None:
+                await self._cancel_send(ref, reason)
             await self._wait_terminal()
         return self._state
 
@@ -370,6 +352,12 @@ class Job:
             raise JobStateError(
                 f"{self!r} is {self._state.value} at the vendor; reconfiguring it now would orphan "
                 "that run. Call `await job.cancel_if_active()` first, then reconfigure()."
+            )
+        if self._state is JobState.CREATED and self._submit_attempted:
+            raise JobStateError(
+                f"{self!r}: a submission of this run may have reached the vendor (its answer was "
+                "lost); call `await job.execute()` to settle it, or `await job.cancel_if_active()`, "
+                "before reconfiguring"
             )
         unknown = set(overrides) - _RECONFIGURABLE
         if unknown:
@@ -439,7 +427,8 @@ class Job:
         check_transition(self._state, JobState.CREATED)
         self._state = JobState.CREATED
         self._run += 1
-        self._key = uuid.uuid4().hex
+        self._key = None
+        self._submit_attempted = False
         self._ref = None
         self._last_obs = None
         self._vendor_status = None
@@ -457,6 +446,66 @@ class Job:
         self._output = output
         self._history.append(output)
 
+    async def _cancel_prepare(self, reason: str | None) -> RunRef | None:
+        """The first half of the guarded cancel: settle any submission, end a never-sent job
+        locally, read the status. Returns the run to ask the vendor to cancel, or None."""
+        if self._submitting is not None:
+            try:
+                await self._submitting.wait()
+            except Exception as exc:  # the submitter has it; here only the outcome matters
+                logger.debug("submission of %r failed before the cancel: %s", self, exc)
+        if self._state is JobState.CREATED and self._submit_attempted:
+            if not self._sdk.backend.idempotent_submit:
+                logger.warning(
+                    "%r: an earlier submission may have reached %s; it cannot be checked safely, "
+                    "so the job is cancelled locally only",
+                    self,
+                    self._sdk.backend.name,
+                )
+            else:  # resend with the same key: the vendor returns the run if it has it
+                await self._ensure_submitted()
+        if self._state is JobState.CREATED:
+            self._cancel_reason = reason
+            self._end_locally(JobCancellation(reason=reason, **self._output_fields()))
+            return None
+        if self._state.is_terminal or self._ref is None:
+            return None
+        ref = self._ref
+        await self._read(ref)
+        if self._state.is_active and not self._cancel_sent and self._ref is ref:
+            return ref
+        return None
+
+    async def _cancel_send(self, ref: RunRef, reason: str | None) -> None:
+        self._cancel_reason = reason
+        self._cancel_sent = True
+        try:
+            await self._sdk.backend.cancel(ref, reason)
+        except BaseException:
+            self._cancel_sent = False
+            raise
+
+    async def _read(self, ref: RunRef) -> None:
+        """One status read, applied. A run the vendor no longer knows ends FAILED (NOT_FOUND)."""
+        try:
+            obs = await self._sdk.backend.status(ref)
+        except NotFoundError as exc:
+            self._lost(ref, exc)
+            return
+        self._sdk.poller.observed(ref, obs)
+        await self._accept(obs)
+
+    def _lost(self, ref: RunRef, exc: NotFoundError) -> None:
+        if self._ref is ref and self._state.is_active:
+            logger.warning("%r: %s no longer knows the run: %s", self, self._sdk.backend.name, exc)
+            self._end_locally(
+                JobError(
+                    message=f"the vendor no longer knows this run: {exc}",
+                    code="NOT_FOUND",
+                    **self._output_fields(),
+                )
+            )
+
     async def _ensure_submitted(self) -> None:
         if self._state is not JobState.CREATED:
             return
@@ -467,9 +516,13 @@ class Job:
         await flight.wait()
 
     async def _submit_once(self) -> None:
-        spec, key, run = self._spec, self._key, self._run
+        spec, run = self._spec, self._run
+        backend = self._sdk.backend
         try:
-            ref = await self._sdk.backend.submit(spec, key)
+            if self._key is None:  # made once per run, saved with the job, reused on every resend
+                self._key = await backend.new_idempotency_key(spec)
+            self._submit_attempted = True
+            ref = await backend.submit(spec, self._key)
         except Exception as exc:
             if _is_rejection(exc) and self._state is JobState.CREATED and self._run == run:
                 logger.info("%r was rejected: %s", self, exc)
@@ -502,6 +555,9 @@ class Job:
                     obs = await poller.next_observation(ref, self._last_obs)
                 retry = None
                 await self._accept(obs)
+            except NotFoundError as exc:
+                self._lost(ref, exc)
+                return
             except BackendError as exc:
                 if not exc.transient:
                     raise

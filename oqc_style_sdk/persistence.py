@@ -94,7 +94,8 @@ class JobSnapshot(_Model):
     fetch_diagnostics: bool = False
     state: JobState
     run: int = Field(ge=1)
-    idempotency_key: str = Field(min_length=1, max_length=128)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
+    submit_attempted: bool = False
     ref: RefSnapshot | None = None
     vendor_status: str | None = None
     cancel_reason: str | None = None
@@ -162,6 +163,7 @@ def snapshot(job: Job) -> JobSnapshot:
         state=job._state,
         run=job._run,
         idempotency_key=job._key,
+        submit_attempted=job._submit_attempted,
         ref=None if ref is None else RefSnapshot(task_id=ref.task_id, extra=dict(ref.extra)),
         vendor_status=job._vendor_status,
         cancel_reason=job._cancel_reason,
@@ -182,6 +184,7 @@ def restore(sdk: Sdk, snap: JobSnapshot, lost_runs: Literal["raise", "fail"]) ->
     job._state = snap.state
     job._run = snap.run
     job._key = snap.idempotency_key
+    job._submit_attempted = snap.submit_attempted
     job._ref = None if snap.ref is None else RunRef(snap.ref.task_id, dict(snap.ref.extra))
     job._vendor_status = snap.vendor_status
     job._cancel_reason = snap.cancel_reason

@@ -778,16 +778,30 @@ async def test_a_transient_error_reading_the_result_is_retried() -> None:
         assert len(job.history) == 1
 
 
-async def test_not_found_during_wait_is_raised() -> None:
+async def test_a_run_the_vendor_no_longer_knows_ends_failed_not_found() -> None:
+    # A vendor that answers 404 for a run we submitted has lost it: waiting can never end, so the
+    # run ends FAILED with a clear code instead of leaving the job active for good.
     async with scripted(*NEVER_ENDS) as (sdk, backend):
         job = sdk.create_job(program="p")
         task_id = await started(job)
         backend.fail_next("status", NotFoundError("no such job", status=404))
-        with pytest.raises(NotFoundError):
-            await job.execute(timeout_s=5)
+        await job.execute(timeout_s=5)
+        assert job.state is JobState.FAILED
         assert job.task_id == task_id
         assert backend.submissions == 1
-        assert job.history.all() == []
+        (entry,) = job.history.all()
+        assert isinstance(entry, JobError)
+        assert entry.code == "NOT_FOUND"
+        assert "no such job" in entry.message
+
+
+async def test_refresh_of_a_lost_run_ends_it_too() -> None:
+    async with scripted(*NEVER_ENDS) as (sdk, backend):
+        job = sdk.create_job(program="p")
+        await started(job)
+        backend.fail_next("status", NotFoundError("gone", status=404))
+        assert await job.refresh() is JobState.FAILED
+        assert job.error is not None and job.error.code == "NOT_FOUND"
 
 
 # ==================================================================================================

@@ -11,6 +11,7 @@ callable taking keyword settings and returning a :class:`Backend`.
 from __future__ import annotations
 
 import logging
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -97,6 +98,9 @@ class Backend(ABC):
     max_poll_interval_s: float = 10.0
     #: How many status reads may be in flight at once when there is no batch read.
     status_concurrency: int = 16
+    #: Whether submitting again with the same idempotency key returns the same run (never a second
+    #: one). Where False, a submission whose answer was lost is never resent blindly.
+    idempotent_submit: bool = True
 
     _change_listener: Callable[[str], None] | None = None
 
@@ -126,6 +130,12 @@ class Backend(ABC):
     @abstractmethod
     def validate(self, spec: RunSpec) -> RunSpec:
         """Check and normalise a spec without I/O; raise JobValidationError if it cannot run."""
+
+    async def new_idempotency_key(self, spec: RunSpec) -> str:
+        """The key of a new run, made before its first submission and saved with the job.
+
+        Vendors that let the client choose the run's id, or reserve one (OQC), return that id."""
+        return uuid.uuid4().hex
 
     @abstractmethod
     async def submit(self, spec: RunSpec, idempotency_key: str) -> RunRef:
@@ -163,6 +173,18 @@ class Backend(ABC):
     @abstractmethod
     async def cancel(self, ref: RunRef, reason: str | None = None) -> None:
         """Ask the vendor to cancel the run. Confirmation comes from later status reads."""
+
+    async def cancel_many(self, refs: Sequence[RunRef], reason: str | None = None) -> None:
+        """Cancel several runs; vendors with a list-cancel endpoint send one request."""
+        limiter = anyio.CapacityLimiter(self.status_concurrency)
+
+        async def one(ref: RunRef) -> None:
+            async with limiter:
+                await self.cancel(ref, reason)
+
+        async with anyio.create_task_group() as tg:
+            for ref in refs:
+                tg.start_soon(one, ref)
 
     @abstractmethod
     async def result(self, ref: RunRef, spec: RunSpec) -> Any:
