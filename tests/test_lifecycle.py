@@ -1045,3 +1045,70 @@ async def test_the_scripted_backend_docstring_example() -> None:
         assert backend.submissions == 1
         assert backend.calls[0] == ("submit", None)
         assert backend.reported(str(job.task_id)) == ["QUEUED", "RUNNING", "COMPLETED"]
+
+
+# ==================================================================================================
+# a submission whose answer was lost
+# ==================================================================================================
+
+
+def lose_next_submit_response(backend: ScriptedBackend) -> None:
+    """The vendor creates the run, then the answer never arrives (a dropped connection)."""
+    original = backend.submit
+
+    async def submit_then_drop(spec: Any, key: str) -> Any:
+        backend.submit = original  # type: ignore[method-assign]
+        await original(spec, key)
+        raise BackendUnavailableError("connection reset after the request was sent")
+
+    backend.submit = submit_then_drop  # type: ignore[method-assign]
+
+
+async def test_lost_submit_answer_is_settled_by_resending_the_same_key() -> None:
+    async with scripted() as (sdk, backend):
+        job = sdk.create_job(program="p")
+        lose_next_submit_response(backend)
+        with pytest.raises(BackendUnavailableError):
+            await job.execute(timeout_s=5)
+        assert job.state is JobState.CREATED
+        await job.execute(timeout_s=5)
+        assert job.completed
+        assert backend.submissions == 1
+        assert len(set(backend.submit_keys)) == 1
+
+
+async def test_lost_submit_answer_blocks_reconfigure_until_settled() -> None:
+    async with scripted() as (sdk, backend):
+        job = sdk.create_job(program="p")
+        lose_next_submit_response(backend)
+        with pytest.raises(BackendUnavailableError):
+            await job.submit()
+        with pytest.raises(JobStateError, match="may have reached the vendor"):
+            job.reconfigure(program="q")
+        assert job.program == "p"
+
+
+async def test_cancel_after_a_lost_submit_answer_cancels_the_vendor_run() -> None:
+    async with scripted(*NEVER_ENDS) as (sdk, backend):
+        job = sdk.create_job(program="p")
+        lose_next_submit_response(backend)
+        with pytest.raises(BackendUnavailableError):
+            await job.submit()
+        assert await job.cancel(timeout_s=5) is JobState.CANCELLED
+        assert backend.submissions == 1
+        assert backend.cancel_requested(str(backend.last_task_id))  # not orphaned at the vendor
+
+
+async def test_cancel_after_a_lost_answer_without_idempotent_resend_is_local_and_warned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with scripted(*NEVER_ENDS) as (sdk, backend):
+        backend.idempotent_submit = False
+        job = sdk.create_job(program="p")
+        lose_next_submit_response(backend)
+        with pytest.raises(BackendUnavailableError):
+            await job.submit()
+        with caplog.at_level(logging.WARNING, logger="oqc_style_sdk.job"):
+            assert await job.cancel(timeout_s=5) is JobState.CANCELLED
+        assert backend.calls_of("cancel") == []
+        assert "may have reached" in caplog.text
