@@ -801,7 +801,8 @@ async def test_refresh_of_a_lost_run_ends_it_too() -> None:
         await started(job)
         backend.fail_next("status", NotFoundError("gone", status=404))
         assert await job.refresh() is JobState.FAILED
-        assert job.error is not None and job.error.code == "NOT_FOUND"
+        assert job.error is not None
+        assert job.error.code == "NOT_FOUND"
 
 
 # ==================================================================================================
