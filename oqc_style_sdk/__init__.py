@@ -12,7 +12,7 @@ async with Sdk() as sdk:
 """
 
 from .backends.base import Backend, available_backends, register_backend
-from .client import Sdk
+from .client import OqcSdk, Sdk
 from .composite import CompositeJob
 from .exceptions import (
     AuthenticationError,
@@ -81,6 +81,7 @@ __all__ = [
     "JobTimeoutError",
     "JobValidationError",
     "NotFoundError",
+    "OqcSdk",
     "PersistenceError",
     "PollingPolicy",
     "ProtocolError",

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .composite import CompositeJob
     from .job import Job
 
-__all__ = ["Sdk"]
+__all__ = ["OqcSdk", "Sdk"]
 
 logger = logging.getLogger("oqc_style_sdk")
 
@@ -108,7 +108,13 @@ class Sdk:
             with anyio.CancelScope(shield=True):
                 await self._backend.aclose()
         finally:
-            await tg.__aexit__(exc_type, exc, tb)
+            # The task group holds only the SDK's own background work, which never raises. An
+            # ordinary exception from the user's block is not the group's business: it must reach
+            # the caller as itself, not wrapped in an ExceptionGroup. Cancellation still goes through.
+            if isinstance(exc, Exception):
+                await tg.__aexit__(None, None, None)
+            else:
+                await tg.__aexit__(exc_type, exc, tb)
         return None
 
     @property
@@ -265,3 +271,27 @@ def _spec(program: Any, target: Any, config: Any, tag: str | None) -> RunSpec:
     if not isinstance(config, Mapping):
         raise JobValidationError(f"config must be a mapping, not {type(config).__name__}")
     return RunSpec(program=program, target=target, config=dict(config), tag=tag)
+
+
+class OqcSdk(Sdk):
+    """``Sdk("oqc")`` with the OQC SDK's constructor: ``OqcSdk(url, authentication_token,
+    default_qpu_id)``. Unset ``url`` and ``authentication_token`` come from ``OQC_URL`` and
+    ``OQC_AUTHENTICATION_TOKEN``."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        authentication_token: str | None = None,
+        default_qpu_id: str | None = None,
+        *,
+        polling: PollingPolicy | None = None,
+        **settings: Any,
+    ) -> None:
+        super().__init__(
+            "oqc",
+            default_target=default_qpu_id,
+            polling=polling,
+            url=url,
+            authentication_token=authentication_token,
+            **settings,
+        )

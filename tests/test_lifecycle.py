@@ -1113,3 +1113,20 @@ async def test_cancel_after_a_lost_answer_without_idempotent_resend_is_local_and
             assert await job.cancel(timeout_s=5) is JobState.CANCELLED
         assert backend.calls_of("cancel") == []
         assert "may have reached" in caplog.text
+
+
+async def test_an_error_inside_the_sdk_block_reaches_the_caller_unwrapped() -> None:
+    # Not an ExceptionGroup: `except JobFailed` around `async with Sdk()` must work.
+    with pytest.raises(JobFailed) as caught:
+        async with Sdk(ScriptedBackend()):
+            raise JobFailed("from the user's block")
+    assert type(caught.value) is JobFailed
+
+
+async def test_an_outer_deadline_cancels_the_sdk_block_cleanly() -> None:
+    with anyio.move_on_after(0.05) as scope:
+        async with Sdk(ScriptedBackend(*[NEVER_ENDS])) as sdk:
+            job = sdk.create_job(program="p")
+            await job.execute()
+    assert scope.cancelled_caught
+    assert job.active  # left as it was, attached to nothing, never cancelled behind our back

@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -219,11 +220,25 @@ def register_backend(name: str, factory: BackendFactory) -> None:
     _REGISTRY[name] = factory
 
 
-def _builtin() -> None:
-    if "local" not in _REGISTRY:
-        from .local import LocalBackend
+_BUILTIN = {
+    "local": ("oqc_style_sdk.backends.local", "LocalBackend"),
+    "oqc": ("oqc_style_sdk.backends.oqc", "OqcBackend"),
+}
 
-        _REGISTRY["local"] = LocalBackend
+
+def _lazy(module: str, attr: str) -> BackendFactory:
+    """A factory that imports its backend on first use (vendors pull in aiohttp, local qiskit)."""
+
+    def factory(**settings: Any) -> Backend:
+        cls: BackendFactory = getattr(import_module(module), attr)
+        return cls(**settings)
+
+    return factory
+
+
+def _builtin() -> None:
+    for name, (module, attr) in _BUILTIN.items():
+        _REGISTRY.setdefault(name, _lazy(module, attr))
 
 
 def _entry_point_factories() -> dict[str, BackendFactory]:
