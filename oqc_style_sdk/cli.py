@@ -135,6 +135,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="how long emulated jobs run (default 2 s)",
     )
+    p.add_argument(
+        "--max-lifetime",
+        type=float,
+        default=8 * 3600.0,
+        metavar="S",
+        help="stop by itself after S seconds (default 8 h)",
+    )
     return parser
 
 
@@ -251,8 +258,14 @@ async def _emulate(args: argparse.Namespace) -> int:
             print(f"{key}={value}")
         print("ready", flush=True)
 
-    await serve_forever(args.vendor, port=args.port, job_duration_s=args.job_duration, ready=ready)
-    return EXIT_CODES["ok"]  # pragma: no cover - serves until interrupted
+    await serve_forever(
+        args.vendor,
+        port=args.port,
+        job_duration_s=args.job_duration,
+        ready=ready,
+        max_lifetime_s=args.max_lifetime,
+    )
+    return EXIT_CODES["ok"]
 
 
 async def _dispatch(args: argparse.Namespace) -> int:

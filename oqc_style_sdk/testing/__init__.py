@@ -1,8 +1,12 @@
 """Test helpers shipped with the SDK, so that users test their own code offline too.
 
-:class:`ScriptedBackend` is a fully in-memory backend whose runs follow a script of vendor
-statuses (or are driven by hand), which records every call, and which can be told to fail, hold a
-submission or flip a finished run back to active. Hand one to :class:`~oqc_style_sdk.Sdk`:
+- :class:`ScriptedBackend` — a fully in-memory backend whose runs follow a script of vendor statuses
+  (or are driven by hand), which records every call, and which can be told to fail, hold a
+  submission or flip a finished run back to active.
+- Vendor emulators — real HTTP servers on 127.0.0.1 (port 0) that speak a vendor's API, with a
+  request log and fault knobs: ``async with start_emulator("oqc") as emu: ...``, or
+  ``oqcs emulate oqc`` from a terminal. A pytest plugin (installed with the SDK) gives the fixtures
+  ``oqc_emulator`` and ``emulator_factory``.
 
 ```python
 from oqc_style_sdk import Sdk
@@ -16,9 +20,62 @@ async def test_my_code() -> None:
         assert job.completed and backend.submissions == 1
 ```
 
-See :mod:`oqc_style_sdk.testing.scripted` for scripts, faults, held submissions and cancellation.
+The emulator names are imported on first use, so ``ScriptedBackend`` alone never loads aiohttp.
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from .scripted import ScriptedBackend
 
-__all__ = ["ScriptedBackend"]
+if TYPE_CHECKING:
+    from .emulator import (
+        ApiError,
+        Emulator,
+        Fault,
+        LoggedRequest,
+        available_emulators,
+        create_emulator,
+        register_emulator,
+        serve_forever,
+        start_emulator,
+    )
+    from .oqc import OqcEmulator, OqcQpu
+
+__all__ = [
+    "ApiError",
+    "Emulator",
+    "Fault",
+    "LoggedRequest",
+    "OqcEmulator",
+    "OqcQpu",
+    "ScriptedBackend",
+    "available_emulators",
+    "create_emulator",
+    "register_emulator",
+    "serve_forever",
+    "start_emulator",
+]
+
+_LAZY = {
+    "ApiError": "emulator",
+    "Emulator": "emulator",
+    "Fault": "emulator",
+    "LoggedRequest": "emulator",
+    "available_emulators": "emulator",
+    "create_emulator": "emulator",
+    "register_emulator": "emulator",
+    "serve_forever": "emulator",
+    "start_emulator": "emulator",
+    "OqcEmulator": "oqc",
+    "OqcQpu": "oqc",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{module}"), name)

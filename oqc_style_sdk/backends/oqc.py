@@ -1,0 +1,302 @@
+"""OQC QCaaS: OpenQASM tasks on OQC's QPUs, over the REST API the published OQC clients use.
+
+Wire facts (``specs/VENDORS.md`` §5):
+
+- ``Authentication-Token: <token>`` on every request; ``GET {url}/admin/version`` is unauthenticated.
+- ``GET {url}/admin/qpu?per_page=1000`` lists QPUs; each has its own execution ``url`` where the task
+  endpoints live.
+- ``POST {qpu_url}/tasks`` reserves task ids; ``POST {qpu_url}/tasks/submit`` submits tasks (with a
+  reserved ``task_id``); ``GET …/tasks/{id}/status``, ``/results``, ``/error``, ``/timings``,
+  ``/metadata``, ``/execution_metadata``; ``POST …/tasks/cancel_many`` cancels a list.
+- Success is always 200. Status values: UNKNOWN, CREATED, SUBMITTED, RUNNING, COMPLETED, FAILED,
+  CANCELLED, EXPIRED.
+
+How this adapter uses them: the task id is reserved *before* submission and becomes the run's
+idempotency key, saved with the job. A submit whose response is lost is sent again with the same id,
+which the server does not run twice — so a retried or resumed submission never makes a second task.
+The QPU list is read when the Sdk opens: it checks the URL and token at once, gives each QPU's
+execution URL, and lets ``create_job`` refuse an unknown QPU before anything is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from anyio.abc import TaskGroup
+
+from .._http import HttpClient, RetryPolicy, Secret
+from ..exceptions import (
+    ConfigurationError,
+    JobValidationError,
+    NotFoundError,
+    ProtocolError,
+    UnknownTargetError,
+)
+from ..state import JobState
+from .base import Backend, Diagnostics, Observation, RunRef, RunSpec
+
+__all__ = ["OQC_STATUS", "OqcBackend", "compiler_config"]
+
+logger = logging.getLogger("oqc_style_sdk.backends.oqc")
+
+#: Every documented OQC task status, mapped once. UNKNOWN keeps the job active.
+OQC_STATUS: Mapping[str, JobState] = {
+    "UNKNOWN": JobState.SUBMITTED,
+    "CREATED": JobState.SUBMITTED,  # reserved; we only read tasks we have submitted
+    "SUBMITTED": JobState.SUBMITTED,
+    "RUNNING": JobState.RUNNING,
+    "COMPLETED": JobState.COMPLETED,
+    "FAILED": JobState.FAILED,
+    "CANCELLED": JobState.CANCELLED,
+    "EXPIRED": JobState.FAILED,
+}
+
+DEFAULT_SHOTS = 1000
+MAX_SHOTS = 1_000_000
+MAX_PROGRAM_BYTES = 1_000_000
+CONFIG_KEYS = frozenset({"shots", "compiler_config"})
+
+
+def compiler_config(shots: int) -> str:
+    """The CompilerConfig JSON *string* OQC expects: ``shots`` repeats, BinaryCount results."""
+    return json.dumps(
+        {
+            "$type": "<class 'compiler_config.config.CompilerConfig'>",
+            "$data": {
+                "repeats": shots,
+                "repetition_period": None,
+                "passive_reset_time": None,
+                "results_format": {
+                    "$type": "<class 'compiler_config.config.QuantumResultsFormat'>",
+                    "$data": {
+                        "format": {
+                            "$type": "<enum 'compiler_config.config.InlineResultsProcessing'>",
+                            "$value": 1,
+                        },
+                        "transforms": {
+                            "$type": "<enum 'compiler_config.config.ResultsFormatting'>",
+                            "$value": 3,
+                        },
+                    },
+                },
+                "metrics": {"$type": "<enum 'compiler_config.config.MetricsType'>", "$value": 6},
+                "active_calibrations": [],
+                "optimizations": None,
+                "error_mitigation": None,
+            },
+        }
+    )
+
+
+class OqcBackend(Backend):
+    """The ``oqc`` backend. Settings default to ``OQC_URL`` and ``OQC_AUTHENTICATION_TOKEN``."""
+
+    name = "oqc"
+    min_poll_interval_s = 0.1
+    max_poll_interval_s = 5.0
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        authentication_token: str | Secret | None = None,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        url = url or os.environ.get("OQC_URL")
+        token = authentication_token or os.environ.get("OQC_AUTHENTICATION_TOKEN")
+        if not url:
+            raise ConfigurationError("OQC needs its URL: pass url=... or set OQC_URL")
+        if not token:
+            raise ConfigurationError(
+                "OQC needs an authentication token: pass authentication_token=... or set "
+                "OQC_AUTHENTICATION_TOKEN"
+            )
+        self._token = token if isinstance(token, Secret) else Secret(token)
+        self._http = HttpClient(
+            url,
+            vendor="OQC QCaaS",
+            headers={"Authentication-Token": self._token},
+            timeout_s=timeout_s,
+            retry=retry,
+            allow_insecure_http=allow_insecure_http,
+            user_agent="oqc-style-sdk",
+        )
+        self.url = self._http.base_url
+        self._qpus: dict[str, dict[str, Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"<OqcBackend url={self.url!r}>"
+
+    # ------------------------------------------------------------------ lifetime
+    async def start(self, task_group: TaskGroup) -> None:
+        await self._http.start()
+        try:
+            await self._http.check_reachable("/admin/version")
+            await self._refresh_qpus()
+        except BaseException:
+            await self._http.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def identity(self) -> dict[str, str]:
+        return {"backend": self.name, "endpoint": self.url}
+
+    @property
+    def http(self) -> HttpClient:
+        return self._http
+
+    # ------------------------------------------------------------------ targets
+    async def _refresh_qpus(self) -> list[dict[str, Any]]:
+        body = (await self._http.get("/admin/qpu", params={"per_page": 1000})).json()
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise ProtocolError("OQC QCaaS answered the QPU list without an 'items' list")
+        qpus = [item for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)]
+        self._qpus = {item["id"]: item for item in qpus}
+        return qpus
+
+    async def list_targets(self) -> list[dict[str, Any]]:
+        return [dict(item) for item in await self._refresh_qpus()]
+
+    def _qpu_url(self, qpu_id: str) -> str:
+        qpu = self._qpus.get(qpu_id)
+        url = qpu.get("url") if qpu else None
+        return url.rstrip("/") if isinstance(url, str) and url else self.url
+
+    # ------------------------------------------------------------------ jobs
+    def validate(self, spec: RunSpec) -> RunSpec:
+        program = spec.program
+        if not isinstance(program, str):
+            raise JobValidationError(f"an OQC program is OpenQASM text, not {type(program).__name__}")
+        if not program.strip():
+            raise JobValidationError("the program is empty")
+        if len(program.encode()) > MAX_PROGRAM_BYTES:
+            raise JobValidationError(f"the program is over the {MAX_PROGRAM_BYTES}-byte limit")
+        if spec.target is None:
+            raise JobValidationError(
+                "no QPU for this job: pass qpu_id=... to create_job, or default_qpu_id=... to OqcSdk"
+            )
+        if self._qpus and spec.target not in self._qpus:
+            raise UnknownTargetError(spec.target, sorted(self._qpus))
+        unknown = set(spec.config) - CONFIG_KEYS
+        if unknown:
+            raise JobValidationError(
+                f"unknown config key(s) {sorted(unknown)} for OQC; allowed: {sorted(CONFIG_KEYS)}"
+            )
+        shots = spec.config.get("shots", DEFAULT_SHOTS)
+        if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= MAX_SHOTS:
+            raise JobValidationError(f"shots must be a whole number from 1 to {MAX_SHOTS}")
+        raw = spec.config.get("compiler_config")
+        if raw is not None and not isinstance(raw, str):
+            raise JobValidationError("compiler_config is the CompilerConfig JSON string")
+        config: dict[str, Any] = {"shots": shots}
+        if raw is not None:
+            config["compiler_config"] = raw
+        return RunSpec(program=program, target=spec.target, config=config, tag=spec.tag)
+
+    async def new_idempotency_key(self, spec: RunSpec) -> str:
+        """Reserve the task id at OQC; it is saved with the job before the task is submitted."""
+        assert spec.target is not None
+        response = await self._http.post(
+            f"{self._qpu_url(spec.target)}/tasks",
+            json={"qpu_id": spec.target, "task_count": 1, "tag": spec.tag or ""},
+        )
+        ids = response.json()
+        if not isinstance(ids, list) or len(ids) != 1 or not isinstance(ids[0], str):
+            raise ProtocolError(f"OQC QCaaS reserved {ids!r} instead of one task id")
+        return ids[0]
+
+    def _task(self, spec: RunSpec, task_id: str) -> dict[str, Any]:
+        shots = int(spec.config.get("shots", DEFAULT_SHOTS))
+        return {
+            "program": spec.program,
+            "config": spec.config.get("compiler_config") or compiler_config(shots),
+            "qpu_id": spec.target,
+            "tag": spec.tag or "",
+            "task_id": task_id,
+        }
+
+    async def submit(self, spec: RunSpec, idempotency_key: str) -> RunRef:
+        assert spec.target is not None
+        qpu_url = self._qpu_url(spec.target)
+        response = await self._http.post(
+            f"{qpu_url}/tasks/submit",
+            json={"tasks": [self._task(spec, idempotency_key)]},
+            idempotent=True,  # the reserved task id makes a resend harmless
+        )
+        body = response.json()
+        task_id = idempotency_key
+        if isinstance(body, list) and body and isinstance(body[0], dict):
+            task_id = str(body[0].get("task_id") or idempotency_key)
+        return RunRef(task_id=task_id, extra={"qpu_id": spec.target, "qpu_url": qpu_url})
+
+    def _ref_url(self, ref: RunRef) -> str:
+        return ref.extra.get("qpu_url") or self._qpu_url(ref.extra.get("qpu_id", ""))
+
+    async def status(self, ref: RunRef) -> Observation:
+        base = f"{self._ref_url(ref)}/tasks/{ref.task_id}"
+        body = (await self._http.get(f"{base}/status")).json()
+        vendor = body.get("status") if isinstance(body, dict) else None
+        if not isinstance(vendor, str):
+            raise ProtocolError(f"OQC QCaaS answered a status read without a status: {body!r:.200}")
+        state = OQC_STATUS.get(vendor)
+        if state is None:
+            logger.warning("OQC task %s has an undocumented status %r; kept active", ref.task_id, vendor)
+            return Observation(JobState.SUBMITTED, vendor)
+        if state is not JobState.FAILED:
+            return Observation(state, vendor)
+        if vendor == "EXPIRED":
+            return Observation(state, vendor, message="the task expired before it ran", code="EXPIRED")
+        message, code = "the task failed", None
+        try:
+            err = (await self._http.get(f"{base}/error")).json()
+            detail = err.get("task_error") if isinstance(err, dict) else None
+            if isinstance(detail, dict):
+                message = str(detail.get("error_message") or message)
+                code = None if detail.get("error_code") is None else str(detail["error_code"])
+        except NotFoundError:
+            pass
+        return Observation(state, vendor, message=message, code=code)
+
+    async def cancel(self, ref: RunRef, reason: str | None = None) -> None:
+        await self.cancel_many([ref], reason)
+
+    async def cancel_many(self, refs: Sequence[RunRef], reason: str | None = None) -> None:
+        """One ``cancel_many`` request per QPU for all of ``refs``."""
+        by_url: dict[str, list[str]] = {}
+        for ref in refs:
+            by_url.setdefault(self._ref_url(ref), []).append(ref.task_id)
+        for url, ids in by_url.items():
+            await self._http.post(f"{url}/tasks/cancel_many", json={"tasks": ids}, idempotent=True)
+
+    async def result(self, ref: RunRef, spec: RunSpec) -> Any:
+        body = (await self._http.get(f"{self._ref_url(ref)}/tasks/{ref.task_id}/results")).json()
+        if not isinstance(body, dict) or body.get("results") is None:
+            raise ProtocolError(f"OQC QCaaS has no results for completed task {ref.task_id}")
+        return body["results"]
+
+    async def diagnostics(self, ref: RunRef, spec: RunSpec) -> Diagnostics:
+        base = f"{self._ref_url(ref)}/tasks/{ref.task_id}"
+        parts: dict[str, dict[str, Any] | None] = {}
+        for name, path in (
+            ("timings", "timings"),
+            ("metrics", "execution_metadata"),
+            ("metadata", "metadata"),
+        ):
+            try:
+                body = (await self._http.get(f"{base}/{path}")).json()
+            except Exception as exc:  # each part is independent; a missing one stays None
+                logger.debug("OQC %s of %s unavailable: %s", path, ref.task_id, exc)
+                parts[name] = None
+                continue
+            value = body.get(path, body) if isinstance(body, dict) else None
+            parts[name] = value if isinstance(value, dict) else None
+        return Diagnostics(**parts)
