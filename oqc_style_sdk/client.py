@@ -86,7 +86,12 @@ class Sdk:
             self._backend.set_change_listener(self._poller.poke)
         except BaseException as exc:
             tg.cancel_scope.cancel()
-            await tg.__aexit__(type(exc), exc, exc.__traceback__)
+            # A start-up failure reaches the caller as itself (BackendUnavailableError,
+            # AuthenticationError ...), not wrapped in the task group's ExceptionGroup.
+            if isinstance(exc, Exception):
+                await tg.__aexit__(None, None, None)
+            else:
+                await tg.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         self._tg = tg
         self._open = True

@@ -152,17 +152,25 @@ class Poller:
                 if watch.latest is not None and not watch.latest.same_as(known):
                     return watch.latest
         finally:
+            # The watch is kept (and dropped by the loop once nobody waits): a waiter that comes
+            # straight back for the next reading keeps the run's schedule, instead of starting a
+            # new watch that reads at once (a second read per change) and forgets any backoff.
             watch.waiters -= 1
-            if watch.waiters == 0 and self._watches.get(ref.task_id) is watch:
-                del self._watches[ref.task_id]
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The polling loop; runs in the Sdk's task group until it is cancelled."""
         task_status.started()
         while True:
             self._wake = anyio.Event()
+            for task_id in [k for k, w in self._watches.items() if w.waiters == 0]:
+                del self._watches[task_id]
             now = self._clock()
             due = [w for w in self._watches.values() if w.due <= now]
+            if due and self._backend.batch_status:
+                # One request reads any number of runs: take along those due within half their
+                # interval, so runs started together stay read together instead of drifting
+                # apart by their jitter into one request each.
+                due = [w for w in self._watches.values() if w.due <= now + w.interval / 2]
             if not due:
                 next_due = min((w.due for w in self._watches.values()), default=math.inf)
                 with anyio.move_on_after(max(next_due - now, 0.0)):
@@ -194,3 +202,6 @@ class Poller:
             watch.interval = self.policy.next_interval(watch.interval, changed)
             spread = 1.0 + self._rng.uniform(-self.policy.jitter, self.policy.jitter)
             watch.due = now + watch.interval * spread
+            retry_after = getattr(reading, "retry_after_s", None)
+            if isinstance(reading, BaseException) and isinstance(retry_after, int | float):
+                watch.due = max(watch.due, now + retry_after)  # the server asked us to wait

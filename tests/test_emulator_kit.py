@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 from anyio.abc import TaskGroup
 
+from oqc_style_sdk.backends.local import wait_for_qiskit
 from oqc_style_sdk.exceptions import ConfigurationError
 from oqc_style_sdk.testing.emulator import (
     REDACTED,
@@ -559,18 +560,31 @@ async def test_after():
 """
 
 
+@pytest.fixture
+def qiskit_imported() -> None:
+    """The pytester fixture restores ``sys.modules`` when it ends, dropping whatever was imported
+    meanwhile: qiskit must be wholly imported (by the local simulator's loader thread) before it
+    starts, never half-way through."""
+    assert wait_for_qiskit(timeout_s=120)
+
+
 @pytest.mark.parametrize("mode", ["auto", "strict"])
+@pytest.mark.usefixtures("qiskit_imported")
 def test_plugin_fixtures_tear_down_in_pytest_asyncio(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
-    """A real pytest-asyncio session (in process) using the plugin's fixtures, strict and auto."""
+    """A real pytest-asyncio session using the plugin's fixtures, strict and auto.
+
+    It runs in a subprocess: an in-process run restores ``sys.modules`` afterwards, dropping numpy
+    and qiskit if they were first imported during it, and their extension modules cannot be loaded
+    a second time in one process."""
     # Only the plugins needed: the others (hypothesis, coverage ...) cost a second to load.
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     source = PLUGIN_TEARDOWN_TESTS
     if mode == "strict":
         source = source.replace("\nasync def test_", "\n@pytest.mark.asyncio\nasync def test_")
     pytester.makepyfile(test_teardown=textwrap.dedent(source))
-    result = pytester.runpytest_inprocess(
+    result = pytester.runpytest_subprocess(
         "-p",
         "pytest_asyncio.plugin",
         "-p",

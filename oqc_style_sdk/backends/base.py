@@ -223,6 +223,10 @@ def register_backend(name: str, factory: BackendFactory) -> None:
 _BUILTIN = {
     "local": ("oqc_style_sdk.backends.local", "LocalBackend"),
     "oqc": ("oqc_style_sdk.backends.oqc", "OqcBackend"),
+    "ibm_quantum": ("oqc_style_sdk.backends.ibm_quantum", "IbmQuantumBackend"),
+    "azure_quantum": ("oqc_style_sdk.backends.azure_quantum", "AzureQuantumBackend"),
+    "databricks": ("oqc_style_sdk.backends.databricks", "DatabricksBackend"),
+    "windmill": ("oqc_style_sdk.backends.windmill", "WindmillBackend"),
 }
 
 

@@ -38,6 +38,7 @@ Design
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import operator
@@ -146,9 +147,28 @@ _qiskit_loader_lock = threading.Lock()
 _qiskit_loader_started = False
 
 
+#: Everything a simulation (or a vendor backend's QASM conversion) imports, loaded once, here.
+#: Two threads importing the same qiskit submodule at once can hand one of them a partially
+#: initialised module ("cannot import name ... from partially initialized module"), so nothing
+#: of qiskit is ever imported for the first time anywhere else.
+_QISKIT_MODULES = (
+    "qiskit",
+    "qiskit.qasm2",
+    "qiskit.qasm3",
+    "qiskit_qasm3_import",
+    "qiskit.quantum_info",
+    "qiskit.primitives",
+    "qiskit_aer",
+    "qiskit_aer.primitives",
+)
+
+
 def _load_qiskit_and_park() -> None:
     try:
-        import qiskit  # noqa: F401
+        for name in _QISKIT_MODULES:
+            if name.startswith("qiskit_aer") and not _aer_available():
+                continue
+            importlib.import_module(name)
     except Exception:  # the simulation thread imports it again and reports the error
         logger.exception("qiskit could not be imported")
     finally:
@@ -167,6 +187,15 @@ def _start_qiskit_loader() -> None:
         _qiskit_ready.set()
         return
     threading.Thread(target=_load_qiskit_and_park, name="oqc_style_sdk qiskit loader", daemon=True).start()
+
+
+def wait_for_qiskit(timeout_s: float | None = None) -> bool:
+    """Block until qiskit (and what simulations use of it) is imported by the parked loader thread.
+
+    For code outside an event loop that must see qiskit fully imported first (a test that
+    snapshots ``sys.modules``, for one). Returns False if ``timeout_s`` passed first."""
+    _start_qiskit_loader()
+    return _qiskit_ready.wait(timeout_s)
 
 
 def _aer_available() -> bool:

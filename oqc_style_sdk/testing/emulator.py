@@ -780,6 +780,10 @@ _REGISTRY: dict[str, EmulatorFactory] = {}
 #: Built-in vendors, imported on first use (their modules import this one).
 _BUILTIN: Final[Mapping[str, tuple[str, str]]] = {
     "oqc": ("oqc_style_sdk.testing.oqc", "OqcEmulator"),
+    "ibm_quantum": ("oqc_style_sdk.testing.ibm_quantum", "IbmQuantumEmulator"),
+    "azure_quantum": ("oqc_style_sdk.testing.azure_quantum", "AzureQuantumEmulator"),
+    "databricks": ("oqc_style_sdk.testing.databricks", "DatabricksEmulator"),
+    "windmill": ("oqc_style_sdk.testing.windmill", "WindmillEmulator"),
 }
 
 
