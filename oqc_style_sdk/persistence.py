@@ -142,11 +142,20 @@ class JobFile(_Model):
         return self
 
 
-def _sdk_version() -> str:
+def _read_sdk_version() -> str:
     try:
         return version("oqc-style-sdk")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0+unknown"
+
+
+#: Read once at import: reading package metadata is file I/O, which must not happen on the event loop
+#: at every save.
+_SDK_VERSION = _read_sdk_version()
+
+
+def _sdk_version() -> str:
+    return _SDK_VERSION
 
 
 # ---------------------------------------------------------------------------------- snapshots

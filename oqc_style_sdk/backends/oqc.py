@@ -14,8 +14,15 @@ Wire facts (``specs/VENDORS.md`` §5):
 How this adapter uses them: the task id is reserved *before* submission and becomes the run's
 idempotency key, saved with the job. A submit whose response is lost is sent again with the same id,
 which the server does not run twice — so a retried or resumed submission never makes a second task.
-The QPU list is read when the Sdk opens: it checks the URL and token at once, gives each QPU's
-execution URL, and lets ``create_job`` refuse an unknown QPU before anything is sent.
+A submission the server refuses outright releases its reserved id (``cancel_many``), so no reserved
+id is left orphaned. The QPU list is read when the Sdk opens: it checks the URL and token at once,
+gives each QPU's execution URL, and lets ``create_job`` refuse an unknown QPU before anything is sent.
+
+Status reads: one task is read with ``GET …/tasks/{id}/status``; several tasks of one QPU are read
+together with one ``GET {qpu_url}/tasks?start_date=…`` (the task list, which carries each task's
+status), so polling many jobs costs one request per QPU per tick. The list's answer is not documented
+by OQC; any task missing from it is read on its own, and a list the server refuses or answers in
+another shape is not tried again by this backend (every task is then read on its own).
 """
 
 from __future__ import annotations
@@ -24,12 +31,15 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from anyio.abc import TaskGroup
 
 from .._http import HttpClient, RetryPolicy, Secret
 from ..exceptions import (
+    AuthenticationError,
+    BackendError,
     ConfigurationError,
     JobValidationError,
     NotFoundError,
@@ -59,6 +69,9 @@ DEFAULT_SHOTS = 1000
 MAX_SHOTS = 1_000_000
 MAX_PROGRAM_BYTES = 1_000_000
 CONFIG_KEYS = frozenset({"shots", "compiler_config"})
+#: How far before a task's submission the task list is read from (the server's clock may differ,
+#: and ``created_at`` is the reservation time). A task outside the window is read on its own.
+LIST_WINDOW_SLACK = timedelta(hours=1)
 
 
 def compiler_config(shots: int) -> str:
@@ -98,6 +111,7 @@ class OqcBackend(Backend):
     name = "oqc"
     min_poll_interval_s = 0.1
     max_poll_interval_s = 5.0
+    batch_status = True  # several tasks of a QPU are read with one GET of its task list
 
     def __init__(
         self,
@@ -129,6 +143,9 @@ class OqcBackend(Backend):
         )
         self.url = self._http.base_url
         self._qpus: dict[str, dict[str, Any]] = {}
+        #: False once a QPU's task list was refused or answered in a shape we do not know.
+        self._task_list_usable = True
+        self._odd_statuses: set[tuple[str, str]] = set()
 
     def __repr__(self) -> str:
         return f"<OqcBackend url={self.url!r}>"
@@ -227,29 +244,48 @@ class OqcBackend(Backend):
     async def submit(self, spec: RunSpec, idempotency_key: str) -> RunRef:
         assert spec.target is not None
         qpu_url = self._qpu_url(spec.target)
-        response = await self._http.post(
-            f"{qpu_url}/tasks/submit",
-            json={"tasks": [self._task(spec, idempotency_key)]},
-            idempotent=True,  # the reserved task id makes a resend harmless
-        )
+        try:
+            response = await self._http.post(
+                f"{qpu_url}/tasks/submit",
+                json={"tasks": [self._task(spec, idempotency_key)]},
+                idempotent=True,  # the reserved task id makes a resend harmless
+            )
+        except BackendError as exc:
+            if _refused(exc):  # the job ends FAILED: its reserved id must not be left behind
+                await self._release(qpu_url, idempotency_key)
+            raise
         body = response.json()
         task_id = idempotency_key
         if isinstance(body, list) and body and isinstance(body[0], dict):
             task_id = str(body[0].get("task_id") or idempotency_key)
-        return RunRef(task_id=task_id, extra={"qpu_id": spec.target, "qpu_url": qpu_url})
+        extra = {
+            "qpu_id": spec.target,
+            "qpu_url": qpu_url,
+            "submitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        return RunRef(task_id=task_id, extra=extra)
+
+    async def _release(self, qpu_url: str, task_id: str) -> None:
+        """Cancel a reserved id whose submission was refused (best effort: logged, never raised)."""
+        try:
+            await self._http.post(f"{qpu_url}/tasks/cancel_many", json={"tasks": [task_id]}, idempotent=True)
+        except Exception as exc:
+            logger.warning("OQC: could not release the reserved task id %s: %s", task_id, exc)
 
     def _ref_url(self, ref: RunRef) -> str:
-        return ref.extra.get("qpu_url") or self._qpu_url(ref.extra.get("qpu_id", ""))
+        """The QPU's execution URL: from the live QPU list when it names the QPU, else as saved."""
+        qpu_id = ref.extra.get("qpu_id", "")
+        if qpu_id in self._qpus:
+            return self._qpu_url(qpu_id)
+        return ref.extra.get("qpu_url") or self._qpu_url(qpu_id)
 
-    async def status(self, ref: RunRef) -> Observation:
-        base = f"{self._ref_url(ref)}/tasks/{ref.task_id}"
-        body = (await self._http.get(f"{base}/status")).json()
-        vendor = body.get("status") if isinstance(body, dict) else None
-        if not isinstance(vendor, str):
-            raise ProtocolError(f"OQC QCaaS answered a status read without a status: {body!r:.200}")
+    async def _observation(self, ref: RunRef, vendor: str) -> Observation:
+        """Map a vendor status; a FAILED task's error is read from ``…/error``."""
         state = OQC_STATUS.get(vendor)
         if state is None:
-            logger.warning("OQC task %s has an undocumented status %r; kept active", ref.task_id, vendor)
+            if (ref.task_id, vendor) not in self._odd_statuses:
+                self._odd_statuses.add((ref.task_id, vendor))
+                logger.warning("OQC task %s has an undocumented status %r; kept active", ref.task_id, vendor)
             return Observation(JobState.SUBMITTED, vendor)
         if state is not JobState.FAILED:
             return Observation(state, vendor)
@@ -257,7 +293,7 @@ class OqcBackend(Backend):
             return Observation(state, vendor, message="the task expired before it ran", code="EXPIRED")
         message, code = "the task failed", None
         try:
-            err = (await self._http.get(f"{base}/error")).json()
+            err = (await self._http.get(f"{self._ref_url(ref)}/tasks/{ref.task_id}/error")).json()
             detail = err.get("task_error") if isinstance(err, dict) else None
             if isinstance(detail, dict):
                 message = str(detail.get("error_message") or message)
@@ -265,6 +301,78 @@ class OqcBackend(Backend):
         except NotFoundError:
             pass
         return Observation(state, vendor, message=message, code=code)
+
+    async def status(self, ref: RunRef) -> Observation:
+        body = (await self._http.get(f"{self._ref_url(ref)}/tasks/{ref.task_id}/status")).json()
+        vendor = body.get("status") if isinstance(body, dict) else None
+        if not isinstance(vendor, str):
+            raise ProtocolError(f"OQC QCaaS answered a status read without a status: {body!r:.200}")
+        return await self._observation(ref, vendor)
+
+    async def statuses(self, refs: Sequence[RunRef]) -> dict[str, Observation | BaseException]:
+        """Several tasks of one QPU in one request (the QPU's task list); the rest one by one."""
+        out: dict[str, Observation | BaseException] = {}
+        by_url: dict[str, list[RunRef]] = {}
+        alone: list[RunRef] = []
+        for ref in refs:
+            if self._task_list_usable and _submitted_at(ref) is not None:
+                by_url.setdefault(self._ref_url(ref), []).append(ref)
+            else:
+                alone.append(ref)
+        for url, group in by_url.items():
+            if len(group) < 2 or not self._task_list_usable:
+                alone.extend(group)
+                continue
+            try:
+                listed = await self._task_list(url, group)
+            except BackendError as exc:
+                if exc.transient or isinstance(exc, AuthenticationError):
+                    out.update({ref.task_id: exc for ref in group})
+                elif isinstance(exc, ProtocolError):  # a garbled answer: this time, one by one
+                    alone.extend(group)
+                else:  # refused: this server has no such list
+                    self._stop_task_list(url, exc)
+                    alone.extend(group)
+                continue
+            if listed is None:
+                self._stop_task_list(url, "an answer of unknown shape")
+                alone.extend(group)
+                continue
+            for ref in group:
+                vendor = listed.get(ref.task_id)
+                if vendor is None:
+                    alone.append(ref)
+                    continue
+                try:
+                    out[ref.task_id] = await self._observation(ref, vendor)
+                except Exception as exc:  # handed to the job that asked, typed
+                    out[ref.task_id] = exc
+        if alone:
+            out.update(await super().statuses(alone))
+        return out
+
+    def _stop_task_list(self, url: str, why: object) -> None:
+        logger.info("OQC: the task list of %s is not usable (%s); reading tasks one by one", url, why)
+        self._task_list_usable = False
+
+    async def _task_list(self, qpu_url: str, refs: Sequence[RunRef]) -> dict[str, str] | None:
+        """``{task_id: status}`` from the QPU's task list since the earliest of ``refs`` (minus
+        slack); None if the answer is JSON of a shape this backend does not know."""
+        since = min(t for t in map(_submitted_at, refs) if t is not None) - LIST_WINDOW_SLACK
+        response = await self._http.get(
+            f"{qpu_url}/tasks",
+            params={"start_date": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")},
+        )
+        body = response.json()
+        if not isinstance(body, list):
+            return None
+        return {
+            item["task_id"]: item["status"]
+            for item in body
+            if isinstance(item, dict)
+            and isinstance(item.get("task_id"), str)
+            and isinstance(item.get("status"), str)
+        }
 
     async def cancel(self, ref: RunRef, reason: str | None = None) -> None:
         await self.cancel_many([ref], reason)
@@ -276,6 +384,8 @@ class OqcBackend(Backend):
             by_url.setdefault(self._ref_url(ref), []).append(ref.task_id)
         for url, ids in by_url.items():
             await self._http.post(f"{url}/tasks/cancel_many", json={"tasks": ids}, idempotent=True)
+            for task_id in ids:  # read them soon: the confirmation should not wait out a long interval
+                self._notify_change(task_id)
 
     async def result(self, ref: RunRef, spec: RunSpec) -> Any:
         body = (await self._http.get(f"{self._ref_url(ref)}/tasks/{ref.task_id}/results")).json()
@@ -300,3 +410,24 @@ class OqcBackend(Backend):
             value = body.get(path, body) if isinstance(body, dict) else None
             parts[name] = value if isinstance(value, dict) else None
         return Diagnostics(**parts)
+
+
+def _refused(exc: BackendError) -> bool:
+    """The server refused the request outright (a 4xx that retrying or new credentials will not fix)."""
+    return (
+        not isinstance(exc, AuthenticationError)
+        and exc.status is not None
+        and 400 <= exc.status < 500
+        and exc.status not in (408, 429)
+    )
+
+
+def _submitted_at(ref: RunRef) -> datetime | None:
+    raw = ref.extra.get("submitted_at")
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
