@@ -33,6 +33,7 @@ from .exceptions import (
     JobTimeoutError,
     JobValidationError,
     NotFoundError,
+    ProtocolError,
 )
 from .job_output import (
     JobCancellation,
@@ -559,7 +560,9 @@ class Job:
                 self._lost(ref, exc)
                 return
             except BackendError as exc:
-                if not exc.transient:
+                # A garbled answer to a read is worth reading again; elsewhere only transient
+                # errors are.
+                if not (exc.transient or isinstance(exc, ProtocolError)):
                     raise
                 logger.debug("reading %r failed, will try again: %s", self, exc)
                 if obs is not None and obs.state.is_terminal:

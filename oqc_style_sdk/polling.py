@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from .backends.base import Backend, Observation, RunRef
+from .exceptions import BackendUnavailableError
 from .state import JobState
 
 __all__ = ["Poller", "PollingPolicy", "state_rank"]
@@ -43,6 +44,8 @@ class PollingPolicy:
     max_interval_s: float
     factor: float = 2.0
     jitter: float = 0.1
+    #: The longest one tick's status read may take, retries included.
+    read_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not (0 < self.min_interval_s <= self.max_interval_s):
@@ -182,7 +185,16 @@ class Poller:
         self.ticks += 1
         self.reads += 1 if self._backend.batch_status else len(due)
         try:
-            readings = await self._backend.statuses([w.ref for w in due])
+            # One tick never holds up the others for long: retries inside the read (a Retry-After,
+            # a backoff) stop at this bound, and what is left is tried again at the next tick.
+            with anyio.fail_after(self.policy.read_timeout_s):
+                readings = await self._backend.statuses([w.ref for w in due])
+        except TimeoutError:
+            exc = BackendUnavailableError(
+                f"reading {len(due)} run(s) took longer than {self.policy.read_timeout_s:g} s"
+            )
+            logger.debug("%s", exc)
+            readings = {w.ref.task_id: exc for w in due}
         except Exception as exc:  # handed to every waiter of these runs, typed
             logger.debug("status read of %d runs failed: %s", len(due), exc)
             readings = {w.ref.task_id: exc for w in due}
