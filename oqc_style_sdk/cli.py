@@ -7,6 +7,7 @@ oqcs submit bell.qasm --save job.json       send without waiting
 oqcs status job.json | wait job.json | result job.json | cancel job.json
 oqcs targets [--backend oqc] [--json]
 oqcs emulate oqc [--port N] [--job-duration S]
+oqcs workflow run seed.arazzo.yaml [--workflow ID] --input k=v ... [--server NAME=URL]
 ```
 
 Backend settings come from the environment (``OQC_URL``, ``OQC_AUTHENTICATION_TOKEN`` ...), as the
@@ -27,6 +28,7 @@ from typing import Any, NoReturn
 
 import anyio
 
+from .arazzo.cli import add_workflow_parser, run_workflow_command
 from .client import Sdk
 from .exceptions import (
     BackendError,
@@ -124,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("targets", help="list the backend's targets")
     backend_options(p)
     json_option(p)
+
+    add_workflow_parser(sub)
 
     p = sub.add_parser("emulate", help="serve a vendor emulator on 127.0.0.1 until interrupted")
     p.add_argument("vendor", help="which vendor's API to serve, e.g. oqc")
@@ -280,6 +284,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await _saved(args)
     if args.command == "targets":
         return await _targets(args)
+    if args.command == "workflow":
+        return await run_workflow_command(args)
     return await _emulate(args)
 
 
