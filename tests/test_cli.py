@@ -96,3 +96,25 @@ def test_help_documents_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.run(["demo"]) == 0
     assert "A composite job" in capsys.readouterr().out
+
+
+def test_workflow_commands_are_wired(capsys: pytest.CaptureFixture[str]) -> None:
+    seed = Path(__file__).parent / "data" / "arazzo" / "002_aaeb209fff7697ab.txt"
+    assert cli.run(["workflow", "show", str(seed)]) == 0
+    assert "on success stillActive: goto pollRun" in capsys.readouterr().out
+    # A refused connection is an error with its exit code, never a success.
+    code = cli.run(
+        [
+            "workflow",
+            "run",
+            str(seed),
+            "--input",
+            "runId=1",
+            "--input",
+            "token=t",
+            "--server",
+            "databricks=http://127.0.0.1:9",
+        ]
+    )
+    assert code == 5
+    assert "127.0.0.1:9" in capsys.readouterr().err

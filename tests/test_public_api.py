@@ -46,3 +46,10 @@ def test_seed_import_paths_exist() -> None:
 
     assert JobResult.ok is True
     assert issubclass(JobFailed, Exception)
+
+
+def test_testing_exports_resolve() -> None:
+    from oqc_style_sdk import testing
+
+    for name in testing.__all__:
+        assert getattr(testing, name) is not None, name

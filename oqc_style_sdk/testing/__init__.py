@@ -5,7 +5,8 @@
   submission or flip a finished run back to active.
 - Vendor emulators — real HTTP servers on 127.0.0.1 (port 0) that speak a vendor's API, with a
   request log and fault knobs: ``async with start_emulator("oqc") as emu: ...``, or
-  ``oqcs emulate oqc`` from a terminal. A pytest plugin (installed with the SDK) gives the fixtures
+  ``oqcs emulate oqc`` from a terminal — for ``oqc``, ``ibm_quantum``, ``azure_quantum``,
+  ``databricks`` and ``windmill``. A pytest plugin (installed with the SDK) gives the fixtures
   ``oqc_emulator`` and ``emulator_factory``.
 
 ```python
@@ -31,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 from .scripted import ScriptedBackend
 
 if TYPE_CHECKING:
+    from .azure_quantum import AzureQuantumEmulator
+    from .databricks import DatabricksEmulator
     from .emulator import (
         ApiError,
         Emulator,
@@ -42,16 +45,22 @@ if TYPE_CHECKING:
         serve_forever,
         start_emulator,
     )
+    from .ibm_quantum import IbmQuantumEmulator
     from .oqc import OqcEmulator, OqcQpu
+    from .windmill import WindmillEmulator
 
 __all__ = [
     "ApiError",
+    "AzureQuantumEmulator",
+    "DatabricksEmulator",
     "Emulator",
     "Fault",
+    "IbmQuantumEmulator",
     "LoggedRequest",
     "OqcEmulator",
     "OqcQpu",
     "ScriptedBackend",
+    "WindmillEmulator",
     "available_emulators",
     "create_emulator",
     "register_emulator",
@@ -71,6 +80,10 @@ _LAZY = {
     "start_emulator": "emulator",
     "OqcEmulator": "oqc",
     "OqcQpu": "oqc",
+    "IbmQuantumEmulator": "ibm_quantum",
+    "AzureQuantumEmulator": "azure_quantum",
+    "DatabricksEmulator": "databricks",
+    "WindmillEmulator": "windmill",
 }
 
 
