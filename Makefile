@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: demo test lint typecheck unit install clean
+.PHONY: demo test lint typecheck docs unit install clean bench soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,27 @@ unit: $(VENV)/.installed-dev
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage report
 
-test: lint typecheck unit
+# The docs site (mkdocs.yml): a broken link, a page missing from the nav ... fails the build.
+docs: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: lint typecheck docs unit
+
+# Benchmarks (never part of `make test`; see docs/performance.md). The published peers go into
+# their own environment; each emulator and each measured client runs in its own process.
+PEERS := benchmarks/.venv-peers
+$(PEERS)/.installed: benchmarks/requirements-peers.txt
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip --disable-pip-version-check install --quiet -r benchmarks/requirements-peers.txt
+	@touch $@
+
+bench: $(VENV)/.installed-run $(PEERS)/.installed
+	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build dist *.egg-info
+
+# Reliability under random faults (docs/reliability.md): ~3000 jobs over every HTTP backend's
+# emulator; writes benchmarks/soak.json; fails if a target is missed. Not part of `make test`.
+soak: $(VENV)/.installed-run
+	timeout 600 $(BIN)/python benchmarks/soak.py

@@ -620,6 +620,9 @@ def _display_url(url: URL) -> str:
     return str(url.with_query(None).with_fragment(None).with_user(None))
 
 
+#: Connections per client (aiohttp's pool), and so requests in flight at once.
+_CONNECTIONS: Final = 100
+
 _ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -684,6 +687,9 @@ class HttpClient:
             if isinstance(header_value, Secret) or header_name.lower() in _CREDENTIAL_HEADERS:
                 self._remember(header_value)
         self._session: aiohttp.ClientSession | None = None
+        # Requests beyond the connection limit wait here, cheaply, instead of as pending aiohttp
+        # requests (thousands of jobs ending together would otherwise hold one each).
+        self._slots: anyio.Semaphore | None = None
         self._requests_sent = 0
 
     def __repr__(self) -> str:
@@ -695,7 +701,8 @@ class HttpClient:
         """Create the session (once). Connection limits suit thousands of jobs polled together."""
         if self._session is not None and not self._session.closed:
             return
-        connector = aiohttp.TCPConnector(limit=100, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(limit=_CONNECTIONS, ttl_dns_cache=300)
+        self._slots = anyio.Semaphore(_CONNECTIONS)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self._timeout_s, sock_connect=self._connect_timeout_s),
@@ -1023,6 +1030,21 @@ class HttpClient:
         """One attempt: the request and the redirects it is answered with. They are followed here,
         not by aiohttp, so that credentials never follow a redirect to another origin or to plain
         http (aiohttp drops only ``Authorization``)."""
+        slots = self._slots if self._slots is not None else anyio.Semaphore(1)
+        async with slots:
+            return await self._send_hops(session, method, url, headers, credential_names, body, ok, attempt)
+
+    async def _send_hops(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: URL,
+        headers: CIMultiDict[str],
+        credential_names: frozenset[str],
+        body: bytes | None,
+        ok: Container[int],
+        attempt: int,
+    ) -> Response:
         path = self._redact(url.path)
         for _hop in range(_MAX_REDIRECTS + 1):
             self._requests_sent += 1

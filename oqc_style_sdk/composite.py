@@ -13,12 +13,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import anyio
 
 from .exceptions import JobStateError, JobTimeoutError, JobValidationError
-from .job import DEFAULT_CANCEL_TIMEOUT_S, Job, check_timeout
+from .job import DEFAULT_CANCEL_TIMEOUT_S, Job, check_timeout, start_batch_submission
 from .job_output import JobOutput, JobOutputProxy, JobPending
 from .state import JobState
 
@@ -101,6 +101,16 @@ class CompositeJob(Sequence[Job]):
         parts = ", ".join(f"{n} {state.value}" for state, n in self.summary().items())
         return f"<CompositeJob {self.id[:8]} {len(self)} jobs: {parts}>"
 
+    def _repr_html_(self) -> str:
+        from .display import composite_html
+
+        return composite_html(self)
+
+    def __rich__(self) -> Any:
+        from .display import composite_rich
+
+        return composite_rich(self)
+
     @staticmethod
     def _output_of(child: Job) -> JobOutput:
         current = child.outputs.first
@@ -117,15 +127,25 @@ class CompositeJob(Sequence[Job]):
 
     # ------------------------------------------------------------------ verbs
     async def execute(
-        self, timeout_s: float | None = None, *, max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+        self,
+        timeout_s: float | None = None,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        progress: bool = False,
     ) -> JobOutputProxy:
         """Run every child and wait for all, within one overall deadline.
 
         If every child has ended, all start fresh runs; otherwise active children are resumed (the
         ended ones are kept). Past ``timeout_s`` a :class:`JobTimeoutError` is raised whose
         ``outputs`` hold one entry per child, the unfinished ones as ``JobPending``.
+        ``progress=True`` shows completed/total live (see :mod:`oqc_style_sdk.progress`).
         """
+        if progress:
+            from .progress import show_progress
+
+            return await show_progress(self, self.execute(timeout_s, max_concurrency=max_concurrency))
         rerun = self.ended
+        self._start_batch(rerun)
 
         async def one(child: Job, limiter: anyio.CapacityLimiter) -> None:
             if rerun or child.active:
@@ -140,6 +160,7 @@ class CompositeJob(Sequence[Job]):
         self, timeout_s: float | None = None, *, max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     ) -> None:
         """Submit every child not yet at the vendor (ended children start fresh runs)."""
+        self._start_batch(True)
 
         async def one(child: Job, limiter: anyio.CapacityLimiter) -> None:
             async with limiter:
@@ -147,8 +168,12 @@ class CompositeJob(Sequence[Job]):
 
         await self._all(one, timeout_s, max_concurrency, "were not all submitted")
 
-    async def wait(self, timeout_s: float | None = None) -> JobOutputProxy:
-        """Wait for every submitted child to end, sending nothing."""
+    async def wait(self, timeout_s: float | None = None, *, progress: bool = False) -> JobOutputProxy:
+        """Wait for every submitted child to end, sending nothing (``progress=True``: shown live)."""
+        if progress:
+            from .progress import show_progress
+
+            return await show_progress(self, self.wait(timeout_s))
 
         async def one(child: Job, limiter: anyio.CapacityLimiter) -> None:
             if child.state is not JobState.CREATED:
@@ -207,6 +232,8 @@ class CompositeJob(Sequence[Job]):
                     for child, _ in to_cancel:
                         child._cancel_sent = False
                     raise
+                for _, ref in to_cancel:
+                    self._sdk.poller.expect_change(ref.task_id)
             await self._all(confirm, None, len(self._children), "")
         return self.summary()
 
@@ -244,6 +271,17 @@ class CompositeJob(Sequence[Job]):
             raise JobTimeoutError(
                 f"{self!r} {what} after {timeout_s:g} s", state=self.state.value, outputs=self.outputs
             )
+
+    def _start_batch(self, rerun: bool) -> None:
+        """Where the backend has a batch submission, send the children that need it together;
+        each child's own ``submit()`` then waits for its part of the batch."""
+        self._sdk._require_open()
+        if not self._sdk.backend.batch_submit:
+            return
+        for child in self._children:
+            if rerun and child.state.is_terminal and child._submitting is None:
+                child._start_new_run()
+        start_batch_submission(self._children)
 
     async def _all(
         self,

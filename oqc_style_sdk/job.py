@@ -12,10 +12,11 @@ what makes ``execute()`` and ``submit()`` single-flight and a timed-out ``execut
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from .exceptions import (
     JobValidationError,
     NotFoundError,
     ProtocolError,
+    SdkNotStartedError,
 )
 from .job_output import (
     JobCancellation,
@@ -102,11 +104,59 @@ class _Flight(Generic[T]):
         finally:
             self._done.set()
 
+    def fail(self, error: BaseException) -> None:
+        """End the flight with ``error`` if it has not ended."""
+        if not self._done.is_set():
+            self._error = error
+            self._done.set()
+
     async def wait(self) -> T:
         await self._done.wait()
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]
+
+
+def start_batch_submission(jobs: Sequence[Job]) -> None:
+    """Start submitting the CREATED ``jobs`` (of one Sdk) through the backend's batch submission.
+
+    Each job keeps its own single flight (``job.submit()`` waits for the batch, never sends a
+    second time) and its own key, made before anything is sent and reused by any resend; each
+    job's outcome is its own (one refused job ends FAILED, the others are submitted).
+    """
+    todo = [job for job in jobs if job._state is JobState.CREATED and job._submitting is None]
+    if todo:
+        for job in todo:
+            job._submitting = _Flight()
+        todo[0]._sdk._spawn(_run_batch, todo)
+
+
+async def _run_batch(todo: list[Job]) -> None:
+    flights = [(job, job._submitting, job._run) for job in todo]
+    backend = todo[0]._sdk.backend
+    try:
+        try:
+            fresh = [job for job in todo if job._key is None]
+            if fresh:  # made once per run, saved with the job, reused on every resend
+                keys = await backend.new_idempotency_keys([job._spec for job in fresh])
+                for job, key in zip(fresh, keys, strict=True):
+                    job._key = key
+            for job in todo:
+                job._submit_attempted = True
+            outcomes = await backend.submit_many(
+                [job._spec for job in todo], [job._key or "" for job in todo]
+            )
+        except Exception as exc:
+            outcomes = [exc] * len(todo)
+        for (job, flight, run), outcome in zip(flights, outcomes, strict=True):
+            if flight is not None:
+                await flight.run(functools.partial(job._settle_submission, outcome, run))
+    finally:  # cancelled part-way (the Sdk closing): no waiter is left hanging
+        for job, flight, _ in flights:
+            if flight is not None:
+                flight.fail(SdkNotStartedError(f"the submission of {job!r} was interrupted"))
+            if job._submitting is flight:
+                job._submitting = None
 
 
 def _now() -> datetime:
@@ -265,8 +315,18 @@ class Job:
             f" target={self.target!r} run={self._run}{task}>"
         )
 
+    def _repr_html_(self) -> str:
+        from .display import job_html
+
+        return job_html(self)
+
+    def __rich__(self) -> Any:
+        from .display import job_rich
+
+        return job_rich(self)
+
     # ------------------------------------------------------------------ verbs
-    async def execute(self, timeout_s: float | None = None) -> JobOutputProxy:
+    async def execute(self, timeout_s: float | None = None, *, progress: bool = False) -> JobOutputProxy:
         """Run the job and wait for its end; return its outputs.
 
         - a CREATED job is submitted;
@@ -276,7 +336,12 @@ class Job:
         Errors of the run are stored on the job, not raised: see :meth:`raise_for_status`.
         ``timeout_s=None`` waits as long as it takes; past ``timeout_s`` a :class:`JobTimeoutError`
         is raised and the job is left active and attached — call ``execute()`` again to resume.
+        ``progress=True`` shows the wait live (Jupyter or terminal; see :mod:`oqc_style_sdk.progress`).
         """
+        if progress:
+            from .progress import show_progress
+
+            return await show_progress(self, self.execute(timeout_s))
         self._sdk._require_open()
         with deadline(timeout_s, lambda: f"{self!r} did not end"):
             if self._state.is_terminal:
@@ -293,8 +358,12 @@ class Job:
                 self._start_new_run()
             await self._ensure_submitted()
 
-    async def wait(self, timeout_s: float | None = None) -> JobOutputProxy:
-        """Wait for the submitted run to end, sending nothing."""
+    async def wait(self, timeout_s: float | None = None, *, progress: bool = False) -> JobOutputProxy:
+        """Wait for the submitted run to end, sending nothing (``progress=True``: shown live)."""
+        if progress:
+            from .progress import show_progress
+
+            return await show_progress(self, self.wait(timeout_s))
         self._sdk._require_open()
         with deadline(timeout_s, lambda: f"{self!r} did not end"):
             if self._submitting is not None:
@@ -324,11 +393,18 @@ class Job:
         A job never submitted becomes CANCELLED with no request. Returns the final state.
         """
         self._sdk._require_open()
-        with deadline(timeout_s, lambda: f"cancelling {self!r} was not confirmed"):
-            ref = await self._cancel_prepare(reason)
-            if ref is not None:
-                await self._cancel_send(ref, reason)
-            await self._wait_terminal()
+        try:
+            with deadline(timeout_s, lambda: f"cancelling {self!r} was not confirmed"):
+                ref = await self._cancel_prepare(reason)
+                if ref is not None:
+                    await self._cancel_send(ref, reason)
+                await self._wait_terminal()
+        except JobTimeoutError:
+            # The vendor never confirmed (its answer may have been lost or garbled): the next
+            # cancel() asks again rather than waiting on a request that may never have counted.
+            if self._state.is_active:
+                self._cancel_sent = False
+            raise
         return self._state
 
     async def cancel_if_active(
@@ -485,6 +561,7 @@ class Job:
         except BaseException:
             self._cancel_sent = False
             raise
+        self._sdk.poller.expect_change(ref.task_id)  # its end is near: confirm it quickly
 
     async def _read(self, ref: RunRef) -> None:
         """One status read, applied. A run the vendor no longer knows ends FAILED (NOT_FOUND)."""
@@ -525,16 +602,32 @@ class Job:
             self._submit_attempted = True
             ref = await backend.submit(spec, self._key)
         except Exception as exc:
-            if _is_rejection(exc) and self._state is JobState.CREATED and self._run == run:
-                logger.info("%r was rejected: %s", self, exc)
-                code = "REJECTED" if not isinstance(exc, BackendError) else exc.vendor_code
-                self._end_locally(
-                    JobError(message=str(exc), code=code or "REJECTED", **self._output_fields())
-                )
-                return
-            raise
+            self._submission_failed(exc, run)
+            return
         finally:
             self._submitting = None
+        self._submitted(ref)
+
+    def _submission_failed(self, exc: Exception, run: int) -> None:
+        """A refused submission ends the job (FAILED, REJECTED); any other failure is raised."""
+        if _is_rejection(exc) and self._state is JobState.CREATED and self._run == run:
+            logger.info("%r was rejected: %s", self, exc)
+            code = "REJECTED" if not isinstance(exc, BackendError) else exc.vendor_code
+            self._end_locally(JobError(message=str(exc), code=code or "REJECTED", **self._output_fields()))
+            return
+        raise exc
+
+    async def _settle_submission(self, outcome: RunRef | BaseException, run: int) -> None:
+        """Apply one job's outcome of a batch submission."""
+        self._submitting = None
+        if isinstance(outcome, Exception):
+            self._submission_failed(outcome, run)
+        elif isinstance(outcome, BaseException):  # pragma: no cover - backends return Exceptions
+            raise outcome
+        else:
+            self._submitted(outcome)
+
+    def _submitted(self, ref: RunRef) -> None:
         check_transition(self._state, JobState.SUBMITTED)
         self._ref = ref
         self._state = JobState.SUBMITTED

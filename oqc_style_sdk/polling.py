@@ -8,6 +8,13 @@ do not read in lockstep. At each tick all due runs are read together through
 Backends that learn of changes by themselves (the local simulator) poke the poller, which reads at
 once instead of waiting out the interval.
 
+The poller keeps each vendor's limits for the backend as a whole, not per job: a token bucket bounds
+its status requests per second (:attr:`PollingPolicy.max_reads_per_s`, by default the backend's
+``status_reads_per_s``), and a ``Retry-After`` answered to any read holds every read of the backend
+until it has passed. With a batch read, a run's interval also stays below a fraction of its age
+(:attr:`PollingPolicy.lag_ratio`): one read serves every run, so endings are seen soon. A run the
+SDK asked to cancel is read at the fastest interval until it ends (:meth:`Poller.expect_change`).
+
 Waiters never sleep on their own: they wait for the poller's next reading of their run, and bring
 their own deadline (``anyio.fail_after`` around :meth:`Poller.next_observation`).
 """
@@ -26,9 +33,13 @@ from .backends.base import Backend, Observation, RunRef
 from .exceptions import BackendUnavailableError
 from .state import JobState
 
-__all__ = ["Poller", "PollingPolicy", "state_rank"]
+__all__ = ["Poller", "PollingPolicy", "RateLimiter", "state_rank"]
 
 logger = logging.getLogger("oqc_style_sdk.polling")
+
+#: A run the SDK asked to change (a cancel) is read at the fastest interval, without backing off,
+#: for at most this many reads (then as usual).
+HURRIED_READS = 20
 
 
 def state_rank(state: JobState) -> int:
@@ -46,12 +57,24 @@ class PollingPolicy:
     jitter: float = 0.1
     #: The longest one tick's status read may take, retries included.
     read_timeout_s: float = 30.0
+    #: Status requests per second at most, for the whole backend (None: the backend's
+    #: ``status_reads_per_s``; ``math.inf``: no limit). A batch read counts as one request.
+    max_reads_per_s: float | None = None
+    #: With a batch read (one request per tick, whatever the number of runs), a run's interval
+    #: never exceeds this fraction of how long it has been watched (nor, early on, the second
+    #: interval), so an ending is seen within about that fraction of the run's duration. None:
+    #: intervals only follow ``factor``.
+    lag_ratio: float | None = 0.2
 
     def __post_init__(self) -> None:
         if not (0 < self.min_interval_s <= self.max_interval_s):
             raise ValueError("polling needs 0 < min_interval_s <= max_interval_s")
         if self.factor < 1 or not (0 <= self.jitter < 1):
             raise ValueError("polling needs factor >= 1 and 0 <= jitter < 1")
+        if self.max_reads_per_s is not None and not self.max_reads_per_s > 0:
+            raise ValueError("polling needs max_reads_per_s > 0 (or None)")
+        if self.lag_ratio is not None and not self.lag_ratio > 0:
+            raise ValueError("polling needs lag_ratio > 0 (or None)")
 
     @classmethod
     def for_backend(cls, backend: Backend) -> PollingPolicy:
@@ -64,11 +87,58 @@ class PollingPolicy:
         return min(current * self.factor, self.max_interval_s)
 
 
+class RateLimiter:
+    """A token bucket: ``rate`` requests per second on average, bursts of up to ``burst``.
+
+    Time comes from ``clock``, so tests drive it without sleeping. ``rate=math.inf`` never limits.
+    """
+
+    def __init__(
+        self, rate: float, burst: float | None = None, *, clock: Callable[[], float] = anyio.current_time
+    ) -> None:
+        if not rate > 0:
+            raise ValueError("a rate limit needs rate > 0")
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate if math.isfinite(rate) else 1.0)
+        if not self.burst >= 1:
+            raise ValueError("a rate limit needs burst >= 1")
+        self._clock = clock
+        self._tokens = self.burst
+        self._at: float | None = None
+
+    def _refill(self) -> None:
+        now = self._clock()
+        if self._at is not None and math.isfinite(self.rate):
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def available(self) -> float:
+        """How many requests may be sent now (``inf`` without a limit)."""
+        if not math.isfinite(self.rate):
+            return math.inf
+        self._refill()
+        return self._tokens
+
+    def take(self, n: float = 1.0) -> None:
+        """Spend ``n`` requests (the bucket may go into debt: later requests wait it out)."""
+        if math.isfinite(self.rate):
+            self._refill()
+            self._tokens -= n
+
+    def wait_s(self, n: float = 1.0) -> float:
+        """Seconds until ``n`` requests may be sent."""
+        if not math.isfinite(self.rate):
+            return 0.0
+        self._refill()
+        return max(0.0, (min(n, self.burst) - self._tokens) / self.rate)
+
+
 @dataclass(slots=True)
 class _Watch:
     ref: RunRef
     interval: float
     due: float
+    since: float = 0.0
     waiters: int = 0
     latest: Observation | None = None
     error: BaseException | None = None
@@ -100,6 +170,15 @@ class Poller:
         self._rng = rng or random.Random()
         self._watches: dict[str, _Watch] = {}
         self._wake = anyio.Event()
+        #: Runs expected to change soon (a cancel was sent): fast reads left for each.
+        self._hurried: dict[str, int] = {}
+        rate = self.policy.max_reads_per_s
+        if rate is None:
+            rate = getattr(backend, "status_reads_per_s", None) or math.inf
+        #: The backend's status requests per second, shared by every watched run.
+        self.limiter = RateLimiter(rate, clock=clock)
+        #: No read is sent before this time: a ``Retry-After`` answered to any read holds them all.
+        self.hold_until = -math.inf
         #: Status reads sent so far (one per run for backends without a batch read).
         self.reads = 0
         #: Calls of ``Backend.statuses`` (ticks that read anything).
@@ -118,6 +197,16 @@ class Poller:
             watch.interval = self.policy.min_interval_s
             self._wake.set()
 
+    def expect_change(self, task_id: str) -> None:
+        """The SDK asked the vendor to change ``task_id`` (a cancel): read it at the fastest
+        interval, without backing off, until it ends (at most :data:`HURRIED_READS` reads)."""
+        self._hurried[task_id] = HURRIED_READS
+        watch = self._watches.get(task_id)
+        if watch is not None:
+            watch.interval = self.policy.min_interval_s
+            watch.due = min(watch.due, self._clock() + self.policy.min_interval_s)
+            self._wake.set()
+
     def observed(self, ref: RunRef, obs: Observation) -> None:
         """A job read ``ref`` itself: share the reading with anyone waiting on it."""
         watch = self._watches.get(ref.task_id)
@@ -133,7 +222,7 @@ class Poller:
         watch = self._watches.get(ref.task_id)
         if watch is None:
             now = self._clock()
-            watch = _Watch(ref=ref, interval=self.policy.min_interval_s, due=now)
+            watch = _Watch(ref=ref, interval=self.policy.min_interval_s, due=now, since=now)
             self._watches[ref.task_id] = watch
             self._wake.set()
         watch.waiters += 1
@@ -165,25 +254,47 @@ class Poller:
         task_status.started()
         while True:
             self._wake = anyio.Event()
-            for task_id in [k for k, w in self._watches.items() if w.waiters == 0]:
-                del self._watches[task_id]
-            now = self._clock()
-            due = [w for w in self._watches.values() if w.due <= now]
-            if due and self._backend.batch_status:
-                # One request reads any number of runs: take along those due within half their
-                # interval, so runs started together stay read together instead of drifting
-                # apart by their jitter into one request each.
-                due = [w for w in self._watches.values() if w.due <= now + w.interval / 2]
+            due, wait = self.plan()
             if not due:
-                next_due = min((w.due for w in self._watches.values()), default=math.inf)
-                with anyio.move_on_after(max(next_due - now, 0.0)):
+                with anyio.move_on_after(wait):
                     await self._wake.wait()
                 continue
             await self._tick(due)
 
+    def plan(self) -> tuple[list[_Watch], float]:
+        """The runs to read now, or (none and) how long to wait before looking again.
+
+        Nothing is read while a ``Retry-After`` holds the backend, nor beyond the rate limit: a
+        batch read costs one request; without one, only as many of the most overdue runs are read
+        as the limit allows now, and the others at the next tick.
+        """
+        for task_id in [k for k, w in self._watches.items() if w.waiters == 0]:
+            del self._watches[task_id]
+        now = self._clock()
+        if now < self.hold_until:
+            return [], self.hold_until - now
+        due = [w for w in self._watches.values() if w.due <= now]
+        if due and self._backend.batch_status:
+            # One request reads any number of runs: take along those due within half their
+            # interval, so runs started together stay read together instead of drifting
+            # apart by their jitter into one request each.
+            due = [w for w in self._watches.values() if w.due <= now + w.interval / 2]
+        if not due:
+            next_due = min((w.due for w in self._watches.values()), default=math.inf)
+            return [], max(next_due - now, 0.0)
+        allowed = self.limiter.available()
+        if allowed < 1:
+            return [], self.limiter.wait_s()
+        if not self._backend.batch_status and len(due) > allowed:
+            due.sort(key=lambda w: w.due)
+            due = due[: int(allowed)]
+        return due, 0.0
+
     async def _tick(self, due: list[_Watch]) -> None:
         self.ticks += 1
-        self.reads += 1 if self._backend.batch_status else len(due)
+        cost = 1 if self._backend.batch_status else len(due)
+        self.reads += cost
+        self.limiter.take(cost)
         try:
             # One tick never holds up the others for long: retries inside the read (a Retry-After,
             # a backoff) stop at this bound, and what is left is tried again at the next tick.
@@ -212,8 +323,24 @@ class Poller:
                 if changed:
                     watch.deliver(reading, None)
             watch.interval = self.policy.next_interval(watch.interval, changed)
+            if self._backend.batch_status and self.policy.lag_ratio is not None:
+                cap = max(
+                    self.policy.min_interval_s * self.policy.factor,
+                    (now - watch.since) * self.policy.lag_ratio,
+                )
+                watch.interval = max(self.policy.min_interval_s, min(watch.interval, cap))
+            left = self._hurried.get(watch.ref.task_id)
+            if left is not None:
+                if left <= 1 or (isinstance(reading, Observation) and reading.state.is_terminal):
+                    del self._hurried[watch.ref.task_id]
+                else:
+                    self._hurried[watch.ref.task_id] = left - 1
+                    watch.interval = self.policy.min_interval_s
             spread = 1.0 + self._rng.uniform(-self.policy.jitter, self.policy.jitter)
             watch.due = now + watch.interval * spread
             retry_after = getattr(reading, "retry_after_s", None)
             if isinstance(reading, BaseException) and isinstance(retry_after, int | float):
-                watch.due = max(watch.due, now + retry_after)  # the server asked us to wait
+                # The server asked us to wait: it limits the client, not this one run, so every
+                # read of the backend waits (the next plan() holds them all until then).
+                self.hold_until = max(self.hold_until, now + retry_after)
+                watch.due = max(watch.due, now + retry_after)

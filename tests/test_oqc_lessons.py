@@ -362,12 +362,14 @@ async def test_lesson_07_composite_outputs_stay_aligned_and_cancel_in_one_reques
 async def test_lesson_08_a_refused_submission_leaves_no_reserved_id_behind() -> None:
     """8. A failed batch submit orphans the ids it had pre-allocated.
 
-    Here every job reserves its own id; when the server refuses one child's submission outright,
-    that child fails and its reserved id is released with ``cancel_many``: every id the server
-    handed out ends submitted (and run) or cancelled — none is left CREATED."""
+    Here a composite reserves its ids together and submits them in one batch; a refused batch is
+    sent again task by task (same ids), and when the server refuses one child's submission
+    outright, that child fails and its reserved id is released with ``cancel_many``: every id the
+    server handed out ends submitted (and run) or cancelled — none is left CREATED."""
     with anyio.fail_after(15):
         async with session() as (emu, sdk):
-            emu.fail_next(1, status=400, path="/tasks/submit", body={"response": {"errors": ["bad task"]}})
+            # The batch, then the first task sent on its own, are refused.
+            emu.fail_next(2, status=400, path="/tasks/submit", body={"response": {"errors": ["bad task"]}})
             composite = sdk.create_job(program=[PROGRAM] * 3)
             await composite.execute(timeout_s=5)
             states = sorted(child.state.value for child in composite)
@@ -376,7 +378,8 @@ async def test_lesson_08_a_refused_submission_leaves_no_reserved_id_behind() -> 
             assert refused.error is not None
             assert refused.error.code in ("400", "REJECTED")
             assert "bad task" in refused.error.message
-            assert len(emu.task_ids) == 3  # three reservations
+            assert len(emu.task_ids) == 3  # three ids, reserved with one request
+            assert len(posts(emu, "/tasks")) == 1
             statuses = await all_ids_settled(emu)
             completed = {child.task_id for child in composite if child.completed}
             leftover = set(statuses) - completed

@@ -99,9 +99,14 @@ class Backend(ABC):
     max_poll_interval_s: float = 10.0
     #: How many status reads may be in flight at once when there is no batch read.
     status_concurrency: int = 16
+    #: Status requests per second the poller sends at most for this backend (None: no limit);
+    #: ``PollingPolicy.max_reads_per_s`` overrides it.
+    status_reads_per_s: float | None = 20.0
     #: Whether submitting again with the same idempotency key returns the same run (never a second
     #: one). Where False, a submission whose answer was lost is never resent blindly.
     idempotent_submit: bool = True
+    #: Whether :meth:`submit_many` sends many runs in one request (a composite then uses it).
+    batch_submit: bool = False
 
     _change_listener: Callable[[str], None] | None = None
 
@@ -144,6 +149,34 @@ class Backend(ABC):
 
         ``spec`` has been through :meth:`validate` (the Job does it on creation and reconfigure).
         """
+
+    async def new_idempotency_keys(self, specs: Sequence[RunSpec]) -> list[str]:
+        """The keys of several new runs (one reservation request where the vendor has one)."""
+        return [await self.new_idempotency_key(spec) for spec in specs]
+
+    async def submit_many(
+        self, specs: Sequence[RunSpec], idempotency_keys: Sequence[str]
+    ) -> list[RunRef | BaseException]:
+        """Create several runs; the outcome of each, in order (a failure in place of its ref).
+
+        The default submits them one by one with at most :attr:`status_concurrency` in flight;
+        backends with a batch submission (:attr:`batch_submit`) send few requests. Every key was
+        made by :meth:`new_idempotency_key(s) <new_idempotency_keys>` and is saved with its job.
+        """
+        out: list[RunRef | BaseException] = [RuntimeError("not submitted")] * len(specs)
+        limiter = anyio.CapacityLimiter(self.status_concurrency)
+
+        async def one(i: int) -> None:
+            async with limiter:
+                try:
+                    out[i] = await self.submit(specs[i], idempotency_keys[i])
+                except Exception as exc:  # handed to the job it belongs to
+                    out[i] = exc
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(specs)):
+                tg.start_soon(one, i)
+        return out
 
     @abstractmethod
     async def status(self, ref: RunRef) -> Observation:

@@ -403,6 +403,7 @@ class LocalBackend(Backend):
     default_target = SIMULATOR_TARGET
     min_poll_interval_s = 0.02
     max_poll_interval_s = 0.5
+    status_reads_per_s = None  # in-process: no vendor to spare
 
     def __init__(
         self,

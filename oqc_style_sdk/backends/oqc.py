@@ -72,6 +72,9 @@ CONFIG_KEYS = frozenset({"shots", "compiler_config"})
 #: How far before a task's submission the task list is read from (the server's clock may differ,
 #: and ``created_at`` is the reservation time). A task outside the window is read on its own.
 LIST_WINDOW_SLACK = timedelta(hours=1)
+#: The most task ids reserved, or tasks submitted, in one request (OQC documents no limit; the
+#: published client splits its batches by size too).
+BATCH_SIZE = 500
 
 
 def compiler_config(shots: int) -> str:
@@ -112,6 +115,7 @@ class OqcBackend(Backend):
     min_poll_interval_s = 0.1
     max_poll_interval_s = 5.0
     batch_status = True  # several tasks of a QPU are read with one GET of its task list
+    batch_submit = True  # a composite reserves its ids with one POST and submits them with one
 
     def __init__(
         self,
@@ -231,6 +235,78 @@ class OqcBackend(Backend):
             raise ProtocolError(f"OQC QCaaS reserved {ids!r} instead of one task id")
         return ids[0]
 
+    async def new_idempotency_keys(self, specs: Sequence[RunSpec]) -> list[str]:
+        """Reserve the ids of several tasks: one ``POST …/tasks`` (``task_count=n``) per QPU and tag."""
+        keys: list[str | None] = [None] * len(specs)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, spec in enumerate(specs):
+            assert spec.target is not None
+            groups.setdefault((spec.target, spec.tag or ""), []).append(i)
+        for (target, tag), members in groups.items():
+            for start in range(0, len(members), BATCH_SIZE):
+                chunk = members[start : start + BATCH_SIZE]
+                response = await self._http.post(
+                    f"{self._qpu_url(target)}/tasks",
+                    json={"qpu_id": target, "task_count": len(chunk), "tag": tag},
+                )
+                ids = response.json()
+                if (
+                    not isinstance(ids, list)
+                    or len(ids) != len(chunk)
+                    or not all(isinstance(i, str) for i in ids)
+                ):
+                    raise ProtocolError(f"OQC QCaaS reserved {ids!r:.200} instead of {len(chunk)} task ids")
+                for i, task_id in zip(chunk, ids, strict=True):
+                    keys[i] = task_id
+        return [key for key in keys if key is not None]
+
+    async def submit_many(
+        self, specs: Sequence[RunSpec], idempotency_keys: Sequence[str]
+    ) -> list[RunRef | BaseException]:
+        """One ``POST …/tasks/submit`` per QPU (and per :data:`BATCH_SIZE` tasks), every task with
+        its reserved id, so a resend never runs a task twice. A batch refused outright is sent
+        again task by task, so only the refused tasks fail (their ids released)."""
+        out: list[RunRef | BaseException] = [RuntimeError("not submitted")] * len(specs)
+        groups: dict[str, list[int]] = {}
+        for i, spec in enumerate(specs):
+            assert spec.target is not None
+            groups.setdefault(self._qpu_url(spec.target), []).append(i)
+        for qpu_url, members in groups.items():
+            for start in range(0, len(members), BATCH_SIZE):
+                chunk = members[start : start + BATCH_SIZE]
+                tasks = [self._task(specs[i], idempotency_keys[i]) for i in chunk]
+                try:
+                    response = await self._http.post(
+                        f"{qpu_url}/tasks/submit", json={"tasks": tasks}, idempotent=True
+                    )
+                except BackendError as exc:
+                    for i in chunk:
+                        out[i] = exc
+                    if _refused(exc):
+                        # A refused batch submitted nothing: which task was refused is found by
+                        # sending each on its own (same ids); a refused one ends FAILED and its
+                        # reserved id is released, so none is left behind.
+                        for i in chunk:
+                            try:
+                                out[i] = await self.submit(specs[i], idempotency_keys[i])
+                            except Exception as single:  # handed to the job it belongs to
+                                out[i] = single
+                    continue
+                body = response.json()
+                answered = body if isinstance(body, list) and len(body) == len(chunk) else []
+                submitted_at = datetime.now(UTC).isoformat(timespec="seconds")
+                for n, i in enumerate(chunk):
+                    task_id = idempotency_keys[i]
+                    if answered and isinstance(answered[n], dict):
+                        task_id = str(answered[n].get("task_id") or task_id)
+                    extra = {
+                        "qpu_id": specs[i].target or "",
+                        "qpu_url": qpu_url,
+                        "submitted_at": submitted_at,
+                    }
+                    out[i] = RunRef(task_id=task_id, extra=extra)
+        return out
+
     def _task(self, spec: RunSpec, task_id: str) -> dict[str, Any]:
         shots = int(spec.config.get("shots", DEFAULT_SHOTS))
         return {
@@ -265,12 +341,14 @@ class OqcBackend(Backend):
         }
         return RunRef(task_id=task_id, extra=extra)
 
-    async def _release(self, qpu_url: str, task_id: str) -> None:
-        """Cancel a reserved id whose submission was refused (best effort: logged, never raised)."""
+    async def _release(self, qpu_url: str, *task_ids: str) -> None:
+        """Cancel reserved ids whose submission was refused (best effort: logged, never raised)."""
         try:
-            await self._http.post(f"{qpu_url}/tasks/cancel_many", json={"tasks": [task_id]}, idempotent=True)
+            await self._http.post(
+                f"{qpu_url}/tasks/cancel_many", json={"tasks": list(task_ids)}, idempotent=True
+            )
         except Exception as exc:
-            logger.warning("OQC: could not release the reserved task id %s: %s", task_id, exc)
+            logger.warning("OQC: could not release the reserved task id(s) %s: %s", ", ".join(task_ids), exc)
 
     def _ref_url(self, ref: RunRef) -> str:
         """The QPU's execution URL: from the live QPU list when it names the QPU, else as saved."""

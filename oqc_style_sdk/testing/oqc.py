@@ -7,7 +7,9 @@ not documented (``VENDORS.md`` §5 lists what is known; everything else is marke
 from __future__ import annotations
 
 import json
+import random
 import secrets
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from typing import Any, Final
 from aiohttp import web
 from anyio.abc import TaskGroup
 
-from ..backends.base import Observation, RunRef, RunSpec
+from ..backends.base import Diagnostics, Observation, RunRef, RunSpec
 from ..backends.local import DEFAULT_SHOTS, MAX_SHOTS, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
@@ -235,6 +237,11 @@ class OqcEmulator(Emulator):
         the CPU count).
     :param seed: the simulator's seed (default: unseeded).
     :param version: what ``GET /admin/version`` says.
+    :param simulate: False: tasks are not simulated (for load tests of thousands of tasks): each
+        runs for a duration drawn uniformly from ``job_duration_s`` to ``job_duration_max_s``, any
+        number at once, and completes with a fixed result (every shot on the all-zeros bitstring
+        of register ``c``). Programs are not parsed.
+    :param job_duration_max_s: with ``simulate=False``, the longest task (default: ``job_duration_s``).
     Other keyword options (``job_duration_s``, ``latency_s``, ``max_lifetime_s``, ``clock``,
     ``port`` ...) are the kit's.
 
@@ -340,6 +347,8 @@ class OqcEmulator(Emulator):
         max_concurrency: int | None = None,
         seed: int | None = None,
         version: str | None = None,
+        simulate: bool = True,
+        job_duration_max_s: float | None = None,
         **options: Any,
     ) -> None:
         self.token = token if token is not None else secrets.token_urlsafe(32)
@@ -361,10 +370,16 @@ class OqcEmulator(Emulator):
         self._by_path = {q.path: q for q in self.qpus}
         self._tasks: dict[str, _Task] = {}
         self._token_expires_at = _utcnow() + timedelta(days=30)
-        self._engine = LocalBackend(max_concurrency=max_concurrency, seed=seed)
+        self._engine: LocalBackend | _FixedEngine = LocalBackend(max_concurrency=max_concurrency, seed=seed)
         #: How many runs were handed to the engine.
         self.engine_runs = 0
         super().__init__(**options)
+        if not simulate:
+            longest = self.job_duration_s if job_duration_max_s is None else job_duration_max_s
+            longest = _duration("job_duration_max_s", longest)
+            if longest < self.job_duration_s:
+                raise ConfigurationError("job_duration_max_s must be at least job_duration_s")
+            self._engine = _FixedEngine(self.job_duration_s, longest, seed)
 
     # -- what clients need ----------------------------------------------------------------------
 
@@ -882,6 +897,53 @@ class OqcEmulator(Emulator):
                 }
             )
         return web.json_response({"qpu_wait_times": waits})
+
+
+class _FixedEngine:
+    """The engine of ``simulate=False``: timed runs with a fixed result, no simulation, no limit."""
+
+    def __init__(self, shortest_s: float, longest_s: float, seed: int | None) -> None:
+        self._rng = random.Random(seed)
+        self._span = (shortest_s, longest_s)
+        self._runs: dict[str, tuple[float, float, int]] = {}  # id: (start, end, shots) in time.time()
+        self._cancelled: dict[str, float] = {}
+
+    async def start(self, task_group: TaskGroup) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    def validate(self, spec: RunSpec) -> RunSpec:
+        return spec
+
+    async def submit(self, spec: RunSpec, key: str) -> RunRef:
+        start = time.time()
+        self._runs[key] = (start, start + self._rng.uniform(*self._span), int(spec.config.get("shots", 1)))
+        return RunRef(key)
+
+    async def status(self, ref: RunRef) -> Observation:
+        _, end, _ = self._runs[ref.task_id]
+        cancelled = self._cancelled.get(ref.task_id)
+        if cancelled is not None and cancelled < end:
+            return Observation(JobState.CANCELLED, "CANCELLED")
+        if time.time() < end:
+            return Observation(JobState.RUNNING, "RUNNING")
+        return Observation(JobState.COMPLETED, "COMPLETED", ended_at=datetime.fromtimestamp(end, UTC))
+
+    async def cancel(self, ref: RunRef, reason: str | None = None) -> None:
+        self._cancelled.setdefault(ref.task_id, time.time())
+
+    async def result(self, ref: RunRef, spec: RunSpec) -> Any:
+        return {"c": {"0": self._runs[ref.task_id][2]}}
+
+    async def diagnostics(self, ref: RunRef, spec: RunSpec) -> Diagnostics:
+        start, end, _ = self._runs[ref.task_id]
+        ended = min(end, self._cancelled.get(ref.task_id, end))
+        timings: dict[str, Any] = {"started_at": datetime.fromtimestamp(start, UTC).isoformat()}
+        if time.time() >= ended:
+            timings["ended_at"] = datetime.fromtimestamp(ended, UTC).isoformat()
+        return Diagnostics(timings=timings)
 
 
 def _sdk_version() -> str:
