@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from .exceptions import (
     JobFileNotFoundError,
     JobNotResumableError,
     PersistenceError,
+    SdkError,
     UnsupportedSchemaError,
 )
 from .job_output import JobCancellation, JobError, JobResult
@@ -66,6 +68,8 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 Output = Annotated[JobResult | JobError | JobCancellation, Field(discriminator="kind")]
+
+logger = logging.getLogger(__name__)
 
 
 class _Model(BaseModel):
@@ -235,8 +239,28 @@ async def save_jobs(
     composite: bool,
     composite_id: str | None = None,
 ) -> Path:
-    """Snapshot ``jobs`` now (on the event loop, so the picture is consistent) and write them."""
+    """Snapshot ``jobs`` now (on the event loop, so the picture is consistent) and write them.
+
+    A job not yet submitted gets its run's idempotency key first (DESIGN.md: made while CREATED,
+    saved with the job), so a process killed mid-submission is followed by one that resends the
+    same key — the vendor's same run — rather than a second run. A key that cannot be had now
+    (the vendor unreachable) is left to the submission; the save goes ahead.
+    """
     target = _as_path(path)
+
+    def keyless(job: Job) -> bool:
+        return job._state is JobState.CREATED and job._key is None and job._submitting is None
+
+    waiting = [job for job in jobs if keyless(job)]
+    if waiting:
+        try:  # one reservation request where the vendor has one (OQC)
+            keys = await sdk.backend.new_idempotency_keys([job._spec for job in waiting])
+        except SdkError as exc:
+            logger.debug("no idempotency keys for %d job(s) before saving them: %s", len(waiting), exc)
+        else:
+            for job, key in zip(waiting, keys, strict=True):
+                if keyless(job):  # a submission that started meanwhile made its own key
+                    job._key = key
     document = JobFile(
         format=FORMAT,
         schema_version=SCHEMA_VERSION,

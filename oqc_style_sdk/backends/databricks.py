@@ -58,6 +58,7 @@ from anyio.abc import TaskGroup
 
 from .._http import HttpClient, Response, RetryPolicy, Secret
 from ..exceptions import (
+    AuthenticationError,
     BackendError,
     ConfigurationError,
     JobValidationError,
@@ -557,6 +558,8 @@ class DatabricksBackend(Backend):
     #: The official client polls at 1, 2, ... 10 s; so does this one (faster when runs change).
     min_poll_interval_s = 1.0
     max_poll_interval_s = 10.0
+    #: Half the (unverified) published runs/get limit of 100 requests per second per workspace.
+    status_reads_per_s = 50.0
 
     def __init__(
         self,
@@ -793,7 +796,9 @@ class DatabricksBackend(Backend):
         try:
             body = (await self._get("runs/get-output", {"run_id": task_run})).json()
         except BackendError as exc:
-            if exc.transient:
+            if exc.transient or isinstance(
+                exc, AuthenticationError
+            ):  # refused credentials are no "no output"
                 raise
             entry["error"] = f"output unavailable: {exc}"
             return entry
@@ -829,9 +834,15 @@ class DatabricksBackend(Backend):
                 key = _text(task.get("task_key")) or f"task_{index}"
                 outputs[key] = await self._task_output(task)
 
-        async with anyio.create_task_group() as tg:
-            for index, task in enumerate(tasks):
-                tg.start_soon(one, index, task)
+        try:
+            async with anyio.create_task_group() as tg:
+                for index, task in enumerate(tasks):
+                    tg.start_soon(one, index, task)
+        except BaseExceptionGroup as group:  # a typed SDK error for the caller, not a group
+            errors = group.exceptions
+            if errors and all(isinstance(e, BackendError) for e in errors):
+                raise errors[0] from None
+            raise
         order = [_text(t.get("task_key")) or f"task_{i}" for i, t in enumerate(tasks)]
         return {key: outputs[key] for key in order if key in outputs}
 

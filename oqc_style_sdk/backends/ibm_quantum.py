@@ -136,6 +136,9 @@ SUBMISSION_TAG_PREFIX: Final = "oqcs-submission:"
 #: How far before a job's submission the job list is read from (clocks differ). A job outside the
 #: window is read on its own.
 LIST_WINDOW_SLACK: Final = timedelta(hours=1)
+#: After an unanswered job creation, how long beyond the request timeout to wait for it to show in
+#: the job list before sending it again (a request the client gave up on may still be processed).
+RESEND_GRACE_S: Final = 1.0
 #: Jobs per page of ``GET /jobs`` (SDK choice), and the most pages one status tick reads.
 LIST_PAGE_LIMIT: Final = 100
 LIST_MAX_PAGES: Final = 5
@@ -403,6 +406,8 @@ class IbmQuantumBackend(Backend):
     min_poll_interval_s = 0.5
     max_poll_interval_s = 10.0
     status_concurrency = 8
+    #: IBM documents no read limit (only 5 job creations per minute per user): stay gentle.
+    status_reads_per_s = 10.0
 
     def __init__(
         self,
@@ -466,6 +471,11 @@ class IbmQuantumBackend(Backend):
         self._undocumented: set[str] = set()
         #: Idempotency keys whose job creation went unanswered (it may have happened), and when.
         self._unanswered: dict[str, datetime] = {}
+        #: When (anyio clock) a creation that got no answer at all (timeout, disconnect, the caller's
+        #: deadline) was sent, and how long after that it may still land at IBM (a request the client
+        #: gave up on can still be processed).
+        self._last_sent: dict[str, float] = {}
+        self._landing_s = float(timeout_s) + RESEND_GRACE_S
 
     def __repr__(self) -> str:
         return f"<IbmQuantumBackend url={self.url!r} instance={self.instance!r}>"
@@ -617,18 +627,30 @@ class IbmQuantumBackend(Backend):
         earlier = self._unanswered.get(idempotency_key)
         if earlier is not None:
             found = await self._find_submission(idempotency_key, earlier)
+            last = self._last_sent.get(idempotency_key)
+            settle = 0.0 if last is None else last + self._landing_s - anyio.current_time()
+            if found is None and settle > 0:
+                # Not listed yet, but the unanswered creation may still be in flight at IBM: look
+                # again once it must have landed (bounded by the caller's deadline), then resend.
+                await anyio.sleep(settle)
+                found = await self._find_submission(idempotency_key, earlier)
             if found is not None:
                 del self._unanswered[idempotency_key]
+                self._last_sent.pop(idempotency_key, None)
                 return found
         submitted_at = datetime.now(UTC)
         self._unanswered.setdefault(idempotency_key, submitted_at)
+        self._last_sent[idempotency_key] = anyio.current_time()  # until an answer comes back
         try:
             response = await self._http.post("/jobs", json=self.job_body(spec, program, idempotency_key))
         except BackendError as exc:
+            if exc.status is not None:  # answered: the request is no longer in flight
+                self._last_sent.pop(idempotency_key, None)
             if exc.status is not None and exc.status < 500 and exc.status != 408:
                 del self._unanswered[idempotency_key]  # answered: nothing was created
             raise
         del self._unanswered[idempotency_key]
+        self._last_sent.pop(idempotency_key, None)
         created = _parse(_CreatedJob, response.json(), "the job creation")
         logger.debug("IBM Quantum job %s created on %s", created.id, created.backend or spec.target)
         return self._ref(created.id, created.backend or str(spec.target), submitted_at)
