@@ -11,6 +11,8 @@ async with Sdk() as sdk:
 ```
 """
 
+import logging as _logging
+
 from .backends.base import Backend, available_backends, register_backend
 from .client import OqcSdk, Sdk
 from .composite import CompositeJob
@@ -50,6 +52,9 @@ from .job_output import (
 )
 from .polling import PollingPolicy
 from .state import ACTIVE_STATES, TERMINAL_STATES, JobState
+
+# Quiet by default: the application decides where the SDK's log records go.
+_logging.getLogger("oqc_style_sdk").addHandler(_logging.NullHandler())
 
 __version__ = "0.1.0"
 

@@ -3,6 +3,7 @@
 ```
 oqcs demo                                   the tour of `make demo`
 oqcs run bell.qasm [--backend oqc] [--target ID] [--shots N] [--save job.json] [--json]
+oqcs run spec.json --backend databricks     JSON programs: Databricks run specs, Windmill scripts
 oqcs submit bell.qasm --save job.json       send without waiting
 oqcs status job.json | wait job.json | result job.json | cancel job.json
 oqcs targets [--backend oqc] [--json]
@@ -10,8 +11,10 @@ oqcs emulate oqc [--port N] [--job-duration S]
 oqcs workflow run seed.arazzo.yaml [--workflow ID] --input k=v ... [--server NAME=URL]
 ```
 
-Backend settings come from the environment (``OQC_URL``, ``OQC_AUTHENTICATION_TOKEN`` ...), as the
-backends document. Exit codes: 0 the job completed (or the command succeeded), 1 the job failed,
+Backend settings come from a config file (``--config``, ``$OQCS_CONFIG`` or ``~/.config/oqcs/config.toml``,
+see :mod:`oqc_style_sdk.cli_config`) and the environment (``OQC_URL``, ``OQC_AUTHENTICATION_TOKEN`` ...),
+as the backends document. ``run`` and ``wait`` show live progress on a terminal (not with ``--json`` or
+``--quiet``). Exit codes: 0 the job completed (or the command succeeded), 1 the job failed,
 2 bad usage or input, 3 the job was cancelled, 4 a deadline passed, 5 the backend or the network
 failed, 130 interrupted.
 """
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +31,7 @@ from typing import Any, NoReturn
 import anyio
 
 from .arazzo.cli import add_workflow_parser, run_workflow_command
+from .cli_config import load_config, read_program
 from .client import Sdk
 from .exceptions import (
     BackendError,
@@ -59,8 +62,24 @@ EPILOG = """exit codes:
   2  bad usage or input                              3  the job was cancelled
   4  a deadline passed (the job is left running)     5  the backend or network failed
 
-Backend settings come from the environment: OQC_URL and OQC_AUTHENTICATION_TOKEN for --backend oqc
-(`oqcs emulate oqc` prints them for a local emulator). --backend defaults to $OQCS_BACKEND, else local.
+Programs: OpenQASM 2 or 3 text for local, oqc, ibm_quantum and azure_quantum; JSON (a .json file, or
+text starting with '{') for databricks (a run spec or {"job_id": ...}) and windmill ({"path": ...,
+"args": {...}} or {"code": ..., "language": ...}).
+
+Backend: --backend, else $OQCS_BACKEND, else `backend` in the config file, else local. Settings come
+from the config file's [backends.NAME] table (the keywords of Sdk(NAME, ...)) and, for those it leaves
+out, the environment: OQC_URL and OQC_AUTHENTICATION_TOKEN for oqc (`oqcs emulate oqc` prints them
+for a local emulator), DATABRICKS_HOST/DATABRICKS_TOKEN, WM_BASE_URL/WM_TOKEN/WM_WORKSPACE ...
+Config file: --config FILE, else $OQCS_CONFIG, else $XDG_CONFIG_HOME/oqcs/config.toml
+(~/.config/oqcs/config.toml):
+
+  backend = "oqc"
+  [backends.oqc]
+  url = "https://..."
+  authentication_token = "..."        # keep the file owner-only
+  default_target = "qpu:uk:2:d865b5a184"
+
+`run` and `wait` show live progress on stderr when it is a terminal; --json and --quiet turn it off.
 """
 
 
@@ -76,12 +95,21 @@ def _parser() -> argparse.ArgumentParser:
     def backend_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--backend",
-            default=os.environ.get("OQCS_BACKEND", "local"),
-            help="backend name (default: $OQCS_BACKEND or 'local')",
+            default=None,
+            help="backend name (default: $OQCS_BACKEND, else the config file's, else 'local')",
+        )
+        p.add_argument(
+            "--config",
+            type=Path,
+            metavar="FILE",
+            help="TOML config file (default: $OQCS_CONFIG or ~/.config/oqcs/config.toml)",
         )
 
     def json_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--json", action="store_true", help="print JSON for scripts")
+        p.add_argument("--json", action="store_true", help="print JSON for scripts (no progress display)")
+
+    def quiet_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--quiet", "-q", action="store_true", help="no live progress display")
 
     def timeout_option(p: argparse.ArgumentParser, default: float | None) -> None:
         p.add_argument(
@@ -101,7 +129,11 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(
             name, help=what, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
         )
-        p.add_argument("program", type=Path, help="an OpenQASM 2 or 3 file")
+        p.add_argument(
+            "program",
+            type=Path,
+            help="an OpenQASM 2 or 3 file, or a JSON program (.json: Databricks, Windmill)",
+        )
         backend_options(p)
         p.add_argument("--target", help="QPU or simulator id (default: the backend's)")
         p.add_argument("--shots", type=int, help="number of shots (default 1000)")
@@ -109,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
         json_option(p)
         if name == "run":
             timeout_option(p, None)
+            quiet_option(p)
 
     for name, what in (
         ("status", "read a saved job's status once"),
@@ -122,6 +155,8 @@ def _parser() -> argparse.ArgumentParser:
         json_option(p)
         if name in ("wait", "cancel"):
             timeout_option(p, None if name == "wait" else 60.0)
+        if name == "wait":
+            quiet_option(p)
 
     p = sub.add_parser("targets", help="list the backend's targets")
     backend_options(p)
@@ -178,16 +213,22 @@ def _print_job(job: Job, as_json: bool) -> None:
     )
     output = job.outputs.first
     if isinstance(output, JobResult):
-        if isinstance(output.data, dict):
-            for register, counts in output.data.items():
+        data = output.data
+        if isinstance(data, dict) and data and all(_is_counts(c) for c in data.values()):
+            for register, counts in data.items():
                 shown = "  ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
                 print(f"  {register}: {shown}")
-        else:
-            print(f"  {output.data!r}")
+        else:  # a Databricks run's task outputs, a Windmill script's result ...
+            for line in json.dumps(data, indent=2, default=str).splitlines():
+                print(f"  {line}")
     elif isinstance(output, JobError):
         print(f"  error{f' {output.code}' if output.code else ''}: {output.message}")
     elif isinstance(output, JobCancellation):
         print(f"  cancelled{f': {output.reason}' if output.reason else ''}")
+
+
+def _is_counts(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(n, int) for n in value.values())
 
 
 def _exit_for(job: Job) -> int:
@@ -199,19 +240,28 @@ def _exit_for(job: Job) -> int:
 
 
 # ---------------------------------------------------------------------------------- commands
+def _sdk(args: argparse.Namespace) -> Sdk:
+    """The Sdk the command line and the config file describe."""
+    config = load_config(args.config)
+    backend = config.resolve_backend(args.backend)
+    return Sdk(backend, **config.settings(backend))
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    """Live progress: only for a person at a terminal."""
+    return not (args.json or getattr(args, "quiet", False)) and sys.stderr.isatty()
+
+
 async def _run(args: argparse.Namespace) -> int:
-    try:
-        program = args.program.read_text()
-    except OSError as exc:
-        raise JobValidationError(f"cannot read {args.program}: {exc.strerror or exc}") from exc
+    program = read_program(args.program)
     config = {} if args.shots is None else {"shots": args.shots}
-    async with Sdk(args.backend) as sdk:
+    async with _sdk(args) as sdk:
         job = sdk.create_job(program=program, target=args.target, config=config)
         if args.command == "submit":
             await job.submit()
         else:
             try:
-                await job.execute(timeout_s=args.timeout)
+                await job.execute(timeout_s=args.timeout, progress=_progress(args))
             except JobTimeoutError:
                 if args.save:
                     await job.save(args.save)
@@ -223,7 +273,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _saved(args: argparse.Namespace) -> int:
-    async with Sdk(args.backend) as sdk:
+    async with _sdk(args) as sdk:
         job = await sdk.load(args.file)
         if not isinstance(job, Job):
             raise JobValidationError(f"{args.file} holds a composite job; use the Python API")
@@ -231,7 +281,7 @@ async def _saved(args: argparse.Namespace) -> int:
             await job.refresh()
         elif args.command == "wait":
             try:
-                await job.wait(timeout_s=args.timeout)
+                await job.wait(timeout_s=args.timeout, progress=_progress(args))
             finally:
                 await job.save(args.file)
         elif args.command == "cancel":
@@ -244,7 +294,7 @@ async def _saved(args: argparse.Namespace) -> int:
 
 
 async def _targets(args: argparse.Namespace) -> int:
-    async with Sdk(args.backend) as sdk:
+    async with _sdk(args) as sdk:
         targets = await sdk.list_targets()
     if args.json:
         print(json.dumps(targets, indent=2))

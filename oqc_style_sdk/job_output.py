@@ -167,6 +167,16 @@ class JobOutputProxy(Sequence[JobOutput]):
         more = f", … {len(self._items) - 5} more" if len(self._items) > 5 else ""
         return f"JobOutputProxy([{inner}{more}])"
 
+    def _repr_html_(self) -> str:
+        from .display import outputs_html
+
+        return outputs_html(self)
+
+    def __rich__(self) -> Any:
+        from .display import outputs_rich
+
+        return outputs_rich(self)
+
     # -- queries -----------------------------------------------------------------------------
     @property
     def first(self) -> JobOutput | None:

@@ -95,6 +95,7 @@ def add_workflow_parser(subparsers: Any) -> None:
     run.add_argument("--json", action="store_true", help="print the result as JSON only")
     show = actions.add_parser("show", help="list the workflows of a document: inputs, steps, outputs")
     show.add_argument("file", type=Path)
+    show.add_argument("--json", action="store_true", help="print the parsed document as JSON")
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -224,6 +225,9 @@ async def run_workflow_command(args: argparse.Namespace) -> int:
     try:
         doc = _load(args.file)
         if args.workflow_command == "show":
+            if args.json:
+                print(json.dumps(doc.model_dump(mode="json", by_alias=True, exclude_none=True), indent=2))
+                return EXIT_OK
             return _show(doc)
         workflow = doc.workflow(args.workflow_id)
         inputs = _inputs(workflow, args)
