@@ -47,10 +47,15 @@ def databricks(base_url: str, token: str, k: int) -> dict[str, Any]:
                 )
             ],
         ).run_id
-        while True:  # not timed: until the run is RUNNING
+        # Not timed: wait (at most 60 s) until the run is RUNNING. This peer client is synchronous,
+        # in its own process with no event loop, so a plain sleep blocks nothing else.
+        deadline = time.monotonic() + 60
+        while True:
             state = client.jobs.get_run(run_id).state
             if state is not None and state.life_cycle_state == jobs.RunLifeCycleState.RUNNING:
                 break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} did not start within 60 s")
             time.sleep(0.05)
         start = time.perf_counter()
         ended = client.jobs.cancel_run_and_wait(run_id, timeout=timedelta(seconds=60))

@@ -82,7 +82,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import anyio.to_thread
-from anyio.abc import TaskGroup
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .._http import HttpClient, RetryPolicy, Secret
@@ -94,7 +93,8 @@ from ..exceptions import (
     UnknownTargetError,
 )
 from ..state import JobState
-from .base import Backend, Diagnostics, Observation, RunRef, RunSpec
+from ._http_backend import HttpBackend
+from .base import Diagnostics, Observation, RunRef, RunSpec
 from .local import _error_message, _parse, _qasm_major_version, _qiskit_ready, _start_qiskit_loader
 
 __all__ = [
@@ -566,7 +566,7 @@ def _api_version_date(api_version: str) -> date:
 # The backend
 
 
-class AzureQuantumBackend(Backend):
+class AzureQuantumBackend(HttpBackend):
     """The ``azure_quantum`` backend (see the module docstring for settings and environment)."""
 
     name = "azure_quantum"
@@ -684,28 +684,16 @@ class AzureQuantumBackend(Backend):
         )
 
     # ------------------------------------------------------------------ lifetime
-    async def start(self, task_group: TaskGroup) -> None:
-        _start_qiskit_loader()  # program conversion needs qiskit: import it in the background now
-        await self._http.start()
-        await self._blob.start()
-        try:
-            await self._http.check_reachable(f"{self._ws}/providerStatus")
-            await self._refresh_targets()
-        except BaseException:
-            await self.aclose()
-            raise
+    def _clients(self) -> tuple[HttpClient, ...]:
+        return (self._http, self._blob)
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
-        await self._blob.aclose()
+    async def _check(self) -> None:
+        _start_qiskit_loader()  # program conversion needs qiskit: import it in the background now
+        await self._http.check_reachable(f"{self._ws}/providerStatus")
+        await self._refresh_targets()
 
     def identity(self) -> dict[str, str]:
         return {"backend": self.name, "endpoint": self.endpoint, "workspace": self._ws}
-
-    @property
-    def http(self) -> HttpClient:
-        """The workspace client (its ``requests_sent`` counts every request)."""
-        return self._http
 
     @property
     def blob_http(self) -> HttpClient:

@@ -54,7 +54,6 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import anyio
-from anyio.abc import TaskGroup
 
 from .._http import HttpClient, Response, RetryPolicy, Secret
 from ..exceptions import (
@@ -68,7 +67,8 @@ from ..exceptions import (
     UnknownTargetError,
 )
 from ..state import JobState
-from .base import Backend, Diagnostics, Observation, RunRef, RunSpec
+from ._http_backend import HttpBackend
+from .base import Diagnostics, Observation, RunRef, RunSpec
 
 __all__ = [
     "API_PREFIX",
@@ -548,7 +548,7 @@ def _normalise_host(host: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-class DatabricksBackend(Backend):
+class DatabricksBackend(HttpBackend):
     """The ``databricks`` backend. Settings default to ``DATABRICKS_HOST`` and ``DATABRICKS_TOKEN``."""
 
     name = "databricks"
@@ -603,25 +603,13 @@ class DatabricksBackend(Backend):
         return f"<DatabricksBackend host={self.host!r}>"
 
     # ------------------------------------------------------------------ lifetime
-    async def start(self, task_group: TaskGroup) -> None:
-        """Open the session; check the host answers (fast, no retries), then the token."""
-        await self._http.start()
-        try:
-            await self._http.check_reachable(f"{API_PREFIX}/runs/list")
-            await self._http.get(f"{API_PREFIX}/runs/list", params={"limit": 1})
-        except BaseException:
-            await self._http.aclose()
-            raise
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    async def _check(self) -> None:
+        """The host answers (fast, no retries), then the token is accepted."""
+        await self._http.check_reachable(f"{API_PREFIX}/runs/list")
+        await self._http.get(f"{API_PREFIX}/runs/list", params={"limit": 1})
 
     def identity(self) -> dict[str, str]:
         return {"backend": self.name, "host": self.host}
-
-    @property
-    def http(self) -> HttpClient:
-        return self._http
 
     async def list_targets(self) -> list[dict[str, Any]]:
         """The workspace. Compute is chosen per task in the run spec, not by the target."""

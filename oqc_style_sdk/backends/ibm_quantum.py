@@ -66,7 +66,6 @@ from urllib.parse import quote, urlencode
 
 import anyio
 import anyio.to_thread
-from anyio.abc import TaskGroup
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .._http import HttpClient, RetryPolicy, Secret
@@ -79,7 +78,8 @@ from ..exceptions import (
     UnknownTargetError,
 )
 from ..state import JobState
-from .base import Backend, Diagnostics, Observation, RunRef, RunSpec
+from ._http_backend import HttpBackend
+from .base import Diagnostics, Observation, RunRef, RunSpec
 
 # The local simulator's qiskit discipline: qiskit is first imported by its parked loader thread.
 from .local import _qasm_major_version, _qiskit_ready, _start_qiskit_loader
@@ -396,7 +396,7 @@ def _job_path(task_id: str) -> str:
     return f"/jobs/{quote(task_id, safe='')}"
 
 
-class IbmQuantumBackend(Backend):
+class IbmQuantumBackend(HttpBackend):
     """The ``ibm_quantum`` backend (see the module docstring for settings and behaviour)."""
 
     name = "ibm_quantum"
@@ -481,26 +481,15 @@ class IbmQuantumBackend(Backend):
         return f"<IbmQuantumBackend url={self.url!r} instance={self.instance!r}>"
 
     # ------------------------------------------------------------------ lifetime
-    async def start(self, task_group: TaskGroup) -> None:
-        await self._iam_http.start()
-        await self._http.start()
-        try:
-            await self._http.check_reachable("/backends")
-            await self._refresh_devices()  # gets a token too: key, instance and URL checked at once
-        except BaseException:
-            await self.aclose()
-            raise
+    def _clients(self) -> tuple[HttpClient, ...]:
+        return (self._iam_http, self._http)
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
-        await self._iam_http.aclose()
+    async def _check(self) -> None:
+        await self._http.check_reachable("/backends")
+        await self._refresh_devices()  # gets a token too: key, instance and URL checked at once
 
     def identity(self) -> dict[str, str]:
         return {"backend": self.name, "endpoint": self.url, "instance": self.instance}
-
-    @property
-    def http(self) -> HttpClient:
-        return self._http
 
     @property
     def token_requests(self) -> int:

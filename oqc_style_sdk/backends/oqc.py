@@ -34,8 +34,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from anyio.abc import TaskGroup
-
 from .._http import HttpClient, RetryPolicy, Secret
 from ..exceptions import (
     AuthenticationError,
@@ -47,7 +45,8 @@ from ..exceptions import (
     UnknownTargetError,
 )
 from ..state import JobState
-from .base import Backend, Diagnostics, Observation, RunRef, RunSpec
+from ._http_backend import HttpBackend
+from .base import Diagnostics, Observation, RunRef, RunSpec
 
 __all__ = ["OQC_STATUS", "OqcBackend", "compiler_config"]
 
@@ -108,7 +107,7 @@ def compiler_config(shots: int) -> str:
     )
 
 
-class OqcBackend(Backend):
+class OqcBackend(HttpBackend):
     """The ``oqc`` backend. Settings default to ``OQC_URL`` and ``OQC_AUTHENTICATION_TOKEN``."""
 
     name = "oqc"
@@ -155,24 +154,12 @@ class OqcBackend(Backend):
         return f"<OqcBackend url={self.url!r}>"
 
     # ------------------------------------------------------------------ lifetime
-    async def start(self, task_group: TaskGroup) -> None:
-        await self._http.start()
-        try:
-            await self._http.check_reachable("/admin/version")
-            await self._refresh_qpus()
-        except BaseException:
-            await self._http.aclose()
-            raise
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    async def _check(self) -> None:
+        await self._http.check_reachable("/admin/version")
+        await self._refresh_qpus()
 
     def identity(self) -> dict[str, str]:
         return {"backend": self.name, "endpoint": self.url}
-
-    @property
-    def http(self) -> HttpClient:
-        return self._http
 
     # ------------------------------------------------------------------ targets
     async def _refresh_qpus(self) -> list[dict[str, Any]]:

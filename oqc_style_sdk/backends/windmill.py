@@ -36,8 +36,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from anyio.abc import TaskGroup
-
 from .._http import HttpClient, RetryPolicy, Secret
 from ..exceptions import (
     BackendError,
@@ -48,7 +46,8 @@ from ..exceptions import (
     UnknownTargetError,
 )
 from ..state import JobState
-from .base import Backend, Diagnostics, Observation, RunRef, RunSpec
+from ._http_backend import HttpBackend
+from .base import Diagnostics, Observation, RunRef, RunSpec
 
 __all__ = [
     "CONFIG_KEYS",
@@ -213,7 +212,7 @@ def _json_object(value: Any, what: str) -> dict[str, Any]:
     return parsed
 
 
-class WindmillBackend(Backend):
+class WindmillBackend(HttpBackend):
     """The ``windmill`` backend. Settings default to ``WM_BASE_URL``, ``WM_TOKEN``, ``WM_WORKSPACE``.
 
     A program is ``{"path": "u/me/script", "args": {...}}`` (a deployed script by path) or
@@ -277,31 +276,19 @@ class WindmillBackend(Backend):
         return f"<WindmillBackend base_url={self.base_url!r} workspace={self.workspace!r}>"
 
     # ------------------------------------------------------------------ lifetime
-    async def start(self, task_group: TaskGroup) -> None:
-        await self._http.start()
+    async def _check(self) -> None:
+        await self._http.check_reachable("/version")
         try:
-            await self._http.check_reachable("/version")
-            try:
-                me = (await self._http.get(self._ws("/users/whoami"))).json()
-            except NotFoundError as exc:
-                raise ConfigurationError(
-                    f"Windmill at {self.base_url} has no workspace {self.workspace!r} for this token: {exc}"
-                ) from exc
-            username = me.get("username") if isinstance(me, dict) else None
-            self.username = username if isinstance(username, str) and username else None
-        except BaseException:
-            await self._http.aclose()
-            raise
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
+            me = (await self._http.get(self._ws("/users/whoami"))).json()
+        except NotFoundError as exc:
+            raise ConfigurationError(
+                f"Windmill at {self.base_url} has no workspace {self.workspace!r} for this token: {exc}"
+            ) from exc
+        username = me.get("username") if isinstance(me, dict) else None
+        self.username = username if isinstance(username, str) and username else None
 
     def identity(self) -> dict[str, str]:
         return {"backend": self.name, "endpoint": self.base_url, "workspace": self.workspace}
-
-    @property
-    def http(self) -> HttpClient:
-        return self._http
 
     def _ws(self, path: str) -> str:
         return f"/w/{self.workspace}{path}"

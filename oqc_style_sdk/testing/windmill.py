@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 
 from aiohttp import web
 
+from ..backends.windmill import SCRIPT_LANGUAGES
 from ..exceptions import ConfigurationError
 from .emulator import ApiError, Emulator, _duration
 
@@ -43,35 +44,8 @@ DEFAULT_PER_PAGE: Final = 30
 MAX_PER_PAGE: Final = 100
 WORKER: Final = "wk-emulator-0"
 
-#: ``ScriptLang`` of the spec.
-_LANGUAGES: Final = frozenset(
-    {
-        "python3",
-        "deno",
-        "go",
-        "bash",
-        "powershell",
-        "postgresql",
-        "mysql",
-        "bigquery",
-        "snowflake",
-        "mssql",
-        "oracledb",
-        "graphql",
-        "nativets",
-        "bun",
-        "php",
-        "rust",
-        "ansible",
-        "csharp",
-        "nu",
-        "java",
-        "ruby",
-        "rlang",
-        "duckdb",
-        "bunnative",
-    }
-)
+#: ``ScriptLang`` of the spec: the backend's own list, so the two cannot drift apart.
+_LANGUAGES: Final = SCRIPT_LANGUAGES
 _PUBLIC: Final = frozenset({("GET", "/api/version"), ("HEAD", "/api/version")})
 
 
