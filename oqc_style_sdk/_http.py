@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import codecs
 import email.utils
+import functools
 import ipaddress
 import json as jsonlib
 import logging
@@ -43,6 +44,7 @@ from typing import Any, Final, Literal, NoReturn, Self
 
 import aiohttp
 import anyio
+import orjson
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -289,24 +291,49 @@ def _retry_after_from(headers: Mapping[str, str], now: datetime) -> float | None
 # Response
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
-    """A complete HTTP answer (body read). ``url`` has no query string and no credentials."""
+def loads_json(data: bytes) -> Any:
+    """JSON as the standard library reads it, fast: orjson parses what it can (big task lists
+    are read on every poll tick), and anything it refuses — NaN, integers beyond 64 bits, lone
+    surrogates, very deep nesting — is read by :func:`json.loads`, which decides."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return jsonlib.loads(data)
 
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-    url: str
+
+class Response:
+    """A complete HTTP answer (body read). ``url`` has no query string and no credentials.
+
+    ``url`` may be given as a function, called on first use: most answers never need it (it is
+    for messages), and building it costs more than the rest of the answer.
+    """
+
+    __slots__ = ("_url", "body", "headers", "status")
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes, url: str | Callable[[], str]):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self._url = url
+
+    @property
+    def url(self) -> str:
+        if not isinstance(self._url, str):
+            self._url = self._url()
+        return self._url
+
+    def __repr__(self) -> str:
+        return f"Response(status={self.status}, url={self.url!r}, {len(self.body)} bytes)"
 
     def json(self) -> Any:
         """The body parsed as JSON; :class:`ProtocolError` (with ``status``) if it is not JSON."""
-        if not self.body.strip():
+        if not self.body or self.body.isspace():
             raise ProtocolError(
                 f"{self.url} answered {self.status} with an empty body where JSON was expected",
                 status=self.status,
             )
         try:
-            return jsonlib.loads(self.body)
+            return loads_json(self.body)
         except (ValueError, RecursionError) as exc:
             reason = exc.msg if isinstance(exc, jsonlib.JSONDecodeError) else type(exc).__name__
             raise ProtocolError(
@@ -674,6 +701,9 @@ class HttpClient:
         self._allow_insecure_http = allow_insecure_http
         self._timeout_s = float(timeout_s)
         self._connect_timeout_s = float(connect_timeout_s)
+        self._full_timeout = aiohttp.ClientTimeout(
+            total=self._timeout_s, sock_connect=self._connect_timeout_s
+        )
         self._retry = retry if retry is not None else RetryPolicy()
         self._rng = rng if rng is not None else random.Random()
         self._sleep = sleep
@@ -682,6 +712,13 @@ class HttpClient:
         self._user_agent = user_agent or DEFAULT_USER_AGENT
         # Known secret values, kept as Secrets, scrubbed from any text we produce.
         self._known_secrets: deque[Secret] = deque(maxlen=32)
+        self._redaction_order: tuple[str, ...] | None = None
+        self._seen_credentials: set[str] = set()
+        # The header set of a request without per-request headers or an auth() callback, by
+        # content type: built once, never changed (a redirect works on a copy).
+        self._static_headers: dict[str | None, tuple[CIMultiDict[str], frozenset[str]]] = {}
+        # Origins of absolute URLs already checked by _check_url.
+        self._checked_origins: set[tuple[str, str | None, int | None]] = set()
         self._headers = self._validated_headers(headers or {})
         for header_name, header_value in self._headers.items():
             if isinstance(header_value, Secret) or header_name.lower() in _CREDENTIAL_HEADERS:
@@ -776,7 +813,7 @@ class HttpClient:
         method = method.upper()
         target = self._resolve(url, params)
         path = self._redact(target.path)
-        extra = self._validated_headers(headers or {})
+        extra = self._validated_headers(headers) if headers else {}
         body: bytes | None = data
         content_type: str | None = None
         if json is not None:
@@ -797,7 +834,7 @@ class HttpClient:
             timeout = self._request_timeout()
             try:
                 response = await self._send(
-                    session, method, target, wire_headers, credential_names, body, ok, attempt
+                    session, method, target, wire_headers, credential_names, body, ok, attempt, timeout, path
                 )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 transport_error = exc
@@ -934,7 +971,13 @@ class HttpClient:
                 target = URL(url)
             except (ValueError, TypeError) as exc:
                 raise ConfigurationError(f"not a valid URL for {self.vendor}") from exc
-            _check_url(target, allow_insecure_http=self._allow_insecure_http, what=f"a URL for {self.vendor}")
+            origin = (target.scheme, target.host, target.port)
+            if origin not in self._checked_origins or target.user is not None or target.password is not None:
+                _check_url(
+                    target, allow_insecure_http=self._allow_insecure_http, what=f"a URL for {self.vendor}"
+                )
+                if len(self._checked_origins) < 64:
+                    self._checked_origins.add(origin)
         else:
             if url.startswith("//"):
                 raise ConfigurationError("a scheme-relative URL is ambiguous; pass a path or a full URL")
@@ -942,7 +985,8 @@ class HttpClient:
                 target = URL(self.base_url + (url if url.startswith("/") else "/" + url))
             except (ValueError, TypeError) as exc:
                 raise ConfigurationError(f"not a valid path for {self.vendor}") from exc
-        target = target.with_fragment(None)
+        if target.raw_fragment:
+            target = target.with_fragment(None)
         if params:
             target = target.extend_query({key: _query_value(value) for key, value in params.items()})
         return target
@@ -962,6 +1006,11 @@ class HttpClient:
 
     def _remember(self, value: str | Secret) -> None:
         raw = value.reveal() if isinstance(value, Secret) else value
+        if raw in self._seen_credentials:  # every request sends the same few: known already
+            return
+        if len(self._seen_credentials) >= 4 * self._known_secrets.maxlen:  # type: ignore[operator]
+            self._seen_credentials.clear()
+        self._seen_credentials.add(raw)
         candidates = [raw]
         scheme, _, credential = raw.partition(" ")
         if credential and scheme.isalpha():  # "Bearer xyz": the token alone, too
@@ -972,10 +1021,18 @@ class HttpClient:
             secret = Secret(candidate)
             if secret not in self._known_secrets:
                 self._known_secrets.append(secret)
+                self._redaction_order = None
+
+    def _display(self, url: URL) -> str:
+        return self._redact(_display_url(url))
 
     def _redact(self, text: str) -> str:
-        for secret in sorted(self._known_secrets, key=lambda s: -len(s.reveal())):
-            value = secret.reveal()
+        order = self._redaction_order
+        if order is None:  # longest first, so a token inside a longer secret does not split it
+            order = self._redaction_order = tuple(
+                sorted((s.reveal() for s in self._known_secrets), key=len, reverse=True)
+            )
+        for value in order:
             if value in text:
                 text = text.replace(value, "***")
         return text
@@ -984,6 +1041,11 @@ class HttpClient:
         self, extra: Mapping[str, str | Secret], content_type: str | None
     ) -> tuple[CIMultiDict[str], frozenset[str]]:
         """Headers of one attempt, revealed; and the names of those that are credentials."""
+        static = self._auth is None and not extra
+        if static:
+            cached = self._static_headers.get(content_type)
+            if cached is not None:
+                return cached
         layers: list[tuple[Mapping[str, str | Secret], bool]] = [(self._headers, False)]
         if self._auth is not None:
             layers.append((self._validated_headers(await self._auth()), True))
@@ -1001,7 +1063,10 @@ class HttpClient:
                 else:
                     credentials.discard(lowered)
                 wire[name] = value.reveal() if isinstance(value, Secret) else value
-        return wire, frozenset(credentials)
+        result = wire, frozenset(credentials)
+        if static:
+            self._static_headers[content_type] = result
+        return result
 
     def _remaining(self) -> float | None:
         deadline = anyio.current_effective_deadline()
@@ -1010,11 +1075,10 @@ class HttpClient:
         return deadline - anyio.current_time()
 
     def _request_timeout(self) -> aiohttp.ClientTimeout:
-        total = self._timeout_s
         remaining = self._remaining()
-        if remaining is not None:
-            total = max(min(total, remaining), 0.001)
-        return aiohttp.ClientTimeout(total=total, sock_connect=self._connect_timeout_s)
+        if remaining is None or remaining >= self._timeout_s:
+            return self._full_timeout
+        return aiohttp.ClientTimeout(total=max(remaining, 0.001), sock_connect=self._connect_timeout_s)
 
     async def _send(
         self,
@@ -1026,13 +1090,17 @@ class HttpClient:
         body: bytes | None,
         ok: Container[int],
         attempt: int,
+        client_timeout: aiohttp.ClientTimeout,
+        path: str,
     ) -> Response:
         """One attempt: the request and the redirects it is answered with. They are followed here,
         not by aiohttp, so that credentials never follow a redirect to another origin or to plain
         http (aiohttp drops only ``Authorization``)."""
         slots = self._slots if self._slots is not None else anyio.Semaphore(1)
         async with slots:
-            return await self._send_hops(session, method, url, headers, credential_names, body, ok, attempt)
+            return await self._send_hops(
+                session, method, url, headers, credential_names, body, ok, attempt, client_timeout, path
+            )
 
     async def _send_hops(
         self,
@@ -1044,12 +1112,16 @@ class HttpClient:
         body: bytes | None,
         ok: Container[int],
         attempt: int,
+        client_timeout: aiohttp.ClientTimeout,
+        path: str,
     ) -> Response:
-        path = self._redact(url.path)
-        for _hop in range(_MAX_REDIRECTS + 1):
+        debug = logger.isEnabledFor(logging.DEBUG)
+        for hop in range(_MAX_REDIRECTS + 1):
             self._requests_sent += 1
-            started = anyio.current_time()
+            started = anyio.current_time() if debug else 0.0
             location: str | None = None
+            if hop:  # the first hop's timeout was made for it; a later hop gets what is left
+                client_timeout = self._request_timeout()
             try:
                 async with session.request(
                     method,
@@ -1057,45 +1129,48 @@ class HttpClient:
                     headers=headers,
                     data=body,
                     allow_redirects=False,
-                    timeout=self._request_timeout(),
+                    timeout=client_timeout,
                 ) as response:
                     status = response.status
                     if status in _REDIRECT_STATUSES and status not in ok:
                         location = response.headers.get("Location")
                     if location is None:
                         payload = await response.read()
-                        logger.debug(
-                            "%s %s -> %d in %d ms (attempt %d)",
-                            method,
-                            path,
-                            status,
-                            _ms_since(started),
-                            attempt,
-                        )
+                        if debug:
+                            logger.debug(
+                                "%s %s -> %d in %d ms (attempt %d)",
+                                method,
+                                path,
+                                status,
+                                _ms_since(started),
+                                attempt,
+                            )
                         return Response(
                             status=status,
                             headers=response.headers,
                             body=payload,
-                            url=self._redact(_display_url(response.url)),
+                            url=functools.partial(self._display, response.url),
                         )
             except (aiohttp.ClientError, TimeoutError) as exc:
+                if debug:
+                    logger.debug(
+                        "%s %s -> %s after %d ms (attempt %d)",
+                        method,
+                        path,
+                        type(exc).__name__,
+                        _ms_since(started),
+                        attempt,
+                    )
+                raise
+            if debug:
                 logger.debug(
-                    "%s %s -> %s after %d ms (attempt %d)",
+                    "%s %s -> %d redirect in %d ms (attempt %d)",
                     method,
                     path,
-                    type(exc).__name__,
+                    status,
                     _ms_since(started),
                     attempt,
                 )
-                raise
-            logger.debug(
-                "%s %s -> %d redirect in %d ms (attempt %d)",
-                method,
-                path,
-                status,
-                _ms_since(started),
-                attempt,
-            )
             url, method, body, headers = self._follow(
                 url, location, status, method, body, headers, credential_names, path
             )
