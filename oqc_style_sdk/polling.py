@@ -40,11 +40,16 @@ logger = logging.getLogger("oqc_style_sdk.polling")
 #: A run the SDK asked to change (a cancel) is read at the fastest interval, without backing off,
 #: for at most this many reads (then as usual).
 HURRIED_READS = 20
+#: With a batch read, a newly watched run waits this long for its first read, to share it.
+_GATHER_S = 0.05
+
+
+_RANK = {JobState.CREATED: 0, JobState.SUBMITTED: 1, JobState.RUNNING: 2}
 
 
 def state_rank(state: JobState) -> int:
     """How far along the lifecycle a state is; all terminal states share the last rank."""
-    return {JobState.CREATED: 0, JobState.SUBMITTED: 1, JobState.RUNNING: 2}.get(state, 3)
+    return _RANK.get(state, 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,10 @@ class PollingPolicy:
     #: interval), so an ending is seen within about that fraction of the run's duration. None:
     #: intervals only follow ``factor``.
     lag_ratio: float | None = 0.2
+    #: With a batch read, the interval the fraction never holds a run below (seconds): early in a
+    #: run, when ``lag_ratio`` of its age is tiny, every run is read at most this often — one read
+    #: serves them all, but each read still costs a request and the parse of a whole list.
+    lag_floor_s: float = 0.5
 
     def __post_init__(self) -> None:
         if not (0 < self.min_interval_s <= self.max_interval_s):
@@ -75,6 +84,8 @@ class PollingPolicy:
             raise ValueError("polling needs max_reads_per_s > 0 (or None)")
         if self.lag_ratio is not None and not self.lag_ratio > 0:
             raise ValueError("polling needs lag_ratio > 0 (or None)")
+        if not self.lag_floor_s >= 0:
+            raise ValueError("polling needs lag_floor_s >= 0")
 
     @classmethod
     def for_backend(cls, backend: Backend) -> PollingPolicy:
@@ -222,7 +233,10 @@ class Poller:
         watch = self._watches.get(ref.task_id)
         if watch is None:
             now = self._clock()
-            watch = _Watch(ref=ref, interval=self.policy.min_interval_s, due=now, since=now)
+            # A new run is read at once; with a batch read, after a moment, so that runs starting
+            # together (a composite) are read together.
+            due = now + _GATHER_S if self._backend.batch_status else now
+            watch = _Watch(ref=ref, interval=self.policy.min_interval_s, due=due, since=now)
             self._watches[ref.task_id] = watch
             self._wake.set()
         watch.waiters += 1
@@ -310,34 +324,46 @@ class Poller:
             logger.debug("status read of %d runs failed: %s", len(due), exc)
             readings = {w.ref.task_id: exc for w in due}
         now = self._clock()
+        policy = self.policy
+        lag = policy.lag_ratio if self._backend.batch_status else None
+        floor = max(policy.min_interval_s * policy.factor, policy.lag_floor_s)
+        jitter = policy.jitter
+        uniform = self._rng.uniform
+        # One read serves every run of a batch: they share one jittered spread, so they stay read
+        # together (while other clients' reads still drift apart from this one's).
+        shared = 1.0 + uniform(-jitter, jitter) if self._backend.batch_status and jitter else None
         for watch in due:
             reading = readings.get(watch.ref.task_id)
             if reading is None:
                 changed = False
-            elif isinstance(reading, BaseException):
-                watch.deliver(None, reading)
-                changed = False
-            else:
+            elif isinstance(reading, Observation):
                 watch.error = None
-                changed = not reading.same_as(watch.latest)
+                latest = watch.latest
+                changed = reading is not latest and not reading.same_as(latest)
                 if changed:
                     watch.deliver(reading, None)
-            watch.interval = self.policy.next_interval(watch.interval, changed)
-            if self._backend.batch_status and self.policy.lag_ratio is not None:
-                cap = max(
-                    self.policy.min_interval_s * self.policy.factor,
-                    (now - watch.since) * self.policy.lag_ratio,
-                )
-                watch.interval = max(self.policy.min_interval_s, min(watch.interval, cap))
-            left = self._hurried.get(watch.ref.task_id)
-            if left is not None:
-                if left <= 1 or (isinstance(reading, Observation) and reading.state.is_terminal):
-                    del self._hurried[watch.ref.task_id]
-                else:
-                    self._hurried[watch.ref.task_id] = left - 1
-                    watch.interval = self.policy.min_interval_s
-            spread = 1.0 + self._rng.uniform(-self.policy.jitter, self.policy.jitter)
-            watch.due = now + watch.interval * spread
+            else:
+                watch.deliver(None, reading)
+                changed = False
+            interval = policy.next_interval(watch.interval, changed)
+            if lag is not None:
+                cap = max(floor, (now - watch.since) * lag)
+                interval = max(policy.min_interval_s, min(interval, cap))
+            if self._hurried:
+                left = self._hurried.get(watch.ref.task_id)
+                if left is not None:
+                    if left <= 1 or (isinstance(reading, Observation) and reading.state.is_terminal):
+                        del self._hurried[watch.ref.task_id]
+                    else:
+                        self._hurried[watch.ref.task_id] = left - 1
+                        interval = policy.min_interval_s
+            watch.interval = interval
+            if shared is not None:
+                watch.due = now + interval * shared
+            else:
+                watch.due = now + (interval * (1.0 + uniform(-jitter, jitter)) if jitter else interval)
+            if reading is None or isinstance(reading, Observation):
+                continue
             retry_after = getattr(reading, "retry_after_s", None)
             if isinstance(reading, BaseException) and isinstance(retry_after, int | float):
                 # The server asked us to wait: it limits the client, not this one run, so every
