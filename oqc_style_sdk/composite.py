@@ -149,8 +149,9 @@ class CompositeJob(Sequence[Job]):
 
         async def one(child: Job, limiter: anyio.CapacityLimiter) -> None:
             if rerun or child.active:
-                async with limiter:
-                    await child.submit()
+                if child._submitting is None:  # not part of a batch submission: one of a few
+                    async with limiter:
+                        await child.submit()
                 await child.wait()
 
         await self._all(one, timeout_s, max_concurrency, "did not all end")

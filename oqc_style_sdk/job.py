@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
@@ -89,31 +90,34 @@ def deadline(timeout_s: float | None, what: Callable[[], str]) -> Iterator[None]
 class _Flight(Generic[T]):
     """Work shared by every caller that asks for it while it runs; survives any one caller."""
 
-    __slots__ = ("_done", "_error", "_value")
+    __slots__ = ("_done", "_error", "_tb", "_value")
 
     def __init__(self) -> None:
         self._done = anyio.Event()
         self._value: T | None = None
         self._error: BaseException | None = None
+        self._tb: TracebackType | None = None
 
     async def run(self, fn: Callable[[], Awaitable[T]]) -> None:
         try:
             self._value = await fn()
         except Exception as exc:  # re-raised to every waiter
-            self._error = exc
+            self._error, self._tb = exc, exc.__traceback__
         finally:
             self._done.set()
 
     def fail(self, error: BaseException) -> None:
         """End the flight with ``error`` if it has not ended."""
         if not self._done.is_set():
-            self._error = error
+            self._error, self._tb = error, error.__traceback__
             self._done.set()
 
     async def wait(self) -> T:
         await self._done.wait()
         if self._error is not None:
-            raise self._error
+            # Each waiter raises it from where it failed (asyncio's futures do the same), so a
+            # traceback does not grow by one raise per waiter.
+            raise self._error.with_traceback(self._tb)
         return self._value  # type: ignore[return-value]
 
 
@@ -148,7 +152,12 @@ async def _run_batch(todo: list[Job]) -> None:
             )
         except Exception as exc:
             outcomes = [exc] * len(todo)
+        # One error may be every job's outcome: each job raises it from where it failed, so its
+        # traceback does not grow by one raise per job.
+        origins: dict[int, TracebackType | None] = {}
         for (job, flight, run), outcome in zip(flights, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                outcome.with_traceback(origins.setdefault(id(outcome), outcome.__traceback__))
             if flight is not None:
                 await flight.run(functools.partial(job._settle_submission, outcome, run))
     finally:  # cancelled part-way (the Sdk closing): no waiter is left hanging
@@ -686,9 +695,14 @@ class Job:
             self._last_obs = obs
             return
         flight = self._finishing
-        if flight is None:
-            flight = self._finishing = _Flight()
-            self._sdk._spawn(flight.run, lambda: self._finish(obs))
+        if flight is not None:  # another waiter is reading the outcome: share it
+            await flight.wait()
+            return
+        # This waiter reads the outcome itself, under its own deadline. If it is cancelled
+        # first, nothing is recorded (_finish changes the job only at its end), the others
+        # waiting on the flight wake, and the next one to look reads the outcome again.
+        flight = self._finishing = _Flight()
+        await flight.run(lambda: self._finish(obs))
         await flight.wait()
 
     async def _finish(self, obs: Observation) -> None:

@@ -6,6 +6,7 @@ Also the fast (``simulate=False``) OQC emulator the benchmarks use, and the defa
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,7 +15,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from oqc_style_sdk import JobState, OqcSdk, Sdk
+from oqc_style_sdk import JobState, OqcSdk, Sdk, ServerError
 from oqc_style_sdk.backends.base import RunRef, RunSpec
 from oqc_style_sdk.testing.emulator import start_emulator
 from oqc_style_sdk.testing.oqc import LUCY_QPU_ID, OqcEmulator
@@ -78,6 +79,24 @@ async def test_a_reservation_failure_fails_the_submission_of_every_child() -> No
             composite = sdk.create_job(program=[PROGRAM] * 3)
             await composite.execute(timeout_s=10)
             assert [child.state for child in composite] == [JobState.FAILED] * 3
+            assert emu.task_ids == []
+
+
+async def test_one_error_shared_by_a_whole_batch_keeps_a_short_traceback_for_every_child() -> None:
+    # A 500 on the reservation (retried, then given up) is every child's outcome; raised once per
+    # child and once per waiter, the same exception must not gather a frame chain per raise.
+    with anyio.fail_after(20):
+        async with session(simulate=False) as (emu, sdk):
+            emu.fail_next(10, status=500, path=f"{LUCY_QPU_ID.split(':')[-1]}/tasks", method="POST")
+            composite = sdk.create_job(program=[PROGRAM] * 200)
+            with pytest.raises(ServerError) as caught:
+                await composite.execute(timeout_s=10)
+            depth = len(traceback.extract_tb(caught.value.__traceback__))
+            assert depth < 40, depth
+            for child in composite[:3]:
+                with pytest.raises(ServerError) as again:
+                    await child.submit()
+                assert len(traceback.extract_tb(again.value.__traceback__)) < 40
             assert emu.task_ids == []
 
 
