@@ -121,10 +121,12 @@ def main() -> None:
     figures: dict[str, Any] = {}
     raw: dict[str, Any] = {}
 
-    # 1. CPU overhead against a bare aiohttp script, same jobs, same emulator settings.
+    # 1. CPU overhead against a bare aiohttp script: the same jobs, each client on a fresh emulator
+    #    of the same settings (so neither reads the other's tasks in the QPU's task list).
+    with emulator("oqc", *OQC_FAST) as emu:
+        raw["bare"] = client(OURS, "client_bare.py", emu["base_url"], oqc_token(emu), args.overhead_jobs)
     with emulator("oqc", *OQC_FAST) as emu:
         url, token = emu["base_url"], oqc_token(emu)
-        raw["bare"] = client(OURS, "client_bare.py", url, token, args.overhead_jobs)
         raw["ours_overhead"] = client(OURS, "client_ours.py", "composite", url, token, args.overhead_jobs)
     figures["overhead_cpu_ratio"] = raw["ours_overhead"]["cpu_s"] / raw["bare"]["cpu_s"]
 
