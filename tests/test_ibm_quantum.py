@@ -21,11 +21,13 @@ from oqc_style_sdk import (
     ConfigurationError,
     Job,
     JobState,
+    JobTimeoutError,
     JobValidationError,
     Sdk,
     ServerError,
     UnknownTargetError,
 )
+from oqc_style_sdk._limits import CreationWindow
 from oqc_style_sdk.backends.base import RunRef
 from oqc_style_sdk.backends.ibm_quantum import (
     DEFAULT_API_VERSION,
@@ -61,6 +63,8 @@ ENV_NAMES = (
     "IBM_QUANTUM_URL",
     "IBM_QUANTUM_IAM_URL",
     "IBM_QUANTUM_API_VERSION",
+    "IBM_QUANTUM_MAX_JOBS_PER_WINDOW",
+    "IBM_QUANTUM_RATE_WINDOW_S",
 )
 
 
@@ -104,7 +108,10 @@ async def test_bell_pair_counts_with_settings_from_env(monkeypatch: pytest.Monke
             "IBM_QUANTUM_IAM_URL",
             "IBM_QUANTUM_API_KEY",
             "IBM_QUANTUM_INSTANCE",
+            "IBM_QUANTUM_MAX_JOBS_PER_WINDOW",  # "none": the emulator has no creation limit
+            "IBM_QUANTUM_RATE_WINDOW_S",
         }
+        assert emu.env["IBM_QUANTUM_MAX_JOBS_PER_WINDOW"] == "none"
         for name, value in emu.env.items():
             monkeypatch.setenv(name, value)
         async with Sdk("ibm_quantum", default_target=DEVICE, polling=FAST) as sdk:
@@ -416,7 +423,17 @@ async def test_concurrent_401s_refresh_the_token_once() -> None:
 
 
 async def test_a_429_on_create_is_retried_after_retry_after_and_makes_exactly_one_job() -> None:
-    async with ibm(max_jobs_per_window=1, rate_window_s=0.5) as (emu, sdk):
+    # The client keeps no limit of its own here (as when another program of the same user spent
+    # the quota): IBM's 429 is what holds the second creation back.
+    async with (
+        IbmQuantumEmulator(max_jobs_per_window=1, rate_window_s=0.5, job_duration_s=0.05) as emu,
+        Sdk(
+            "ibm_quantum",
+            default_target=DEVICE,
+            polling=FAST,
+            **{**emu.credentials, "max_jobs_per_window": None},
+        ) as sdk,
+    ):
         first = sdk.create_job(program=BELL3, config={"shots": 10})
         second = sdk.create_job(program=BELL3, config={"shots": 10})
         await first.submit()
@@ -427,6 +444,78 @@ async def test_a_429_on_create_is_retried_after_retry_after_and_makes_exactly_on
         assert len(emu.job_ids) == 2
         assert {first.task_id, second.task_id} == set(emu.job_ids)
         assert first.state is second.state is JobState.COMPLETED
+
+
+async def test_job_creations_wait_their_turn_under_the_limit_instead_of_earning_429s() -> None:
+    async with ibm(max_jobs_per_window=2, rate_window_s=0.3) as (emu, sdk):
+        creations = backend_of(sdk).creations
+        assert creations is not None
+        assert (creations.limit, creations.window_s) == (2, 0.3)
+        composite = sdk.create_job(program=[BELL3] * 5, config={"shots": 10})
+        await composite.execute()
+        assert composite.state is JobState.COMPLETED
+        creates = [r for r in emu.requests if (r.method, r.path) == ("POST", "/api/v1/jobs")]
+        assert [r.status for r in creates] == [200] * 5  # the emulator refused none
+        assert len(emu.job_ids) == 5
+
+
+async def test_a_creation_waiting_for_its_turn_is_bounded_and_closing_the_sdk_sends_nothing() -> None:
+    async with IbmQuantumEmulator(job_duration_s=0.05, max_lifetime_s=60) as emu:
+        settings = {**emu.credentials, "max_jobs_per_window": 1, "rate_window_s": 60}
+        async with Sdk("ibm_quantum", default_target=DEVICE, polling=FAST, **settings) as sdk:
+            creations = backend_of(sdk).creations
+            first, second = (sdk.create_job(program=BELL3, config={"shots": 10}) for _ in range(2))
+            await first.execute()
+            assert creations is not None
+            assert 55 < creations.wait_s() <= 60
+            with pytest.raises(JobTimeoutError):  # its turn is a minute away
+                await second.submit(timeout_s=0.2)
+            assert second.state is JobState.CREATED  # the submission waits on, in the Sdk
+        # Closing the Sdk ended that wait: the second creation was never sent, and its turn is free.
+        creates = [r for r in emu.requests if (r.method, r.path) == ("POST", "/api/v1/jobs")]
+        assert len(creates) == 1
+        assert len(emu.job_ids) == 1
+        assert 55 < creations.wait_s() <= 60
+
+
+def test_the_job_creation_limit_defaults_to_ibms_and_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = {"api_key": "k" * 20, "instance": "crn:v1:bluemix:public:quantum-computing:us-east:a/1::"}
+    default = IbmQuantumBackend(**settings).creations
+    assert default is not None
+    assert (default.limit, default.window_s) == (5, 60.0)
+    assert IbmQuantumBackend(**settings, max_jobs_per_window=None).creations is None
+    monkeypatch.setenv("IBM_QUANTUM_MAX_JOBS_PER_WINDOW", "none")
+    assert IbmQuantumBackend(**settings).creations is None
+    monkeypatch.setenv("IBM_QUANTUM_MAX_JOBS_PER_WINDOW", "10")
+    monkeypatch.setenv("IBM_QUANTUM_RATE_WINDOW_S", "30")
+    tuned = IbmQuantumBackend(**settings).creations
+    assert tuned is not None
+    assert (tuned.limit, tuned.window_s) == (10, 30.0)
+    for bad in ({"max_jobs_per_window": 0}, {"max_jobs_per_window": "many"}, {"rate_window_s": -1}):
+        with pytest.raises(ConfigurationError, match=r"max_jobs_per_window|rate_window_s"):
+            IbmQuantumBackend(**settings, **bad)  # type: ignore[arg-type]
+
+
+async def test_a_creation_window_spaces_turns_by_answers_and_takes_back_unused_ones() -> None:
+    now = [0.0]
+    window = CreationWindow(2, 10.0, clock=lambda: now[0])
+    async with window.turn() as waited:
+        assert waited == 0
+        now[0] = 1.0  # answered a second after it was sent: the vendor counted it by then
+    async with window.turn() as waited:
+        assert waited == 0
+    assert window.wait_s() == 10.0  # the third turn waits for the first answer (at 1 s) to age out
+    with anyio.move_on_after(0.05):  # a caller that gives up ...
+        async with window.turn():
+            raise AssertionError("not its turn")
+    assert window.wait_s() == 10.0  # ... takes nothing with it
+    now[0] = 11.0
+    async with window.turn() as waited:
+        assert waited == 0
+    with pytest.raises(ValueError, match="whole number"):
+        CreationWindow(0, 1.0)
+    with pytest.raises(ValueError, match="window"):
+        CreationWindow(1, 0.0)
 
 
 async def test_waiting_jobs_are_read_with_one_list_request_per_tick() -> None:

@@ -9,6 +9,8 @@ Settings (keyword arguments of ``Sdk("ibm_quantum", ...)``; each defaults to an 
 - ``iam_url``: ``IBM_QUANTUM_IAM_URL``; default ``https://iam.cloud.ibm.com/identity/token``.
 - ``api_version``: the ``IBM-API-Version`` header; ``IBM_QUANTUM_API_VERSION``; default ``2026-04-15``
   (what qiskit-ibm-runtime 0.51.0 sends).
+- ``max_jobs_per_window`` / ``rate_window_s``: the job-creation limit kept on this side;
+  ``IBM_QUANTUM_MAX_JOBS_PER_WINDOW`` / ``IBM_QUANTUM_RATE_WINDOW_S``; default 5 per 60 s (IBM's).
 - ``allow_insecure_http`` (default False: plain http only to loopback), ``timeout_s``, ``retry``.
 
 A missing API key or instance raises :class:`~oqc_style_sdk.exceptions.ConfigurationError` naming the
@@ -26,7 +28,7 @@ Wire facts (``specs/VENDORS.md`` §1)
   ``Completed``, ``Failed`` or ``Cancelled`` (top-level ``status`` also ``Cancelled - Ran too long``);
   ``GET /jobs?pending=true`` lists queued and running jobs; ``POST /jobs/{id}/cancel`` → empty (409 once
   the job has ended); ``GET /jobs/{id}/results`` → plain-JSON SamplerV2 results (hex samples per shot).
-- Job creation is rate limited ("5 jobs per minute per user"): a 429 is retried after its
+- Job creation is rate limited ("5 jobs per minute per user"). A 429 is retried after its
   ``Retry-After`` by the HTTP layer, within the caller's deadline.
 
 How this adapter uses them
@@ -46,6 +48,11 @@ How this adapter uses them
   job's own tag); when a job is submitted again after a creation whose answer was lost (by this
   backend), that tag is looked up first (``GET /jobs?tags=…``) and a job found is adopted, not
   created twice.
+- **Creations wait their turn.** The documented limit is kept on this side
+  (``max_jobs_per_window=5``, ``rate_window_s=60``; ``IBM_QUANTUM_MAX_JOBS_PER_WINDOW`` and
+  ``IBM_QUANTUM_RATE_WINDOW_S``; ``None``/``none`` turns it off): a creation beyond it waits, before
+  anything is sent, until the oldest answered creation leaves the window (:mod:`oqc_style_sdk._limits`;
+  one window per key and instance in the process). A 429 is then rare, and still obeyed.
 - **Status reads are batched.** Several waiting jobs are read with one ``GET /jobs?pending=true``
   (bounded by ``created_after``); a job absent from that list (it has ended) is read on its own.
 - **Results** are decoded from the hex samples into counts per classical register, bitstrings of the
@@ -55,9 +62,11 @@ How this adapter uses them
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -69,6 +78,7 @@ import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .._http import HttpClient, RetryPolicy, Secret
+from .._limits import CreationWindow, creation_window
 from ..exceptions import (
     AuthenticationError,
     BackendError,
@@ -88,6 +98,8 @@ __all__ = [
     "CONFIG_KEYS",
     "DEFAULT_API_VERSION",
     "DEFAULT_IAM_URL",
+    "DEFAULT_MAX_JOBS_PER_WINDOW",
+    "DEFAULT_RATE_WINDOW_S",
     "DEFAULT_URL",
     "IBM_STATUS",
     "MAX_PROGRAM_BYTES",
@@ -139,6 +151,9 @@ LIST_WINDOW_SLACK: Final = timedelta(hours=1)
 #: After an unanswered job creation, how long beyond the request timeout to wait for it to show in
 #: the job list before sending it again (a request the client gave up on may still be processed).
 RESEND_GRACE_S: Final = 1.0
+#: IBM's documented job-creation limit: "5 jobs per minute per user".
+DEFAULT_MAX_JOBS_PER_WINDOW: Final = 5
+DEFAULT_RATE_WINDOW_S: Final = 60.0
 #: Jobs per page of ``GET /jobs`` (SDK choice), and the most pages one status tick reads.
 LIST_PAGE_LIMIT: Final = 100
 LIST_MAX_PAGES: Final = 5
@@ -371,6 +386,36 @@ def _lifetime(body: dict[str, Any]) -> float:
 # The backend
 
 
+def _creation_limit(limit: int | str | None, window_s: float | str) -> tuple[int | None, float]:
+    """The job-creation limit from the arguments, else ``IBM_QUANTUM_MAX_JOBS_PER_WINDOW`` and
+    ``IBM_QUANTUM_RATE_WINDOW_S``, else IBM's documented 5 per 60 s. ``none`` turns it off."""
+    raw_limit: object = limit
+    if limit == "env":
+        raw_limit = os.environ.get("IBM_QUANTUM_MAX_JOBS_PER_WINDOW") or DEFAULT_MAX_JOBS_PER_WINDOW
+    raw_window: object = window_s
+    if window_s == "env":
+        raw_window = os.environ.get("IBM_QUANTUM_RATE_WINDOW_S") or DEFAULT_RATE_WINDOW_S
+    if raw_limit is None or (isinstance(raw_limit, str) and raw_limit.strip().lower() == "none"):
+        parsed_limit = None
+    else:
+        try:
+            parsed_limit = int(str(raw_limit).strip()) if not isinstance(raw_limit, bool) else 0
+        except ValueError:
+            parsed_limit = 0
+        if parsed_limit < 1:
+            raise ConfigurationError(
+                f"max_jobs_per_window must be a whole number of jobs >= 1, or None for no limit "
+                f"(IBM_QUANTUM_MAX_JOBS_PER_WINDOW=none), not {raw_limit!r}"
+            )
+    try:
+        parsed_window = float(str(raw_window).strip()) if not isinstance(raw_window, bool) else 0.0
+    except ValueError:
+        parsed_window = 0.0
+    if not (parsed_window > 0 and math.isfinite(parsed_window)):
+        raise ConfigurationError(f"rate_window_s must be a number of seconds > 0, not {raw_window!r}")
+    return parsed_limit, parsed_window
+
+
 def _setting(value: str | None, *names: str) -> str | None:
     if value:
         return value
@@ -420,6 +465,8 @@ class IbmQuantumBackend(HttpBackend):
         timeout_s: float = 30.0,
         retry: RetryPolicy | None = None,
         allow_insecure_http: bool = False,
+        max_jobs_per_window: int | str | None = "env",
+        rate_window_s: float | str = "env",
     ) -> None:
         key: str | Secret | None = api_key
         if not key:
@@ -476,6 +523,13 @@ class IbmQuantumBackend(HttpBackend):
         #: gave up on can still be processed).
         self._last_sent: dict[str, float] = {}
         self._landing_s = float(timeout_s) + RESEND_GRACE_S
+        limit, window_s = _creation_limit(max_jobs_per_window, rate_window_s)
+        #: The job-creation limit kept on this side (None: only IBM's 429s limit creations).
+        self.creations: CreationWindow | None = None
+        if limit is not None:
+            self.creations = creation_window(
+                f"{self.url}|{self.instance}", self._api_key.reveal(), limit, window_s
+            )
 
     def __repr__(self) -> str:
         return f"<IbmQuantumBackend url={self.url!r} instance={self.instance!r}>"
@@ -627,22 +681,35 @@ class IbmQuantumBackend(HttpBackend):
                 del self._unanswered[idempotency_key]
                 self._last_sent.pop(idempotency_key, None)
                 return found
-        submitted_at = datetime.now(UTC)
-        self._unanswered.setdefault(idempotency_key, submitted_at)
-        self._last_sent[idempotency_key] = anyio.current_time()  # until an answer comes back
-        try:
-            response = await self._http.post("/jobs", json=self.job_body(spec, program, idempotency_key))
-        except BackendError as exc:
-            if exc.status is not None:  # answered: the request is no longer in flight
-                self._last_sent.pop(idempotency_key, None)
-            if exc.status is not None and exc.status < 500 and exc.status != 408:
-                del self._unanswered[idempotency_key]  # answered: nothing was created
-            raise
+        body = self.job_body(spec, program, idempotency_key)
+        async with self._creation_turn():
+            submitted_at = datetime.now(UTC)
+            self._unanswered.setdefault(idempotency_key, submitted_at)
+            self._last_sent[idempotency_key] = anyio.current_time()  # until an answer comes back
+            try:
+                response = await self._http.post("/jobs", json=body)
+            except BackendError as exc:
+                if exc.status is not None:  # answered: the request is no longer in flight
+                    self._last_sent.pop(idempotency_key, None)
+                if exc.status is not None and exc.status < 500 and exc.status != 408:
+                    del self._unanswered[idempotency_key]  # answered: nothing was created
+                raise
         del self._unanswered[idempotency_key]
         self._last_sent.pop(idempotency_key, None)
         created = _parse(_CreatedJob, response.json(), "the job creation")
         logger.debug("IBM Quantum job %s created on %s", created.id, created.backend or spec.target)
         return self._ref(created.id, created.backend or str(spec.target), submitted_at)
+
+    @asynccontextmanager
+    async def _creation_turn(self) -> AsyncIterator[None]:
+        """IBM's per-user creation limit: wait for a turn here rather than be answered 429."""
+        if self.creations is None:
+            yield
+            return
+        async with self.creations.turn() as waited:
+            if waited:
+                logger.info("IBM Quantum: waited %.1f s for a job creation turn (%s)", waited, self.creations)
+            yield
 
     @staticmethod
     def _ref(job_id: str, backend: str, submitted_at: datetime) -> RunRef:

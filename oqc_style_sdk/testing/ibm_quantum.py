@@ -335,13 +335,17 @@ class IbmQuantumEmulator(Emulator):
         return self.base_url + IAM_PATH
 
     @property
-    def credentials(self) -> dict[str, str]:
-        """``{"url", "iam_url", "api_key", "instance"}``: the settings of ``Sdk("ibm_quantum")``."""
+    def credentials(self) -> dict[str, Any]:
+        """The settings of ``Sdk("ibm_quantum")`` for this emulator: ``url``, ``iam_url``,
+        ``api_key``, ``instance``, and its job-creation limit (``max_jobs_per_window``, None when it
+        has none, and ``rate_window_s``), so the backend keeps the emulator's limit, not IBM's."""
         return {
             "url": self.api_url,
             "iam_url": self.iam_url,
             "api_key": self.api_key,
             "instance": self.instance,
+            "max_jobs_per_window": self.max_jobs_per_window,
+            "rate_window_s": self.rate_window_s,
         }
 
     @property
@@ -352,6 +356,8 @@ class IbmQuantumEmulator(Emulator):
             "IBM_QUANTUM_IAM_URL": self.iam_url,
             "IBM_QUANTUM_API_KEY": self.api_key,
             "IBM_QUANTUM_INSTANCE": self.instance,
+            "IBM_QUANTUM_MAX_JOBS_PER_WINDOW": str(self.max_jobs_per_window or "none"),
+            "IBM_QUANTUM_RATE_WINDOW_S": f"{self.rate_window_s:g}",
         }
 
     def secrets(self) -> tuple[str, ...]:
