@@ -113,7 +113,8 @@ class _Flight(Generic[T]):
             self._done.set()
 
     async def wait(self) -> T:
-        await self._done.wait()
+        if not self._done.is_set():
+            await self._done.wait()
         if self._error is not None:
             # Each waiter raises it from where it failed (asyncio's futures do the same), so a
             # traceback does not grow by one raise per waiter.

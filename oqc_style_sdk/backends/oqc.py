@@ -83,6 +83,7 @@ LIST_WINDOW_SLACK = timedelta(hours=1)
 BATCH_SIZE = 500
 
 
+@functools.lru_cache(maxsize=64)  # the same few shot counts, for every task of a batch
 def compiler_config(shots: int) -> str:
     """The CompilerConfig JSON *string* OQC expects: ``shots`` repeats, BinaryCount results."""
     return json.dumps(
