@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_CONCURRENCY", "CompositeJob"]
 
+_AT_VENDOR = frozenset({JobState.SUBMITTED, JobState.RUNNING})
+
 #: How many children are submitted (or cancelled) at once unless told otherwise.
 DEFAULT_MAX_CONCURRENCY = 64
 
@@ -149,7 +151,8 @@ class CompositeJob(Sequence[Job]):
 
         async def one(child: Job, limiter: anyio.CapacityLimiter) -> None:
             if rerun or child.active:
-                if child._submitting is None:  # not part of a batch submission: one of a few
+                # Submitted by this call, unless a batch submission has it or it is at the vendor.
+                if child._submitting is None and child.state not in _AT_VENDOR:
                     async with limiter:
                         await child.submit()
                 await child.wait()

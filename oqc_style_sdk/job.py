@@ -16,8 +16,7 @@ import functools
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -74,29 +73,53 @@ def check_timeout(timeout_s: float | None, name: str = "timeout_s") -> float | N
     return float(timeout_s)
 
 
-@contextmanager
-def deadline(timeout_s: float | None, what: Callable[[], str]) -> Iterator[None]:
-    """Bound a block by ``timeout_s``; on expiry raise :class:`JobTimeoutError` with ``what()``."""
-    timeout_s = check_timeout(timeout_s)
-    if timeout_s is None:
-        yield
-        return
-    with anyio.move_on_after(timeout_s) as scope:
-        yield
-    if scope.cancelled_caught:
-        raise JobTimeoutError(f"{what()} after {timeout_s:g} s")
+class deadline:
+    """Bound a block by ``timeout_s``; on expiry raise :class:`JobTimeoutError` with ``what()``.
+
+    A class rather than a generator context manager: every verb of every job enters one, and
+    without a timeout it costs nothing.
+    """
+
+    __slots__ = ("_scope", "_timeout_s", "_what")
+
+    def __init__(self, timeout_s: float | None, what: Callable[[], str]) -> None:
+        self._timeout_s = check_timeout(timeout_s)
+        self._what = what
+        self._scope: anyio.CancelScope | None = None
+
+    def __enter__(self) -> None:
+        if self._timeout_s is not None:
+            self._scope = anyio.move_on_after(self._timeout_s)
+            self._scope.__enter__()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        scope = self._scope
+        if scope is None:
+            return False
+        suppressed = bool(scope.__exit__(exc_type, exc, tb))
+        if scope.cancelled_caught:
+            raise JobTimeoutError(f"{self._what()} after {self._timeout_s:g} s") from None
+        return suppressed
 
 
 class _Flight(Generic[T]):
     """Work shared by every caller that asks for it while it runs; survives any one caller."""
 
-    __slots__ = ("_done", "_error", "_tb", "_value")
+    __slots__ = ("_done", "_ended", "_error", "_tb", "_value")
 
     def __init__(self) -> None:
-        self._done = anyio.Event()
+        self._ended = False
+        self._done: anyio.Event | None = None  # made by the first waiter that has to wait
         self._value: T | None = None
         self._error: BaseException | None = None
         self._tb: TracebackType | None = None
+
+    def _end(self) -> None:
+        self._ended = True
+        if self._done is not None:
+            self._done.set()
 
     async def run(self, fn: Callable[[], Awaitable[T]]) -> None:
         try:
@@ -104,16 +127,18 @@ class _Flight(Generic[T]):
         except Exception as exc:  # re-raised to every waiter
             self._error, self._tb = exc, exc.__traceback__
         finally:
-            self._done.set()
+            self._end()
 
     def fail(self, error: BaseException) -> None:
         """End the flight with ``error`` if it has not ended."""
-        if not self._done.is_set():
+        if not self._ended:
             self._error, self._tb = error, error.__traceback__
-            self._done.set()
+            self._end()
 
     async def wait(self) -> T:
-        if not self._done.is_set():
+        if not self._ended:
+            if self._done is None:
+                self._done = anyio.Event()
             await self._done.wait()
         if self._error is not None:
             # Each waiter raises it from where it failed (asyncio's futures do the same), so a

@@ -25,7 +25,7 @@ import logging
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 
@@ -154,14 +154,16 @@ class _Watch:
     latest: Observation | None = None
     error: BaseException | None = None
     seq: int = 0
-    fired: anyio.Event = field(default_factory=anyio.Event)
+    #: Set at the next delivery; made by the first waiter that needs it (most readings find none).
+    fired: anyio.Event | None = None
 
     def deliver(self, obs: Observation | None, error: BaseException | None) -> None:
         self.latest = obs if obs is not None else self.latest
         self.error = error
         self.seq += 1
-        fired, self.fired = self.fired, anyio.Event()
-        fired.set()
+        fired, self.fired = self.fired, None
+        if fired is not None:
+            fired.set()
 
 
 class Poller:
@@ -250,7 +252,10 @@ class Poller:
                 return cached
             while True:
                 seen = watch.seq
-                await watch.fired.wait()
+                fired = watch.fired
+                if fired is None:
+                    fired = watch.fired = anyio.Event()
+                await fired.wait()
                 if watch.seq == seen:  # pragma: no cover - Event semantics make this unreachable
                     continue
                 if watch.error is not None:
