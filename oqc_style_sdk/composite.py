@@ -8,6 +8,7 @@ There is no cap on the number of children; submissions run with bounded concurre
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -16,8 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 import anyio
+import anyio.abc
 
-from .exceptions import JobStateError, JobTimeoutError, JobValidationError
+from .backends.base import Observation
+from .exceptions import (
+    BackendError,
+    JobStateError,
+    JobTimeoutError,
+    JobValidationError,
+    NotFoundError,
+    ProtocolError,
+)
 from .job import DEFAULT_CANCEL_TIMEOUT_S, Job, check_timeout, start_batch_submission
 from .job_output import JobOutput, JobOutputProxy, JobPending
 from .state import JobState
@@ -148,6 +158,9 @@ class CompositeJob(Sequence[Job]):
             return await show_progress(self, self.execute(timeout_s, max_concurrency=max_concurrency))
         rerun = self.ended
         self._start_batch(rerun)
+        if self._sdk.backend.batch_status:
+            await self._in_bulk(timeout_s, "did not all end", max_concurrency, submit=True, rerun=rerun)
+            return self.outputs
 
         async def one(child: Job, limiter: anyio.CapacityLimiter) -> None:
             if rerun or child.active:
@@ -178,6 +191,9 @@ class CompositeJob(Sequence[Job]):
             from .progress import show_progress
 
             return await show_progress(self, self.wait(timeout_s))
+        if self._sdk.backend.batch_status:
+            await self._in_bulk(timeout_s, "did not all end", DEFAULT_MAX_CONCURRENCY, submit=False)
+            return self.outputs
 
         async def one(child: Job, limiter: anyio.CapacityLimiter) -> None:
             if child.state is not JobState.CREATED:
@@ -287,6 +303,52 @@ class CompositeJob(Sequence[Job]):
                 child._start_new_run()
         start_batch_submission(self._children)
 
+    async def _in_bulk(
+        self, timeout_s: float | None, what: str, max_concurrency: int, *, submit: bool, rerun: bool = False
+    ) -> None:
+        """``execute()`` (``submit=True``) or ``wait()`` for a backend that reads many runs at once,
+        without a task per child: batch submissions are awaited in turn, the children at the vendor
+        are followed together through the poller (each reading applied as it comes), and the
+        outcomes of ended children are read by a few workers. Errors are raised as ``_all`` does."""
+        self._sdk._require_open()
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or (max_concurrency < 1):
+            raise JobValidationError("max_concurrency must be a positive whole number")
+        errors: list[tuple[int, Exception]] = []
+        with self._deadline(timeout_s, what):
+            loose: list[tuple[int, Job]] = []  # to submit one by one (no batch submission has them)
+            # The batch submissions as they are now: each ends (and is cleared) with its batch.
+            flights = [(i, child, child._submitting) for i, child in enumerate(self._children)]
+            for i, child, flight in flights:
+                if submit and not (rerun or child.active):
+                    continue
+                if flight is not None:
+                    try:
+                        await flight.wait()
+                    except Exception as exc:  # collected, raised below with the child's index
+                        errors.append((i, exc))
+                elif submit and child.state not in _AT_VENDOR:
+                    loose.append((i, child))
+            if loose:
+                await self._submit_each(loose, max_concurrency, errors)
+            await _follow_to_the_end(self._sdk, list(enumerate(self._children)), errors)
+        _raise_first(self, errors)
+
+    async def _submit_each(
+        self, children: list[tuple[int, Job]], max_concurrency: int, errors: list[tuple[int, Exception]]
+    ) -> None:
+        limiter = anyio.CapacityLimiter(max_concurrency)
+
+        async def one(i: int, child: Job) -> None:
+            try:
+                async with limiter:
+                    await child.submit()
+            except Exception as exc:  # collected, raised with the child's index
+                errors.append((i, exc))
+
+        async with anyio.create_task_group() as tg:
+            for i, child in children:
+                tg.start_soon(one, i, child)
+
     async def _all(
         self,
         fn: Callable[[Job, anyio.CapacityLimiter], Awaitable[None]],
@@ -310,11 +372,108 @@ class CompositeJob(Sequence[Job]):
             async with anyio.create_task_group() as tg:
                 for i, child in enumerate(self._children):
                     tg.start_soon(guarded, i, child)
-        if errors:
-            errors.sort(key=lambda item: item[0])
-            i, first = errors[0]
-            first.add_note(f"(child {i} of {self!r}; {len(errors)} children raised)")
-            raise first
+        _raise_first(self, errors)
+
+
+def _raise_first(composite: CompositeJob, errors: list[tuple[int, Exception]]) -> None:
+    """Raise the error of the lowest-numbered child that raised, noting how many did."""
+    if errors:
+        errors.sort(key=lambda item: item[0])
+        i, first = errors[0]
+        first.add_note(f"(child {i} of {composite!r}; {len(errors)} children raised)")
+        raise first
+
+
+#: How many outcomes (results, errors) of ended children a composite reads at once.
+OUTCOME_READERS = 64
+
+
+async def _follow_to_the_end(
+    sdk: Sdk, children: list[tuple[int, Job]], errors: list[tuple[int, Exception]]
+) -> None:
+    """Wait until every child at the vendor has ended, following them all through the poller.
+
+    A reading of an active child is applied on the spot; an ended child's outcome is read by one
+    of :data:`OUTCOME_READERS` workers (through ``Job._accept``, so a concurrent ``child.wait()``
+    shares it). A child whose outcome cannot be read yet, or whose reads fail for a while, is
+    handed to its own ``wait()``, which retries as a single job does.
+    """
+    waiting: dict[str, tuple[int, Job]] = {}
+    for i, child in children:
+        ref = child._ref
+        if child.active and ref is not None and child.state is not JobState.CREATED:
+            waiting[ref.task_id] = (i, child)
+    if not waiting:
+        return
+    inbox: list[tuple[str, Observation | None, BaseException | None]] = []
+    wake = anyio.Event()
+
+    def sink(task_id: str, obs: Observation | None, error: BaseException | None) -> None:
+        inbox.append((task_id, obs, error))
+        wake.set()
+
+    send, receive = anyio.create_memory_object_stream[tuple[int, Job, Observation]](math.inf)
+
+    async def reader(stream: anyio.abc.ObjectReceiveStream[tuple[int, Job, Observation]]) -> None:
+        async with stream:
+            async for i, child, obs in stream:
+                try:
+                    try:
+                        await child._accept(obs)
+                    except BackendError as exc:
+                        if not (exc.transient or isinstance(exc, ProtocolError)):
+                            raise
+                    if child.active:  # not read yet: as a single job does, with its retries
+                        await child.wait()
+                except Exception as exc:  # collected, raised with the child's index
+                    errors.append((i, exc))
+
+    following = sdk.poller.follow(
+        [child._ref for _, child in waiting.values() if child._ref is not None], sink
+    )
+
+    def done(task_id: str) -> None:
+        del waiting[task_id]
+        following.drop(task_id)  # not read for this composite any more
+
+    try:
+        async with anyio.create_task_group() as tg, send:
+            for _ in range(min(OUTCOME_READERS, len(waiting))):
+                tg.start_soon(reader, receive.clone())
+            receive.close()
+            while waiting:
+                if not inbox:
+                    await wake.wait()
+                    wake = anyio.Event()
+                batch, inbox[:] = inbox[:], []
+                for task_id, obs, error in batch:
+                    entry = waiting.get(task_id)
+                    if entry is None:
+                        continue
+                    i, child = entry
+                    ref = child._ref
+                    if ref is None or ref.task_id != task_id or not child.active:
+                        done(task_id)  # ended (or started another run) by other means
+                    elif error is not None:  # as a single job's wait() takes a failed read:
+                        if isinstance(error, NotFoundError):  # the run is lost: it ends FAILED
+                            child._lost(ref, error)
+                            done(task_id)
+                        elif not (
+                            isinstance(error, BackendError)
+                            and (error.transient or isinstance(error, ProtocolError))
+                        ):  # waiting will not fix it: raised (the child stays active)
+                            done(task_id)
+                            if isinstance(error, Exception):
+                                errors.append((i, error))
+                        # a transient or garbled read: the next tick reads it again
+                    elif obs is not None and obs.state.is_active:
+                        if not obs.same_as(child._last_obs):
+                            child._apply_active(obs)
+                    elif obs is not None:  # its outcome is read by a reader (and its own wait)
+                        done(task_id)
+                        send.send_nowait((i, child, obs))
+    finally:
+        following.close()
 
 
 def _inf_if_none(timeout_s: float | None) -> float:

@@ -188,7 +188,7 @@ async def _run_batch(todo: list[Job]) -> None:
                 await flight.run(functools.partial(job._settle_submission, outcome, run))
     finally:  # cancelled part-way (the Sdk closing): no waiter is left hanging
         for job, flight, _ in flights:
-            if flight is not None:
+            if flight is not None and not flight._ended:
                 flight.fail(SdkNotStartedError(f"the submission of {job!r} was interrupted"))
             if job._submitting is flight:
                 job._submitting = None
@@ -713,13 +713,10 @@ class Job:
                     self._state.value,
                 )
             return
-        self._vendor_status = obs.vendor_status
         if obs.state.is_active:
-            if state_rank(obs.state) > state_rank(self._state):
-                check_transition(self._state, obs.state)
-                self._state = obs.state
-            self._last_obs = obs
+            self._apply_active(obs)
             return
+        self._vendor_status = obs.vendor_status
         flight = self._finishing
         if flight is not None:  # another waiter is reading the outcome: share it
             await flight.wait()
@@ -730,6 +727,14 @@ class Job:
         flight = self._finishing = _Flight()
         await flight.run(lambda: self._finish(obs))
         await flight.wait()
+
+    def _apply_active(self, obs: Observation) -> None:
+        """Apply a reading of an active run (no I/O): the state only moves forward."""
+        self._vendor_status = obs.vendor_status
+        if state_rank(obs.state) > state_rank(self._state):
+            check_transition(self._state, obs.state)
+            self._state = obs.state
+        self._last_obs = obs
 
     async def _finish(self, obs: Observation) -> None:
         ref, spec, run = self._ref, self._spec, self._run

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -144,6 +144,10 @@ class RateLimiter:
         return max(0.0, (min(n, self.burst) - self._tokens) / self.rate)
 
 
+#: A follower of many runs: called with (task_id, reading, None) or (task_id, None, error).
+Sink = Callable[[str, Observation | None, BaseException | None], None]
+
+
 @dataclass(slots=True)
 class _Watch:
     ref: RunRef
@@ -156,6 +160,8 @@ class _Watch:
     seq: int = 0
     #: Set at the next delivery; made by the first waiter that needs it (most readings find none).
     fired: anyio.Event | None = None
+    #: Followers told of every delivery as it happens (see :meth:`Poller.follow`).
+    sinks: list[Sink] | None = None
 
     def deliver(self, obs: Observation | None, error: BaseException | None) -> None:
         self.latest = obs if obs is not None else self.latest
@@ -164,6 +170,32 @@ class _Watch:
         fired, self.fired = self.fired, None
         if fired is not None:
             fired.set()
+        if self.sinks:
+            for sink in self.sinks:
+                sink(self.ref.task_id, obs, error)
+
+
+class Following:
+    """Runs followed by one sink (:meth:`Poller.follow`); each is let go once, by drop or close."""
+
+    __slots__ = ("_sink", "_watches")
+
+    def __init__(self, watches: dict[str, _Watch], sink: Sink) -> None:
+        self._watches = watches
+        self._sink = sink
+
+    def drop(self, task_id: str) -> None:
+        """Stop following ``task_id`` (the poller stops reading it unless someone else waits)."""
+        watch = self._watches.pop(task_id, None)
+        if watch is not None:
+            watch.waiters -= 1
+            if watch.sinks is not None and self._sink in watch.sinks:
+                watch.sinks.remove(self._sink)
+
+    def close(self) -> None:
+        """Stop following every run."""
+        for task_id in list(self._watches):
+            self.drop(task_id)
 
 
 class Poller:
@@ -219,6 +251,30 @@ class Poller:
             watch.interval = self.policy.min_interval_s
             watch.due = min(watch.due, self._clock() + self.policy.min_interval_s)
             self._wake.set()
+
+    def follow(self, refs: Sequence[RunRef], sink: Sink) -> Following:
+        """Follow many runs at once: ``sink`` is called, synchronously, with every new reading or
+        failed read of each (and at once with the last reading of a run already watched). Each run
+        stays watched until :meth:`Following.drop` lets it go, or :meth:`Following.close` all. A
+        composite waits on all its children this way, with no task per child."""
+        now = self._clock()
+        due = now + _GATHER_S if self._backend.batch_status else now
+        followed: dict[str, _Watch] = {}
+        for ref in refs:
+            watch = self._watches.get(ref.task_id)
+            if watch is None:
+                watch = _Watch(ref=ref, interval=self.policy.min_interval_s, due=due, since=now)
+                self._watches[ref.task_id] = watch
+            watch.waiters += 1
+            if watch.sinks is None:
+                watch.sinks = []
+            watch.sinks.append(sink)
+            followed[ref.task_id] = watch
+        self._wake.set()
+        for watch in list(followed.values()):
+            if watch.latest is not None:
+                sink(watch.ref.task_id, watch.latest, None)
+        return Following(followed, sink)
 
     def observed(self, ref: RunRef, obs: Observation) -> None:
         """A job read ``ref`` itself: share the reading with anyone waiting on it."""
@@ -332,6 +388,7 @@ class Poller:
         policy = self.policy
         lag = policy.lag_ratio if self._backend.batch_status else None
         floor = max(policy.min_interval_s * policy.factor, policy.lag_floor_s)
+        min_s, max_s, factor = policy.min_interval_s, policy.max_interval_s, policy.factor
         jitter = policy.jitter
         uniform = self._rng.uniform
         # One read serves every run of a batch: they share one jittered spread, so they stay read
@@ -350,10 +407,21 @@ class Poller:
             else:
                 watch.deliver(None, reading)
                 changed = False
-            interval = policy.next_interval(watch.interval, changed)
+            # policy.next_interval and the lag cap, inline: this runs for every run at every tick
+            if changed:
+                interval = min_s
+            else:
+                interval = watch.interval * factor
+                if interval > max_s:
+                    interval = max_s
             if lag is not None:
-                cap = max(floor, (now - watch.since) * lag)
-                interval = max(policy.min_interval_s, min(interval, cap))
+                cap = (now - watch.since) * lag
+                if cap < floor:
+                    cap = floor
+                if interval > cap:
+                    interval = cap
+                if interval < min_s:
+                    interval = min_s
             if self._hurried:
                 left = self._hurried.get(watch.ref.task_id)
                 if left is not None:

@@ -93,10 +93,7 @@ async def test_one_error_shared_by_a_whole_batch_keeps_a_short_traceback_for_eve
                 await composite.execute(timeout_s=10)
             depth = len(traceback.extract_tb(caught.value.__traceback__))
             assert depth < 40, depth
-            for child in composite[:3]:
-                with pytest.raises(ServerError) as again:
-                    await child.submit()
-                assert len(traceback.extract_tb(again.value.__traceback__)) < 40
+            assert [child.state for child in composite] == [JobState.CREATED] * 200
             assert emu.task_ids == []
 
 

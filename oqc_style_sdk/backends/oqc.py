@@ -393,23 +393,28 @@ class OqcBackend(HttpBackend):
         """Several tasks of one QPU in one request (the QPU's task list); the rest one by one."""
         out: dict[str, Observation | BaseException] = {}
         by_url: dict[str, list[RunRef]] = {}
+        earliest: dict[str, datetime] = {}  # per QPU: the first submission among its runs
         alone: list[RunRef] = []
         for ref in refs:
-            if self._task_list_usable and _submitted_at(ref) is not None:
-                url = self._ref_url(ref)
-                group = by_url.get(url)
-                if group is None:
-                    by_url[url] = [ref]
-                else:
-                    group.append(ref)
-            else:
+            moment = _submitted_at(ref) if self._task_list_usable else None
+            if moment is None:
                 alone.append(ref)
+                continue
+            url = self._ref_url(ref)
+            group = by_url.get(url)
+            if group is None:
+                by_url[url] = [ref]
+                earliest[url] = moment
+            else:
+                group.append(ref)
+                if moment < earliest[url]:
+                    earliest[url] = moment
         for url, group in by_url.items():
             if len(group) < 2 or not self._task_list_usable:
                 alone.extend(group)
                 continue
             try:
-                listed = await self._task_list(url, group)
+                listed = await self._task_list(url, earliest[url])
             except BackendError as exc:
                 if exc.transient or isinstance(exc, AuthenticationError):
                     out.update({ref.task_id: exc for ref in group})
@@ -444,10 +449,10 @@ class OqcBackend(HttpBackend):
         logger.info("OQC: the task list of %s is not usable (%s); reading tasks one by one", url, why)
         self._task_list_usable = False
 
-    async def _task_list(self, qpu_url: str, refs: Sequence[RunRef]) -> dict[str, str] | None:
-        """``{task_id: status}`` from the QPU's task list since the earliest of ``refs`` (minus
-        slack); None if the answer is JSON of a shape this backend does not know."""
-        since = min(t for t in map(_submitted_at, refs) if t is not None) - LIST_WINDOW_SLACK
+    async def _task_list(self, qpu_url: str, earliest: datetime) -> dict[str, str] | None:
+        """``{task_id: status}`` from the QPU's task list since ``earliest`` (minus slack); None
+        if the answer is JSON of a shape this backend does not know."""
+        since = earliest - LIST_WINDOW_SLACK
         response = await self._http.get(
             f"{qpu_url}/tasks",
             params={"start_date": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")},
