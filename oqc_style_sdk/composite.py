@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 import anyio
-import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .backends.base import Observation
 from .exceptions import (
@@ -414,9 +414,18 @@ async def _follow_to_the_end(
 
     send, receive = anyio.create_memory_object_stream[tuple[int, Job, Observation]](math.inf)
 
-    async def reader(stream: anyio.abc.ObjectReceiveStream[tuple[int, Job, Observation]]) -> None:
+    async def reader(stream: MemoryObjectReceiveStream[tuple[int, Job, Observation]]) -> None:
         async with stream:
-            async for i, child, obs in stream:
+            while True:
+                try:  # what is queued is taken at once; only an empty queue is waited on
+                    i, child, obs = stream.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        i, child, obs = await stream.receive()
+                    except anyio.EndOfStream:
+                        return
+                except anyio.EndOfStream:
+                    return
                 try:
                     try:
                         await child._accept(obs)
