@@ -2,9 +2,10 @@
 
 One :class:`Poller` per Sdk serves every job waiting on its backend. Each watched run has its own
 interval: it starts at the backend's fastest, grows by ``factor`` each read that shows no change, and
-drops back to the fastest when something changes. Every interval is jittered, so thousands of jobs
-do not read in lockstep. At each tick all due runs are read together through
-``Backend.statuses`` — one request for backends with a list endpoint, bounded concurrency otherwise.
+drops back to the fastest when something changes. Every interval is jittered, so jobs and clients do
+not read in lockstep (the runs of one batch read share one spread, so they stay read together). At
+each tick all due runs are read together through ``Backend.statuses`` — one request for backends
+with a list endpoint, bounded concurrency otherwise.
 Backends that learn of changes by themselves (the local simulator) poke the poller, which reads at
 once instead of waiting out the interval.
 
@@ -12,7 +13,9 @@ The poller keeps each vendor's limits for the backend as a whole, not per job: a
 its status requests per second (:attr:`PollingPolicy.max_reads_per_s`, by default the backend's
 ``status_reads_per_s``), and a ``Retry-After`` answered to any read holds every read of the backend
 until it has passed. With a batch read, a run's interval also stays below a fraction of its age
-(:attr:`PollingPolicy.lag_ratio`): one read serves every run, so endings are seen soon. A run the
+(:attr:`PollingPolicy.lag_ratio`, floored by :attr:`PollingPolicy.lag_floor_s`): one read serves
+every run, so endings are seen soon. Many runs can be followed at once by one sink
+(:meth:`Poller.follow`): a composite waits on its children that way, with no task per child. A run the
 SDK asked to cancel is read at the fastest interval until it ends (:meth:`Poller.expect_change`).
 
 Waiters never sleep on their own: they wait for the poller's next reading of their run, and bring

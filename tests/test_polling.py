@@ -229,6 +229,25 @@ async def test_with_a_batch_read_intervals_stay_a_fraction_of_the_run_age() -> N
         PollingPolicy(0.1, 1.0, lag_ratio=0)
 
 
+async def test_with_a_batch_read_early_intervals_grow_to_the_lag_floor_not_beyond() -> None:
+    clock = Clock()
+    backend = FakeBackend(batch=True, reads_to_end=10**9)
+    policy = PollingPolicy(0.1, 30.0, jitter=0.0, max_reads_per_s=math.inf, lag_ratio=0.2, lag_floor_s=0.5)
+    poller = Poller(backend, policy, clock=clock)
+    done: dict[str, Observation] = {}
+    async with anyio.create_task_group() as tg:
+        for fn, ref in await _watch_all(poller, 3, done):
+            tg.start_soon(fn, ref)
+        await anyio.lowlevel.checkpoint()
+        await _drive(poller, clock, step=0.01, until=2.0)
+        # At 2 s a fifth of the age is 0.4 s: the floor (0.5 s) holds instead; without a floor
+        # the interval would be 0.4 s, without the cap 0.1 s doubling past 1.6 s.
+        assert poller._watches["run-0"].interval == pytest.approx(0.5)
+        tg.cancel_scope.cancel()
+    with pytest.raises(ValueError, match="lag_floor_s"):
+        PollingPolicy(0.1, 1.0, lag_floor_s=-1)
+
+
 async def test_a_run_asked_to_change_is_read_at_the_fastest_interval_until_it_ends() -> None:
     clock = Clock()
     backend = FakeBackend(batch=False, reads_to_end=10**9)
