@@ -346,19 +346,34 @@ class Poller:
         batch read costs one request; without one, only as many of the most overdue runs are read
         as the limit allows now, and the others at the next tick.
         """
-        for task_id in [k for k, w in self._watches.items() if w.waiters == 0]:
-            del self._watches[task_id]
         now = self._clock()
+        batch = self._backend.batch_status
+        # One pass over the watches (it runs at every turn of the loop): the ones nobody waits
+        # on any more, the ones due, and, with a batch read, those due within half their
+        # interval — one request reads any number of runs, so runs started together stay read
+        # together instead of drifting apart by their jitter into one request each.
+        idle: list[str] = []
+        due: list[_Watch] = []
+        soon: list[_Watch] = []
+        next_due = math.inf
+        for task_id, watch in self._watches.items():
+            if watch.waiters == 0:
+                idle.append(task_id)
+                continue
+            at = watch.due
+            if at <= now:
+                due.append(watch)
+            elif batch and at <= now + watch.interval / 2:
+                soon.append(watch)
+            if at < next_due:
+                next_due = at
+        for task_id in idle:
+            del self._watches[task_id]
         if now < self.hold_until:
             return [], self.hold_until - now
-        due = [w for w in self._watches.values() if w.due <= now]
-        if due and self._backend.batch_status:
-            # One request reads any number of runs: take along those due within half their
-            # interval, so runs started together stay read together instead of drifting
-            # apart by their jitter into one request each.
-            due = [w for w in self._watches.values() if w.due <= now + w.interval / 2]
+        if due and batch:
+            due.extend(soon)
         if not due:
-            next_due = min((w.due for w in self._watches.values()), default=math.inf)
             return [], max(next_due - now, 0.0)
         allowed = self.limiter.available()
         if allowed < 1:
