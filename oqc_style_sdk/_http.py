@@ -1102,86 +1102,69 @@ class HttpClient:
         except anyio.WouldBlock:
             await slots.acquire()
         try:
-            return await self._send_hops(
-                session, method, url, headers, credential_names, body, ok, attempt, client_timeout, path
-            )
-        finally:
-            slots.release()
-
-    async def _send_hops(
-        self,
-        session: aiohttp.ClientSession,
-        method: str,
-        url: URL,
-        headers: CIMultiDict[str],
-        credential_names: frozenset[str],
-        body: bytes | None,
-        ok: Container[int],
-        attempt: int,
-        client_timeout: aiohttp.ClientTimeout,
-        path: str,
-    ) -> Response:
-        debug = logger.isEnabledFor(logging.DEBUG)
-        for hop in range(_MAX_REDIRECTS + 1):
-            self._requests_sent += 1
-            started = anyio.current_time() if debug else 0.0
-            location: str | None = None
-            if hop:  # the first hop's timeout was made for it; a later hop gets what is left
-                client_timeout = self._request_timeout()
-            try:
-                async with session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
-                    timeout=client_timeout,
-                ) as response:
-                    status = response.status
-                    if status in _REDIRECT_STATUSES and status not in ok:
-                        location = response.headers.get("Location")
-                    if location is None:
-                        payload = await response.read()
-                        if debug:
-                            logger.debug(
-                                "%s %s -> %d in %d ms (attempt %d)",
-                                method,
-                                path,
-                                status,
-                                _ms_since(started),
-                                attempt,
+            debug = logger.isEnabledFor(logging.DEBUG)
+            for hop in range(_MAX_REDIRECTS + 1):
+                self._requests_sent += 1
+                started = anyio.current_time() if debug else 0.0
+                location: str | None = None
+                if hop:  # the first hop's timeout was made for it; a later hop gets what is left
+                    client_timeout = self._request_timeout()
+                try:
+                    async with session.request(
+                        method,
+                        url,
+                        headers=headers,
+                        data=body,
+                        allow_redirects=False,
+                        timeout=client_timeout,
+                    ) as response:
+                        status = response.status
+                        if status in _REDIRECT_STATUSES and status not in ok:
+                            location = response.headers.get("Location")
+                        if location is None:
+                            payload = await response.read()
+                            if debug:
+                                logger.debug(
+                                    "%s %s -> %d in %d ms (attempt %d)",
+                                    method,
+                                    path,
+                                    status,
+                                    _ms_since(started),
+                                    attempt,
+                                )
+                            return Response(
+                                status=status,
+                                headers=response.headers,
+                                body=payload,
+                                url=functools.partial(self._display, response.url),
                             )
-                        return Response(
-                            status=status,
-                            headers=response.headers,
-                            body=payload,
-                            url=functools.partial(self._display, response.url),
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    if debug:
+                        logger.debug(
+                            "%s %s -> %s after %d ms (attempt %d)",
+                            method,
+                            path,
+                            type(exc).__name__,
+                            _ms_since(started),
+                            attempt,
                         )
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                    raise
                 if debug:
                     logger.debug(
-                        "%s %s -> %s after %d ms (attempt %d)",
+                        "%s %s -> %d redirect in %d ms (attempt %d)",
                         method,
                         path,
-                        type(exc).__name__,
+                        status,
                         _ms_since(started),
                         attempt,
                     )
-                raise
-            if debug:
-                logger.debug(
-                    "%s %s -> %d redirect in %d ms (attempt %d)",
-                    method,
-                    path,
-                    status,
-                    _ms_since(started),
-                    attempt,
+                url, method, body, headers = self._follow(
+                    url, location, status, method, body, headers, credential_names, path
                 )
-            url, method, body, headers = self._follow(
-                url, location, status, method, body, headers, credential_names, path
-            )
-            path = self._redact(url.path)
-        raise ProtocolError(f"{self.vendor} redirected {method} {path} more than {_MAX_REDIRECTS} times")
+                path = self._redact(url.path)
+            raise ProtocolError(f"{self.vendor} redirected {method} {path} more than {_MAX_REDIRECTS} times")
+        finally:
+            slots.release()
 
     def _follow(
         self,
