@@ -24,6 +24,7 @@ import anyio
 import pytest
 
 from oqc_style_sdk import JobState, OqcSdk, Sdk
+from oqc_style_sdk.backends.base import Observation, RunRef
 from oqc_style_sdk.backends.oqc import DEFAULT_SHOTS, MAX_SHOTS, OqcBackend
 from oqc_style_sdk.exceptions import (
     AuthenticationError,
@@ -392,6 +393,35 @@ async def test_several_jobs_are_read_with_one_task_list_request_per_tick() -> No
             assert all("start_date" in e.query for e in lists)
             singles = [e for e in emu.requests if e.path.endswith("/status")]
             assert len(singles) <= 4 + 1  # one round of single reads (and the first job's own)
+
+
+async def test_runs_the_task_list_cannot_answer_for_are_read_one_by_one() -> None:
+    """Unlisted tasks, odd statuses in the list and unreadable submission times cost a single read
+    each; the other runs are answered from the list, and the list stays in use."""
+    with anyio.fail_after(10):
+        async with session(job_duration_s=30) as (emu, sdk):
+            composite = sdk.create_job(program=[PROGRAM] * 5, qpu_id=LUCY_QPU_ID)
+            await composite.submit(timeout_s=5)
+            refs = [child._ref for child in composite]
+            assert all(ref is not None for ref in refs)
+            unlisted, odd, garbled_time, *listed = [ref for ref in refs if ref is not None]
+            garbled_time = RunRef(garbled_time.task_id, {**garbled_time.extra, "submitted_at": "yesterday"})
+            backend = sdk.backend
+            assert isinstance(backend, OqcBackend)
+
+            async def task_list(qpu_url: str, earliest: datetime) -> dict[Any, Any]:
+                return {odd.task_id: 5, **{ref.task_id: "RUNNING" for ref in listed}, 7: "COMPLETED"}
+
+            backend._task_list = task_list  # type: ignore[method-assign]
+            mark = len(emu.requests)
+            readings = await backend.statuses([unlisted, odd, garbled_time, *listed])
+            assert sorted(readings) == sorted(ref.task_id for ref in refs if ref is not None)
+            assert all(isinstance(obs, Observation) and obs.state.is_active for obs in readings.values())
+            singles = sorted(e.path.split("/")[-2] for e in calls(since(emu, mark), "GET", "/status"))
+            assert singles == sorted([unlisted.task_id, odd.task_id, garbled_time.task_id])
+            assert backend._task_list_usable
+            del backend._task_list  # the real list again, to see the cancels confirmed
+            await composite.cancel()
 
 
 async def test_a_refused_task_list_falls_back_to_single_reads_for_good() -> None:

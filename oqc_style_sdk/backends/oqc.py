@@ -392,23 +392,43 @@ class OqcBackend(HttpBackend):
     async def statuses(self, refs: Sequence[RunRef]) -> dict[str, Observation | BaseException]:
         """Several tasks of one QPU in one request (the QPU's task list); the rest one by one."""
         out: dict[str, Observation | BaseException] = {}
+        alone: list[RunRef] = []
+        # Runs are grouped by the two extras their QPU's URL follows from (a composite's runs share
+        # them, and usually one submission time); URLs and times are worked out once per group.
+        keyed: dict[tuple[str, str], tuple[list[RunRef], set[str]]] = {}
+        if self._task_list_usable:
+            for ref in refs:
+                extra = ref.extra
+                raw = extra.get("submitted_at")
+                if not raw:
+                    alone.append(ref)
+                    continue
+                key = (extra.get("qpu_id", ""), extra.get("qpu_url", ""))
+                entry = keyed.get(key)
+                if entry is None:
+                    keyed[key] = ([ref], {raw})
+                else:
+                    entry[0].append(ref)
+                    entry[1].add(raw)
+        else:
+            alone.extend(refs)
         by_url: dict[str, list[RunRef]] = {}
         earliest: dict[str, datetime] = {}  # per QPU: the first submission among its runs
-        alone: list[RunRef] = []
-        for ref in refs:
-            moment = _submitted_at(ref) if self._task_list_usable else None
-            if moment is None:
-                alone.append(ref)
-                continue
-            url = self._ref_url(ref)
-            group = by_url.get(url)
-            if group is None:
-                by_url[url] = [ref]
-                earliest[url] = moment
+        for members, raws in keyed.values():
+            moments = {raw: _parse_moment(raw) for raw in raws}
+            if None in moments.values():  # an unreadable submission time: those runs one by one
+                alone.extend(ref for ref in members if moments[ref.extra["submitted_at"]] is None)
+                members = [ref for ref in members if moments[ref.extra["submitted_at"]] is not None]
+                if not members:
+                    continue
+            first = min(moment for moment in moments.values() if moment is not None)
+            url = self._ref_url(members[0])
+            if url in by_url:
+                by_url[url].extend(members)
+                earliest[url] = min(earliest[url], first)
             else:
-                group.append(ref)
-                if moment < earliest[url]:
-                    earliest[url] = moment
+                by_url[url] = members
+                earliest[url] = first
         for url, group in by_url.items():
             if len(group) < 2 or not self._task_list_usable:
                 alone.extend(group)
@@ -430,7 +450,7 @@ class OqcBackend(HttpBackend):
                 continue
             for ref in group:
                 vendor = listed.get(ref.task_id)
-                if vendor is None:
+                if type(vendor) is not str:  # not listed, or listed without a readable status
                     alone.append(ref)
                     continue
                 plain = _PLAIN_OBSERVATION.get(vendor)
@@ -449,7 +469,7 @@ class OqcBackend(HttpBackend):
         logger.info("OQC: the task list of %s is not usable (%s); reading tasks one by one", url, why)
         self._task_list_usable = False
 
-    async def _task_list(self, qpu_url: str, earliest: datetime) -> dict[str, str] | None:
+    async def _task_list(self, qpu_url: str, earliest: datetime) -> dict[Any, Any] | None:
         """``{task_id: status}`` from the QPU's task list since ``earliest`` (minus slack); None
         if the answer is JSON of a shape this backend does not know."""
         since = earliest - LIST_WINDOW_SLACK
@@ -460,10 +480,8 @@ class OqcBackend(HttpBackend):
         body = response.json()
         if not isinstance(body, list):
             return None
-        try:  # the usual answer: every item a task with a string id and status
-            listed = {item["task_id"]: item["status"] for item in body}
-            if all(type(v) is str for v in listed.values()) and all(type(k) is str for k in listed):
-                return listed
+        try:  # the usual answer: every item a task with an id and a status (checked when looked up)
+            return {item["task_id"]: item["status"] for item in body}
         except (TypeError, KeyError):
             pass
         return {
@@ -522,14 +540,7 @@ def _refused(exc: BackendError) -> bool:
     )
 
 
-def _submitted_at(ref: RunRef) -> datetime | None:
-    raw = ref.extra.get("submitted_at")
-    if not raw:
-        return None
-    return _parse_moment(raw)
-
-
-@functools.lru_cache(maxsize=4096)  # a batch shares one moment; each poll tick asks for all of them
+@functools.lru_cache(maxsize=4096)  # a batch shares one moment; each poll tick asks again
 def _parse_moment(raw: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(raw)
