@@ -12,7 +12,6 @@ what makes ``execute()`` and ``submit()`` single-flight and a timed-out ``execut
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -21,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, TypeVarTuple
 
 import anyio
 
@@ -56,6 +55,7 @@ __all__ = ["DEFAULT_CANCEL_TIMEOUT_S", "Job"]
 logger = logging.getLogger("oqc_style_sdk.job")
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 #: How long ``cancel()`` waits, by default, for the vendor to confirm the run ended.
 DEFAULT_CANCEL_TIMEOUT_S = 60.0
@@ -122,9 +122,9 @@ class _Flight(Generic[T]):
         if self._done is not None:
             self._done.set()
 
-    async def run(self, fn: Callable[[], Awaitable[T]]) -> None:
+    async def run(self, fn: Callable[[*Ts], Awaitable[T]], *args: *Ts) -> None:
         try:
-            self._value = await fn()
+            self._value = await fn(*args)
         except Exception as exc:  # re-raised to every waiter
             self._error, self._tb = exc, exc.__traceback__
         finally:
@@ -186,7 +186,7 @@ async def _run_batch(todo: list[Job]) -> None:
             if isinstance(outcome, BaseException):
                 outcome.with_traceback(origins.setdefault(id(outcome), outcome.__traceback__))
             if flight is not None:
-                await flight.run(functools.partial(job._settle_submission, outcome, run))
+                await flight.run(job._settle_submission, outcome, run)
     finally:  # cancelled part-way (the Sdk closing): no waiter is left hanging
         for job, flight, _ in flights:
             if flight is not None and not flight._ended:
@@ -231,6 +231,32 @@ class Job:
     Made by :meth:`Sdk.create_job <oqc_style_sdk.client.Sdk.create_job>`. Properties never do I/O;
     everything that talks to the backend is an ``async`` verb.
     """
+
+    # Slots: a composite holds thousands of jobs; each without a __dict__ is smaller and is one
+    # object fewer for the garbage collector to walk.
+    __slots__ = (
+        "__weakref__",
+        "_cancel_reason",
+        "_cancel_sent",
+        "_diagnostics",
+        "_fetch_diagnostics",
+        "_finishing",
+        "_history",
+        "_key",
+        "_last_obs",
+        "_output",
+        "_ref",
+        "_run",
+        "_saved_at",
+        "_sdk",
+        "_spec",
+        "_state",
+        "_submit_attempted",
+        "_submitted_at",
+        "_submitting",
+        "_vendor_status",
+        "id",
+    )
 
     def __init__(
         self,
@@ -743,7 +769,7 @@ class Job:
         # first, nothing is recorded (_finish changes the job only at its end), the others
         # waiting on the flight wake, and the next one to look reads the outcome again.
         flight = self._finishing = _Flight()
-        await flight.run(lambda: self._finish(obs))
+        await flight.run(self._finish, obs)
         await flight.wait()
 
     def _apply_active(self, obs: Observation) -> None:
@@ -764,15 +790,17 @@ class Job:
             output: JobOutput
             if obs.state is JobState.COMPLETED:
                 data = await self._sdk.backend.result(ref, spec)
-                output = JobResult(data=data, **fields)
-            elif obs.state is JobState.FAILED:
-                output = JobError(
-                    message=obs.message or f"the run ended {obs.vendor_status}",
-                    code=obs.code,
-                    **fields,
-                )
+                output = JobResult._made_for(self, data=data, **fields)
             else:
-                output = JobCancellation(reason=self._cancel_reason, **fields)
+                if obs.state is JobState.FAILED:  # vendor text: validated
+                    output = JobError(
+                        message=obs.message or f"the run ended {obs.vendor_status}",
+                        code=obs.code,
+                        **fields,
+                    )
+                else:
+                    output = JobCancellation(reason=self._cancel_reason, **fields)
+                output._bind(self)
             diagnostics = None
             if self._fetch_diagnostics:
                 try:
@@ -785,7 +813,6 @@ class Job:
         if self._run != run or self._state.is_terminal:  # pragma: no cover - guarded by callers
             return
         check_transition(self._state, obs.state)
-        output._bind(self)
         self._state = obs.state
         self._vendor_status = obs.vendor_status
         self._last_obs = obs

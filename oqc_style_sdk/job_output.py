@@ -13,9 +13,10 @@ config): :meth:`JobOutput.reexecute` and :meth:`JobOutput.resubmit` run them aga
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_object_setattr = object.__setattr__
 
 
 class JobOutput(BaseModel):
@@ -69,6 +71,32 @@ class JobOutput(BaseModel):
     def _bind(self, job: Job) -> None:
         self._job = job
 
+    @classmethod
+    def _made_for(cls, job: Job, **values: Any) -> Self:
+        """``cls(**values)`` bound to ``job``, for values the SDK made itself (types it checked, a
+        config dict of the output's own), built without validating them again: one is made per
+        result read, thousands for a big composite. Every field without a plain default
+        (``config``) must be given. Equal to the validated model, field for field."""
+        defaults = _PLAIN_DEFAULTS.get(cls)
+        if defaults is None:
+            defaults = _PLAIN_DEFAULTS[cls] = {
+                name: field.default
+                for name, field in cls.model_fields.items()
+                if field.default_factory is None and not field.is_required()
+            }
+        output = cls.__new__(cls)
+        try:
+            fields = {name: values[name] if name in values else defaults[name] for name in _field_names(cls)}
+        except KeyError as exc:
+            raise TypeError(f"{cls.__name__}._made_for needs {exc.args[0]}") from None
+        if not values.keys() <= fields.keys():
+            raise TypeError(f"{cls.__name__} has no field(s) {sorted(values.keys() - fields.keys())}")
+        _object_setattr(output, "__dict__", fields)
+        _object_setattr(output, "__pydantic_fields_set__", set(values))
+        _object_setattr(output, "__pydantic_extra__", None)
+        _object_setattr(output, "__pydantic_private__", {"_job": job})
+        return output
+
     def _parent(self) -> Job:
         if self._job is None:
             raise JobStateError("this output is not attached to a job (it was built by hand)")
@@ -85,6 +113,15 @@ class JobOutput(BaseModel):
         job = self._parent()
         job.reconfigure(memento=self)
         await job.submit()
+
+
+#: Per output class: the fields with a plain default, and those defaults (see ``_made_for``).
+_PLAIN_DEFAULTS: dict[type[JobOutput], dict[str, Any]] = {}
+
+
+@functools.cache
+def _field_names(cls: type[JobOutput]) -> tuple[str, ...]:
+    return tuple(cls.model_fields)
 
 
 class JobResult(JobOutput):

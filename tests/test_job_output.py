@@ -115,6 +115,38 @@ def test_outputs_are_frozen_and_refuse_unknown_fields() -> None:
         JobResult(kind="error")  # type: ignore[arg-type]
 
 
+async def test_a_result_the_sdk_builds_unvalidated_is_the_validated_model() -> None:
+    """Results are built without a second validation pass (``_made_for``): field for field, the
+    same model as ``JobResult(...)``: this holds pydantic upgrades to it."""
+    values = {
+        "data": {"c": {"0": 1}},
+        "program": "P",
+        "target": "qpu:x",
+        "config": {"shots": 1},
+        "task_id": "t1",
+        "run": 1,
+        "received": WHEN,
+    }
+    async with Sdk() as sdk:
+        job = sdk.create_job(program=BELL)
+        validated = JobResult(**values)  # type: ignore[arg-type]
+        validated._bind(job)
+        made = JobResult._made_for(job, **values)
+        assert made == validated
+        assert repr(made) == repr(validated)
+        assert made.model_dump() == validated.model_dump()
+        assert made.model_dump_json() == validated.model_dump_json()
+        assert made.model_fields_set == validated.model_fields_set
+        assert made._parent() is job
+        assert JobResult.model_validate_json(made.model_dump_json()) == JobResult(**values)  # type: ignore[arg-type]
+        with pytest.raises(ValidationError):
+            made.data = {}  # type: ignore[misc]
+        with pytest.raises(TypeError, match="needs config"):
+            JobResult._made_for(job, data=1)
+        with pytest.raises(TypeError, match="no field"):
+            JobResult._made_for(job, **values, secret="x")
+
+
 def test_flags_are_class_level_not_settable_fields() -> None:
     with pytest.raises(ValidationError):
         JobError(ok=True)  # type: ignore[call-arg]
