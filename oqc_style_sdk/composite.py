@@ -417,15 +417,20 @@ async def _follow_to_the_end(
     async def reader(stream: MemoryObjectReceiveStream[tuple[int, Job, Observation]]) -> None:
         async with stream:
             while True:
-                try:  # what is queued is taken at once; only an empty queue is waited on
-                    i, child, obs = stream.receive_nowait()
+                # What is queued is taken at once; only an empty queue is waited on (outside the
+                # except clause, so the waiting reader does not hold on to the WouldBlock).
+                try:
+                    item: tuple[int, Job, Observation] | None = stream.receive_nowait()
                 except anyio.WouldBlock:
-                    try:
-                        i, child, obs = await stream.receive()
-                    except anyio.EndOfStream:
-                        return
+                    item = None
                 except anyio.EndOfStream:
                     return
+                if item is None:
+                    try:
+                        item = await stream.receive()
+                    except anyio.EndOfStream:
+                        return
+                i, child, obs = item
                 try:
                     try:
                         await child._accept(obs)
