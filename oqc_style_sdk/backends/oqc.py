@@ -33,6 +33,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from .._http import HttpClient, RetryPolicy, Secret
@@ -297,15 +298,19 @@ class OqcBackend(HttpBackend):
                 body = response.json()
                 answered = body if isinstance(body, list) and len(body) == len(chunk) else []
                 submitted_at = datetime.now(UTC).isoformat(timespec="seconds")
+                # The runs of one QPU in one request share one read-only extra: thousands of
+                # runs, one mapping (nothing writes to a RunRef's extra).
+                extras: dict[str, Mapping[str, str]] = {}
                 for n, i in enumerate(chunk):
                     task_id = idempotency_keys[i]
                     if answered and isinstance(answered[n], dict):
                         task_id = str(answered[n].get("task_id") or task_id)
-                    extra = {
-                        "qpu_id": specs[i].target or "",
-                        "qpu_url": qpu_url,
-                        "submitted_at": submitted_at,
-                    }
+                    target = specs[i].target or ""
+                    extra = extras.get(target)
+                    if extra is None:
+                        extra = extras[target] = MappingProxyType(
+                            {"qpu_id": target, "qpu_url": qpu_url, "submitted_at": submitted_at}
+                        )
                     out[i] = RunRef(task_id=task_id, extra=extra)
         return out
 
