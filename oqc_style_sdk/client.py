@@ -244,12 +244,19 @@ class Sdk:
             return value[i] if isinstance(value, list | tuple) else value
 
         children = []
+        # Children made of the same objects share one validated spec (it is immutable): a
+        # composite of one program a thousand times is validated once, not a thousand times.
+        validated: dict[tuple[int, int, int], RunSpec] = {}
         for i in range(n):
-            try:
-                spec = self._validate_spec(_spec(pick(program, i), pick(target, i), pick(config, i), tag))
-            except JobValidationError as exc:
-                exc.add_note(f"(in child {i} of the composite job)")
-                raise
+            child = (pick(program, i), pick(target, i), pick(config, i))
+            key = (id(child[0]), id(child[1]), id(child[2]))
+            spec = validated.get(key)
+            if spec is None:
+                try:
+                    spec = validated[key] = self._validate_spec(_spec(*child, tag))
+                except JobValidationError as exc:
+                    exc.add_note(f"(in child {i} of the composite job)")
+                    raise
             children.append(Job(self, spec, fetch_diagnostics=fetch_diagnostics))
         return CompositeJob(self, children)
 
