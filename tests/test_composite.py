@@ -119,6 +119,21 @@ async def test_a_bad_child_is_refused_naming_its_index(
     assert any(f"child {index}" in note for note in notes), notes
 
 
+async def test_children_of_the_same_settings_stay_independent() -> None:
+    """Children made of the same objects share one validated spec; changing one child's
+    settings, or the caller's config dict afterwards, changes no other child."""
+    config = {"shots": 10}
+    async with Sdk() as sdk:
+        comp = sdk.create_job(program=[BELL] * 3, target=QPU_STAND_IN_TARGET, config=config)
+        config["shots"] = 99
+        comp[0].reconfigure(config={"shots": 20})
+        comp[1].config["shots"] = 30  # a copy
+        assert [c.config for c in comp] == [{"shots": 20}, {"shots": 10}, {"shots": 10}]
+        assert [c.program for c in comp] == [BELL] * 3
+        await comp.execute(timeout_s=30)
+        assert [sum(c.result.data["c"].values()) for c in comp if c.result] == [20, 10, 10]
+
+
 # ------------------------------------------------------------------------------------------- execute
 async def test_outputs_are_aligned_with_children() -> None:
     async with Sdk() as sdk:
