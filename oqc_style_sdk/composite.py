@@ -8,16 +8,14 @@ There is no cap on the number of children; submissions run with bounded concurre
 
 from __future__ import annotations
 
-import math
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .backends.base import Observation
 from .exceptions import (
@@ -317,8 +315,8 @@ class CompositeJob(Sequence[Job]):
         with self._deadline(timeout_s, what):
             loose: list[tuple[int, Job]] = []  # to submit one by one (no batch submission has them)
             # The batch submissions as they are now: each ends (and is cleared) with its batch.
-            flights = [(i, child, child._submitting) for i, child in enumerate(self._children)]
-            for i, child, flight in flights:
+            flights = [child._submitting for child in self._children]
+            for i, (child, flight) in enumerate(zip(self._children, flights, strict=True)):
                 if submit and not (rerun or child.active):
                     continue
                 if flight is not None:
@@ -330,7 +328,7 @@ class CompositeJob(Sequence[Job]):
                     loose.append((i, child))
             if loose:
                 await self._submit_each(loose, max_concurrency, errors)
-            await _follow_to_the_end(self._sdk, list(enumerate(self._children)), errors)
+            await _follow_to_the_end(self._sdk, self._children, errors)
         _raise_first(self, errors)
 
     async def _submit_each(
@@ -388,9 +386,7 @@ def _raise_first(composite: CompositeJob, errors: list[tuple[int, Exception]]) -
 OUTCOME_READERS = 64
 
 
-async def _follow_to_the_end(
-    sdk: Sdk, children: list[tuple[int, Job]], errors: list[tuple[int, Exception]]
-) -> None:
+async def _follow_to_the_end(sdk: Sdk, children: Sequence[Job], errors: list[tuple[int, Exception]]) -> None:
     """Wait until every child at the vendor has ended, following them all through the poller.
 
     A reading of an active child is applied on the spot; an ended child's outcome is read by one
@@ -398,11 +394,11 @@ async def _follow_to_the_end(
     shares it). A child whose outcome cannot be read yet, or whose reads fail for a while, is
     handed to its own ``wait()``, which retries as a single job does.
     """
-    waiting: dict[str, tuple[int, Job]] = {}
-    for i, child in children:
+    waiting: dict[str, int] = {}  # task id -> the child's index
+    for i, child in enumerate(children):
         ref = child._ref
         if child.active and ref is not None and child.state is not JobState.CREATED:
-            waiting[ref.task_id] = (i, child)
+            waiting[ref.task_id] = i
     if not waiting:
         return
     inbox: list[tuple[str, Observation | None, BaseException | None]] = []
@@ -412,38 +408,33 @@ async def _follow_to_the_end(
         inbox.append((task_id, obs, error))
         wake.set()
 
-    send, receive = anyio.create_memory_object_stream[tuple[int, Job, Observation]](math.inf)
+    # Ended children waiting for a reader, and the event the idle readers wait on: set (and
+    # replaced) when children are queued, and at the end.
+    ended: deque[tuple[int, Job, Observation]] = deque()
+    queued = anyio.Event()
+    finished = False
 
-    async def reader(stream: MemoryObjectReceiveStream[tuple[int, Job, Observation]]) -> None:
-        async with stream:
-            while True:
-                # What is queued is taken at once; only an empty queue is waited on (outside the
-                # except clause, so the waiting reader does not hold on to the WouldBlock).
-                try:
-                    item: tuple[int, Job, Observation] | None = stream.receive_nowait()
-                except anyio.WouldBlock:
-                    item = None
-                except anyio.EndOfStream:
+    async def reader() -> None:
+        while True:
+            if not ended:
+                if finished:
                     return
-                if item is None:
-                    try:
-                        item = await stream.receive()
-                    except anyio.EndOfStream:
-                        return
-                i, child, obs = item
+                await queued.wait()
+                continue
+            i, child, obs = ended.popleft()
+            try:
                 try:
-                    try:
-                        await child._accept(obs)
-                    except BackendError as exc:
-                        if not (exc.transient or isinstance(exc, ProtocolError)):
-                            raise
-                    if child.active:  # not read yet: as a single job does, with its retries
-                        await child.wait()
-                except Exception as exc:  # collected, raised with the child's index
-                    errors.append((i, exc))
+                    await child._accept(obs)
+                except BackendError as exc:
+                    if not (exc.transient or isinstance(exc, ProtocolError)):
+                        raise
+                if child.active:  # not read yet: as a single job does, with its retries
+                    await child.wait()
+            except Exception as exc:  # collected, raised with the child's index
+                errors.append((i, exc))
 
     following = sdk.poller.follow(
-        [child._ref for _, child in waiting.values() if child._ref is not None], sink
+        [ref for i in waiting.values() if (ref := children[i]._ref) is not None], sink
     )
 
     def done(task_id: str) -> None:
@@ -451,41 +442,47 @@ async def _follow_to_the_end(
         following.drop(task_id)  # not read for this composite any more
 
     try:
-        async with anyio.create_task_group() as tg, send:
+        async with anyio.create_task_group() as tg:
             for _ in range(min(OUTCOME_READERS, len(waiting))):
-                tg.start_soon(reader, receive.clone())
-            receive.close()
-            while waiting:
-                if not inbox:
-                    await wake.wait()
-                    wake = anyio.Event()
-                batch, inbox[:] = inbox[:], []
-                for task_id, obs, error in batch:
-                    entry = waiting.get(task_id)
-                    if entry is None:
-                        continue
-                    i, child = entry
-                    ref = child._ref
-                    if ref is None or ref.task_id != task_id or not child.active:
-                        done(task_id)  # ended (or started another run) by other means
-                    elif error is not None:  # as a single job's wait() takes a failed read:
-                        if isinstance(error, NotFoundError):  # the run is lost: it ends FAILED
-                            child._lost(ref, error)
+                tg.start_soon(reader)
+            try:
+                while waiting:
+                    if not inbox:
+                        await wake.wait()
+                        wake = anyio.Event()
+                    batch, inbox[:] = inbox[:], []
+                    for task_id, obs, error in batch:
+                        i = waiting.get(task_id, -1)
+                        if i < 0:
+                            continue
+                        child = children[i]
+                        ref = child._ref
+                        if ref is None or ref.task_id != task_id or not child.active:
+                            done(task_id)  # ended (or started another run) by other means
+                        elif error is not None:  # as a single job's wait() takes a failed read:
+                            if isinstance(error, NotFoundError):  # the run is lost: it ends FAILED
+                                child._lost(ref, error)
+                                done(task_id)
+                            elif not (
+                                isinstance(error, BackendError)
+                                and (error.transient or isinstance(error, ProtocolError))
+                            ):  # waiting will not fix it: raised (the child stays active)
+                                done(task_id)
+                                if isinstance(error, Exception):
+                                    errors.append((i, error))
+                            # a transient or garbled read: the next tick reads it again
+                        elif obs is not None and obs.state.is_active:
+                            if not obs.same_as(child._last_obs):
+                                child._apply_active(obs)
+                        elif obs is not None:  # its outcome is read by a reader (and its own wait)
                             done(task_id)
-                        elif not (
-                            isinstance(error, BackendError)
-                            and (error.transient or isinstance(error, ProtocolError))
-                        ):  # waiting will not fix it: raised (the child stays active)
-                            done(task_id)
-                            if isinstance(error, Exception):
-                                errors.append((i, error))
-                        # a transient or garbled read: the next tick reads it again
-                    elif obs is not None and obs.state.is_active:
-                        if not obs.same_as(child._last_obs):
-                            child._apply_active(obs)
-                    elif obs is not None:  # its outcome is read by a reader (and its own wait)
-                        done(task_id)
-                        send.send_nowait((i, child, obs))
+                            ended.append((i, child, obs))
+                    if ended:
+                        queued.set()
+                        queued = anyio.Event()
+            finally:  # the readers finish what is queued, then stop
+                finished = True
+                queued.set()
     finally:
         following.close()
 
