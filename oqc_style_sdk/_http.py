@@ -1099,7 +1099,10 @@ class HttpClient:
         slots = self._slots if self._slots is not None else anyio.Semaphore(1)
         try:  # a free slot is taken at once, without a trip through the event loop
             slots.acquire_nowait()
+            waited = False
         except anyio.WouldBlock:
+            waited = True
+        if waited:  # (waited for outside the except clause: the WouldBlock is not kept meanwhile)
             await slots.acquire()
         try:
             debug = logger.isEnabledFor(logging.DEBUG)

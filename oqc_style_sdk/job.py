@@ -163,7 +163,9 @@ def start_batch_submission(jobs: Sequence[Job]) -> None:
 
 
 async def _run_batch(todo: list[Job]) -> None:
-    flights = [(job, job._submitting, job._run) for job in todo]
+    # Each job's flight and run as the batch starts (parallel lists: no tuple per job).
+    flights = [job._submitting for job in todo]
+    runs = [job._run for job in todo]
     backend = todo[0]._sdk.backend
     try:
         try:
@@ -182,13 +184,13 @@ async def _run_batch(todo: list[Job]) -> None:
         # One error may be every job's outcome: each job raises it from where it failed, so its
         # traceback does not grow by one raise per job.
         origins: dict[int, TracebackType | None] = {}
-        for (job, flight, run), outcome in zip(flights, outcomes, strict=True):
+        for job, flight, run, outcome in zip(todo, flights, runs, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 outcome.with_traceback(origins.setdefault(id(outcome), outcome.__traceback__))
             if flight is not None:
                 await flight.run(job._settle_submission, outcome, run)
     finally:  # cancelled part-way (the Sdk closing): no waiter is left hanging
-        for job, flight, _ in flights:
+        for job, flight in zip(todo, flights, strict=True):
             if flight is not None and not flight._ended:
                 flight.fail(SdkNotStartedError(f"the submission of {job!r} was interrupted"))
             if job._submitting is flight:
