@@ -113,7 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs-10k", type=int, default=10_000)
     parser.add_argument("--overhead-jobs", type=int, default=1000)
-    parser.add_argument("--overhead-pairs", type=int, default=5, help="turns of the bare script and ours")
+    parser.add_argument("--overhead-pairs", type=int, default=7, help="turns of the bare script and ours")
     parser.add_argument("--lag-jobs", type=int, default=200)
     parser.add_argument("--composite-jobs", type=int, default=100)
     parser.add_argument("--cancels", type=int, default=5)
