@@ -441,6 +441,33 @@ async def _follow_to_the_end(sdk: Sdk, children: Sequence[Job], errors: list[tup
         del waiting[task_id]
         following.drop(task_id)  # not read for this composite any more
 
+    def route(task_id: str, obs: Observation | None, error: BaseException | None) -> None:
+        """Apply one reading: an active child's on the spot, an ended child's to the readers."""
+        i = waiting.get(task_id, -1)
+        if i < 0:
+            return
+        child = children[i]
+        ref = child._ref
+        if ref is None or ref.task_id != task_id or not child.active:
+            done(task_id)  # ended (or started another run) by other means
+        elif error is not None:  # as a single job's wait() takes a failed read:
+            if isinstance(error, NotFoundError):  # the run is lost: it ends FAILED
+                child._lost(ref, error)
+                done(task_id)
+            elif not (
+                isinstance(error, BackendError) and (error.transient or isinstance(error, ProtocolError))
+            ):
+                done(task_id)  # waiting will not fix it: raised (the child stays active)
+                if isinstance(error, Exception):
+                    errors.append((i, error))
+            # a transient or garbled read: the next tick reads it again
+        elif obs is not None and obs.state.is_active:
+            if not obs.same_as(child._last_obs):
+                child._apply_active(obs)
+        elif obs is not None:  # its outcome is read by a reader (and its own wait)
+            done(task_id)
+            ended.append((i, child, obs))
+
     try:
         async with anyio.create_task_group() as tg:
             for _ in range(min(OUTCOME_READERS, len(waiting))):
@@ -452,31 +479,7 @@ async def _follow_to_the_end(sdk: Sdk, children: Sequence[Job], errors: list[tup
                         wake = anyio.Event()
                     batch, inbox[:] = inbox[:], []
                     for task_id, obs, error in batch:
-                        i = waiting.get(task_id, -1)
-                        if i < 0:
-                            continue
-                        child = children[i]
-                        ref = child._ref
-                        if ref is None or ref.task_id != task_id or not child.active:
-                            done(task_id)  # ended (or started another run) by other means
-                        elif error is not None:  # as a single job's wait() takes a failed read:
-                            if isinstance(error, NotFoundError):  # the run is lost: it ends FAILED
-                                child._lost(ref, error)
-                                done(task_id)
-                            elif not (
-                                isinstance(error, BackendError)
-                                and (error.transient or isinstance(error, ProtocolError))
-                            ):  # waiting will not fix it: raised (the child stays active)
-                                done(task_id)
-                                if isinstance(error, Exception):
-                                    errors.append((i, error))
-                            # a transient or garbled read: the next tick reads it again
-                        elif obs is not None and obs.state.is_active:
-                            if not obs.same_as(child._last_obs):
-                                child._apply_active(obs)
-                        elif obs is not None:  # its outcome is read by a reader (and its own wait)
-                            done(task_id)
-                            ended.append((i, child, obs))
+                        route(task_id, obs, error)
                     if ended:
                         queued.set()
                         queued = anyio.Event()
