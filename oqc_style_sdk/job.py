@@ -719,7 +719,7 @@ class Job:
     async def _wait_terminal(self) -> None:
         poller = self._sdk.poller
         retry: Observation | None = None  # a terminal reading whose result could not be read yet
-        attempt = 0
+        pause = poller.policy.min_interval_s  # grows while the outcome cannot be read
         while self._state.is_active:
             ref = self._ref
             if ref is None:  # pragma: no cover - callers submit first
@@ -741,11 +741,8 @@ class Job:
                 logger.debug("reading %r failed, will try again: %s", self, exc)
                 if obs is not None and obs.state.is_terminal:
                     retry = obs
-                    attempt += 1
-                    policy = poller.policy
-                    await anyio.sleep(
-                        min(policy.min_interval_s * policy.factor**attempt, policy.max_interval_s)
-                    )
+                    pause = poller.policy.next_interval(pause, changed=False)
+                    await anyio.sleep(pause)
 
     async def _accept(self, obs: Observation) -> None:
         """Apply a reading; a terminal one is turned into the run's history entry (once)."""

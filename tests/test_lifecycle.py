@@ -38,6 +38,7 @@ from oqc_style_sdk import (
     SdkNotStartedError,
     ServerError,
 )
+from oqc_style_sdk.polling import PollingPolicy
 from oqc_style_sdk.testing import ScriptedBackend
 
 #: Bound on every wait in these tests (a hang fails fast instead of reaching pytest-timeout).
@@ -776,6 +777,21 @@ async def test_a_transient_error_reading_the_result_is_retried() -> None:
         assert job.completed
         assert len(backend.calls_of("result")) == 2
         assert len(job.history) == 1
+
+
+async def test_a_result_read_failing_for_a_long_time_keeps_waiting_at_the_longest_interval() -> None:
+    # Each failed read of an ended run's result waits longer, up to max_interval_s. The wait is
+    # grown step by step, not computed as factor ** attempt, which overflows a float after about
+    # a thousand attempts (about 80 minutes of an outage at a 5 s interval).
+    backend = ScriptedBackend(("QUEUED", "COMPLETED"))
+    for _ in range(1100):
+        backend.fail_next("result", ServerError("503", status=503))
+    async with Sdk(backend, polling=PollingPolicy(0.0001, 0.0001)) as sdk:
+        job = sdk.create_job(program="p")
+        with anyio.fail_after(BOUND_S):
+            await job.execute(timeout_s=BOUND_S)
+        assert job.completed
+        assert len(backend.calls_of("result")) == 1101
 
 
 async def test_a_run_the_vendor_no_longer_knows_ends_failed_not_found() -> None:
