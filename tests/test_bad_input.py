@@ -97,9 +97,11 @@ async def test_a_job_file_loads_only_into_its_own_backend_and_endpoint(backend: 
             job = sdk.create_job(program=ADAPTERS[backend].program)
             saved = await job.save(tmp_path / "job.json")
             text = saved.read_text()
-        async with opened(backend) as (_emu2, elsewhere):  # same vendor, another endpoint
-            with pytest.raises(ForeignJobFileError):
-                await elsewhere.load(saved)
+            # Same vendor, another endpoint: opened while the first still runs, so it cannot be
+            # given the port the first one just freed (it was, once, and the load was not foreign).
+            async with opened(backend) as (_emu2, elsewhere):
+                with pytest.raises(ForeignJobFileError):
+                    await elsewhere.load(saved)
         async with opened(other_backend) as (_emu3, other):
             with pytest.raises(ForeignJobFileError):
                 await other.load(saved)
