@@ -1,14 +1,21 @@
 """One emulator in its own process, for the benchmarks: ``python emulator_server.py VENDOR [k=v ...]``.
 
-Prints one JSON line ``{"base_url", "env"}`` once it serves, then serves until stdin closes. Adds
-``GET /_bench/stats`` (request counts by kind since the last ``POST /_bench/stats``), unauthenticated.
+Prints one JSON line ``{"base_url", "env", "credentials"}`` once it serves, then serves until stdin
+closes. Adds, unauthenticated (a local test server's own fake credentials are all it reveals):
+
+- ``GET /_bench/stats``: request counts by kind since the last ``POST /_bench/stats``;
+- ``POST /_bench/fault`` ``{"fault", "method", "path"}``: arms one fault rule (``make soak``);
+- ``POST /_bench/clear_faults``; ``GET /_bench/report``: the faults applied, the vendor ids of
+  every job created, and the emulator's secrets (for the soak's leak scan).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -39,7 +46,7 @@ def _value(text: str) -> Any:
 
 
 async def main(vendor: str, options: dict[str, Any]) -> None:
-    emulator: Emulator = create_emulator(vendor, max_log=10**7, max_lifetime_s=900, **options)
+    emulator: Emulator = create_emulator(vendor, **{"max_log": 10**7, "max_lifetime_s": 900, **options})
 
     async def stats(request: web.Request) -> web.Response:
         counts = Counter(
@@ -51,13 +58,63 @@ async def main(vendor: str, options: dict[str, Any]) -> None:
         emulator.clear_log()
         return web.json_response({})
 
+    async def fault(request: web.Request) -> web.Response:
+        rule = await request.json()
+        arm(emulator, rule["fault"], rule["method"], rule["path"])
+        return web.json_response({})
+
+    async def clear_faults(request: web.Request) -> web.Response:
+        emulator.clear_faults()
+        return web.json_response({})
+
+    async def report(request: web.Request) -> web.Response:
+        faults = Counter(
+            f"http_{e.status}" if e.fault == "fail" else e.fault
+            for e in emulator.requests
+            if e.fault is not None
+        )
+        return web.json_response(
+            {"faults": faults, "created": CREATED[vendor](emulator), "secrets": list(emulator.secrets())}
+        )
+
     emulator.app.router.add_get("/_bench/stats", stats)
     emulator.app.router.add_post("/_bench/stats", reset)
+    emulator.app.router.add_post("/_bench/fault", fault)
+    emulator.app.router.add_post("/_bench/clear_faults", clear_faults)
+    emulator.app.router.add_get("/_bench/report", report)
     emulator.is_authorized = _open_bench(emulator.is_authorized)  # type: ignore[method-assign]
     await emulator.start()
-    print(json.dumps({"base_url": emulator.base_url, "env": emulator.env}), flush=True)
+    info = {"base_url": emulator.base_url, "env": emulator.env, "credentials": emulator.credentials}
+    print(json.dumps(info), flush=True)
     await anyio.to_thread.run_sync(sys.stdin.read, abandon_on_cancel=True)  # until the parent closes it
     await emulator.stop()
+
+
+#: The vendor ids of the jobs each emulator created (a submitted task, for OQC).
+CREATED: dict[str, Callable[[Any], list[str]]] = {
+    "oqc": lambda emu: [t for t in emu.task_ids if emu._tasks[t].submitted],
+    "ibm_quantum": lambda emu: list(emu.job_ids),
+    "azure_quantum": lambda emu: list(emu.job_ids),
+    "databricks": lambda emu: [str(r) for r in emu.run_ids],
+    "windmill": lambda emu: list(emu.job_ids),
+}
+
+
+def arm(emulator: Emulator, fault: str, method: str, pattern: str) -> None:
+    """One fault rule for the next request of ``method`` whose path matches ``pattern``."""
+    rule: dict[str, Any] = {"method": method, "path": re.compile(pattern)}
+    if fault == "429_retry_after":
+        emulator.fail_next(1, status=429, retry_after=1, **rule)
+    elif fault.isdigit():
+        emulator.fail_next(1, status=int(fault), **rule)
+    elif fault == "drop":
+        emulator.drop_next(1, **rule)
+    elif fault == "slow":
+        emulator.slow_next(1, delay_s=0.8, **rule)
+    elif fault == "malformed":
+        emulator.malformed_next(1, **rule)
+    else:
+        emulator.malformed_next(1, truncated=True, **rule)
 
 
 def _open_bench(check: Any) -> Any:
