@@ -208,42 +208,38 @@ def test_rate_limiter_is_a_token_bucket() -> None:
         RateLimiter(1.0, burst=0.5)
 
 
-async def test_with_a_batch_read_intervals_stay_a_fraction_of_the_run_age() -> None:
+async def _batch_interval(policy: PollingPolicy, *, step: float, until: float) -> tuple[float, float]:
+    """Three runs followed through a batch read that never ends them, driven to ``until``:
+    the first run's interval then, and how long it has been watched."""
     clock = Clock()
-    backend = FakeBackend(batch=True, reads_to_end=10**9)
-    policy = PollingPolicy(0.1, 30.0, jitter=0.0, max_reads_per_s=math.inf, lag_ratio=0.2)
-    poller = Poller(backend, policy, clock=clock)
+    poller = Poller(FakeBackend(batch=True, reads_to_end=10**9), policy, clock=clock)
     done: dict[str, Observation] = {}
     async with anyio.create_task_group() as tg:
         for fn, ref in await _watch_all(poller, 3, done):
             tg.start_soon(fn, ref)
         await anyio.lowlevel.checkpoint()
         start = clock.t
-        await _drive(poller, clock, step=0.05, until=60.0)
-        watch = poller._watches["run-0"]
-        # Without the cap the interval would have doubled up to 30 s; it stays near age / 5.
-        assert watch.interval <= (clock.t - start) * 0.2 + 1e-9
-        assert watch.interval >= 5.0
+        await _drive(poller, clock, step=step, until=until)
         tg.cancel_scope.cancel()
+    return poller._watches["run-0"].interval, clock.t - start
+
+
+async def test_with_a_batch_read_intervals_stay_a_fraction_of_the_run_age() -> None:
+    policy = PollingPolicy(0.1, 30.0, jitter=0.0, max_reads_per_s=math.inf, lag_ratio=0.2)
+    interval, age = await _batch_interval(policy, step=0.05, until=60.0)
+    # Without the cap the interval would have doubled up to 30 s; it stays near age / 5.
+    assert interval <= age * 0.2 + 1e-9
+    assert interval >= 5.0
     with pytest.raises(ValueError, match="lag_ratio"):
         PollingPolicy(0.1, 1.0, lag_ratio=0)
 
 
 async def test_with_a_batch_read_early_intervals_grow_to_the_lag_floor_not_beyond() -> None:
-    clock = Clock()
-    backend = FakeBackend(batch=True, reads_to_end=10**9)
     policy = PollingPolicy(0.1, 30.0, jitter=0.0, max_reads_per_s=math.inf, lag_ratio=0.2, lag_floor_s=0.5)
-    poller = Poller(backend, policy, clock=clock)
-    done: dict[str, Observation] = {}
-    async with anyio.create_task_group() as tg:
-        for fn, ref in await _watch_all(poller, 3, done):
-            tg.start_soon(fn, ref)
-        await anyio.lowlevel.checkpoint()
-        await _drive(poller, clock, step=0.01, until=2.0)
-        # At 2 s a fifth of the age is 0.4 s: the floor (0.5 s) holds instead; without a floor
-        # the interval would be 0.4 s, without the cap 0.1 s doubling past 1.6 s.
-        assert poller._watches["run-0"].interval == pytest.approx(0.5)
-        tg.cancel_scope.cancel()
+    interval, _ = await _batch_interval(policy, step=0.01, until=2.0)
+    # At 2 s a fifth of the age is 0.4 s: the floor (0.5 s) holds instead; without a floor
+    # the interval would be 0.4 s, without the cap 0.1 s doubling past 1.6 s.
+    assert interval == pytest.approx(0.5)
     with pytest.raises(ValueError, match="lag_floor_s"):
         PollingPolicy(0.1, 1.0, lag_floor_s=-1)
 
