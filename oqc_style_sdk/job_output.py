@@ -77,16 +77,10 @@ class JobOutput(BaseModel):
         config dict of the output's own), built without validating them again: one is made per
         result read, thousands for a big composite. Every field without a plain default
         (``config``) must be given. Equal to the validated model, field for field."""
-        defaults = _PLAIN_DEFAULTS.get(cls)
-        if defaults is None:
-            defaults = _PLAIN_DEFAULTS[cls] = {
-                name: field.default
-                for name, field in cls.model_fields.items()
-                if field.default_factory is None and not field.is_required()
-            }
+        names, defaults = _layout(cls)
         output = cls.__new__(cls)
         try:
-            fields = {name: values[name] if name in values else defaults[name] for name in _field_names(cls)}
+            fields = {name: values[name] if name in values else defaults[name] for name in names}
         except KeyError as exc:
             raise TypeError(f"{cls.__name__}._made_for needs {exc.args[0]}") from None
         if not values.keys() <= fields.keys():
@@ -115,13 +109,15 @@ class JobOutput(BaseModel):
         await job.submit()
 
 
-#: Per output class: the fields with a plain default, and those defaults (see ``_made_for``).
-_PLAIN_DEFAULTS: dict[type[JobOutput], dict[str, Any]] = {}
-
-
 @functools.cache
-def _field_names(cls: type[JobOutput]) -> tuple[str, ...]:
-    return tuple(cls.model_fields)
+def _layout(cls: type[JobOutput]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """An output class's field names in order, and the plain defaults among them (``_made_for``)."""
+    defaults = {
+        name: field.default
+        for name, field in cls.model_fields.items()
+        if field.default_factory is None and not field.is_required()
+    }
+    return tuple(cls.model_fields), defaults
 
 
 class JobResult(JobOutput):
