@@ -42,6 +42,7 @@ from typing import Any
 
 import aiohttp
 import anyio
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from oqc_style_sdk import Job, JobState, Sdk
 from oqc_style_sdk._http import RetryPolicy
@@ -304,16 +305,15 @@ async def emulator_process(
     its start-up line and a function calling its ``/_bench`` control endpoints."""
     command = [sys.executable, str(Path(__file__).with_name("emulator_server.py")), vendor]
     command += [f"{key}={json.dumps(value)}" for key, value in options.items()]
-    async with await anyio.open_process(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as process:
+    # stderr is inherited: an emulator that fails says why, and can never fill an unread pipe
+    async with await anyio.open_process(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None
+    ) as process:
         assert process.stdin is not None
         assert process.stdout is not None
-        with anyio.fail_after(60):
-            line = b""
-            async for chunk in process.stdout:
-                line += chunk
-                if b"\n" in line:
-                    break
-        info: dict[str, Any] = json.loads(line.split(b"\n", 1)[0])
+        with anyio.fail_after(60):  # its start-up line
+            line = await BufferedByteReceiveStream(process.stdout).receive_until(b"\n", 1 << 20)
+        info: dict[str, Any] = json.loads(line)
         async with aiohttp.ClientSession(base_url=info["base_url"]) as http:
 
             async def control(method: str, what: str, body: Any = None) -> Any:
