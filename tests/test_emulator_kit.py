@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from anyio.abc import TaskGroup
 
-from oqc_style_sdk.backends.local import wait_for_qiskit
+from oqc_style_sdk.backends._qiskit import wait_for_qiskit
 from oqc_style_sdk.exceptions import ConfigurationError
 from oqc_style_sdk.testing.emulator import (
     REDACTED,

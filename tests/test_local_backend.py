@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oqc_style_sdk.backends import local
+from oqc_style_sdk.backends._qiskit import qasm_major_version
 from oqc_style_sdk.backends.base import RunRef, RunSpec
 from oqc_style_sdk.backends.local import (
     MAX_PROGRAM_BYTES,
@@ -201,7 +202,7 @@ def test_bad_settings_raise_configuration_error(settings: dict[str, Any]) -> Non
 
 def test_simulator_aer_needs_qiskit_aer(monkeypatch: pytest.MonkeyPatch) -> None:
     assert LocalBackend(simulator="aer").engine == "aer"
-    monkeypatch.setattr(local, "_aer_available", lambda: False)
+    monkeypatch.setattr(local, "aer_available", lambda: False)
     with pytest.raises(ConfigurationError, match="qiskit-aer"):
         LocalBackend(simulator="aer")
     assert LocalBackend().engine == "reference"  # auto falls back
@@ -453,7 +454,7 @@ c[0] = measure q[0];
 
 
 async def test_header_detection() -> None:
-    detect = local._qasm_major_version
+    detect = qasm_major_version
     assert detect("OPENQASM 3.0;") == 3
     assert detect("  // c\n/* block\n OPENQASM 2.0; */\nOPENQASM 2.0;") == 2
     assert detect("OPENQASM 5.0;") == 5

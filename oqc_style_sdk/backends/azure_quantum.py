@@ -94,8 +94,8 @@ from ..exceptions import (
 )
 from ..state import JobState
 from ._http_backend import HttpBackend
+from ._qiskit import error_message, parse_qasm, qasm_major_version, qiskit_ready, start_qiskit_loader
 from .base import Diagnostics, Observation, RunRef, RunSpec
-from .local import _error_message, _parse, _qasm_major_version, _qiskit_ready, _start_qiskit_loader
 
 __all__ = [
     "API_KEY_HEADER",
@@ -337,12 +337,12 @@ _IONQ_BASIS: Final = [*_IONQ_GATES, "cx", "swap"]
 
 
 def _load(program: str) -> Any:
-    _start_qiskit_loader()
-    _qiskit_ready.wait()
+    start_qiskit_loader()
+    qiskit_ready.wait()
     try:
-        return _parse(program)
+        return parse_qasm(program)
     except Exception as exc:
-        raise JobValidationError(f"the program does not parse: {_error_message(exc)}") from None
+        raise JobValidationError(f"the program does not parse: {error_message(exc)}") from None
 
 
 def ionq_program(program: str) -> IonqProgram:
@@ -358,7 +358,7 @@ def ionq_program(program: str) -> IonqProgram:
         lowered = qiskit.transpile(circuit, basis_gates=[*_IONQ_BASIS, "measure"], optimization_level=0)
     except Exception as exc:
         raise JobValidationError(
-            f"the program cannot be written in IonQ's gates: {_error_message(exc)}"
+            f"the program cannot be written in IonQ's gates: {error_message(exc)}"
         ) from None
     gates: list[dict[str, Any]] = []
     measured: dict[int, int] = {}
@@ -419,7 +419,7 @@ def quantinuum_program(program: str) -> str:
     """OpenQASM 2 text for Quantinuum (``honeywell.openqasm.v1``): OpenQASM 2 is sent as written
     (Quantinuum checks it); OpenQASM 3 is parsed, lowered to the paper's qelib1 gates and written
     out as OpenQASM 2 (registers and measurements kept)."""
-    if _qasm_major_version(program) == 2:
+    if qasm_major_version(program) == 2:
         return program
     circuit = _load(program)
     import qiskit
@@ -430,7 +430,7 @@ def quantinuum_program(program: str) -> str:
         return str(qiskit.qasm2.dumps(lowered))
     except Exception as exc:
         raise JobValidationError(
-            f"the program cannot be written as OpenQASM 2: {_error_message(exc)}"
+            f"the program cannot be written as OpenQASM 2: {error_message(exc)}"
         ) from None
 
 
@@ -688,7 +688,7 @@ class AzureQuantumBackend(HttpBackend):
         return (self._http, self._blob)
 
     async def _check(self) -> None:
-        _start_qiskit_loader()  # program conversion needs qiskit: import it in the background now
+        start_qiskit_loader()  # program conversion needs qiskit: import it in the background now
         await self._http.check_reachable(f"{self._ws}/providerStatus")
         await self._refresh_targets()
 

@@ -89,10 +89,10 @@ from ..exceptions import (
 )
 from ..state import JobState
 from ._http_backend import HttpBackend
-from .base import Diagnostics, Observation, RunRef, RunSpec
 
 # The local simulator's qiskit discipline: qiskit is first imported by its parked loader thread.
-from .local import _qasm_major_version, _qiskit_ready, _start_qiskit_loader
+from ._qiskit import qasm_major_version, qiskit_imported
+from .base import Diagnostics, Observation, RunRef, RunSpec
 
 __all__ = [
     "CONFIG_KEYS",
@@ -590,7 +590,7 @@ class IbmQuantumBackend(HttpBackend):
             and len(program.encode("utf-8", "replace")) > MAX_PROGRAM_BYTES
         ):
             raise JobValidationError(f"the program is over the {MAX_PROGRAM_BYTES:,}-byte limit")
-        version = _qasm_major_version(program)
+        version = qasm_major_version(program)
         if version not in (None, 2, 3):
             raise JobValidationError(f"IBM Quantum runs OpenQASM 2 or 3; this program is OPENQASM {version}")
         if spec.target is None:
@@ -623,11 +623,9 @@ class IbmQuantumBackend(HttpBackend):
 
     async def _qasm3(self, program: str) -> str:
         """The program as OpenQASM 3 (IBM's sampler takes QASM 3 strings)."""
-        if _qasm_major_version(program) != 2:
+        if qasm_major_version(program) != 2:
             return program
-        _start_qiskit_loader()
-        if not _qiskit_ready.is_set():  # the loader thread imports qiskit; this thread only waits
-            await anyio.to_thread.run_sync(_qiskit_ready.wait, abandon_on_cancel=True)
+        await qiskit_imported()
         import qiskit.qasm2
         import qiskit.qasm3
 

@@ -38,19 +38,15 @@ Design
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import operator
 import os
-import re
-import sys
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache, partial
-from importlib import metadata, util
+from importlib import metadata
 from typing import Any, Final, Literal, SupportsIndex, get_args
 from uuid import uuid4
 
@@ -67,6 +63,13 @@ from ..exceptions import (
     UnknownTargetError,
 )
 from ..state import JobState
+from ._qiskit import (
+    aer_available,
+    error_message,
+    parse_qasm,
+    qiskit_ready,
+    start_qiskit_loader,
+)
 from .base import Backend, Diagnostics, Observation, RunRef, RunSpec
 
 __all__ = [
@@ -114,8 +117,6 @@ _VENDOR_STATUS: Final[Mapping[JobState, str]] = {
     JobState.CANCELLED: "CANCELLED",
 }
 
-_HEADER = re.compile(r"OPENQASM\s+([0-9]+)")
-
 #: Observation codes of FAILED runs: the program did not parse; it parsed but did not simulate;
 #: a bug in this module (should never happen).
 PARSE_ERROR: Final = "PARSE_ERROR"
@@ -138,117 +139,12 @@ class _Outcome:
     code: str | None = None
 
 
-# qiskit's Rust extension (``qiskit._accelerate``) crashes the process (SIGSEGV, qiskit 2.6 on
-# CPython 3.11) when the thread that first imported it has exited and another thread then uses
-# qiskit. anyio's worker threads exit after 10 s idle, so qiskit must never be first imported by
-# a simulation thread: one daemon thread that never exits imports it, and simulations wait for it.
-_qiskit_ready = threading.Event()
-_qiskit_loader_lock = threading.Lock()
-_qiskit_loader_started = False
-
-
-#: Everything a simulation (or a vendor backend's QASM conversion) imports, loaded once, here.
-#: Two threads importing the same qiskit submodule at once can hand one of them a partially
-#: initialised module ("cannot import name ... from partially initialized module"), so nothing
-#: of qiskit is ever imported for the first time anywhere else.
-_QISKIT_MODULES = (
-    "qiskit",
-    "qiskit.qasm2",
-    "qiskit.qasm3",
-    "qiskit_qasm3_import",
-    "qiskit.quantum_info",
-    "qiskit.primitives",
-    "qiskit_aer",
-    "qiskit_aer.primitives",
-)
-
-
-def _load_qiskit_and_park() -> None:
-    try:
-        for name in _QISKIT_MODULES:
-            if name.startswith("qiskit_aer") and not _aer_available():
-                continue
-            importlib.import_module(name)
-    except Exception:  # the simulation thread imports it again and reports the error
-        logger.exception("qiskit could not be imported")
-    finally:
-        _qiskit_ready.set()
-    threading.Event().wait()  # park forever: this thread must outlive every use of qiskit
-
-
-def _start_qiskit_loader() -> None:
-    """Import qiskit in the background, in a thread that never exits (idempotent, non-blocking)."""
-    global _qiskit_loader_started
-    with _qiskit_loader_lock:
-        if _qiskit_loader_started:
-            return
-        _qiskit_loader_started = True
-    if "qiskit._accelerate" in sys.modules:  # already imported by the application
-        _qiskit_ready.set()
-        return
-    threading.Thread(target=_load_qiskit_and_park, name="oqc_style_sdk qiskit loader", daemon=True).start()
-
-
-def wait_for_qiskit(timeout_s: float | None = None) -> bool:
-    """Block until qiskit (and what simulations use of it) is imported by the parked loader thread.
-
-    For code outside an event loop that must see qiskit fully imported first (a test that
-    snapshots ``sys.modules``, for one). Returns False if ``timeout_s`` passed first."""
-    _start_qiskit_loader()
-    return _qiskit_ready.wait(timeout_s)
-
-
-def _aer_available() -> bool:
-    """Whether qiskit-aer is installed (without importing it)."""
-    return util.find_spec("qiskit_aer") is not None
-
-
 @cache
 def _version(distribution: str) -> str | None:
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _qasm_major_version(program: str) -> int | None:
-    """The major version of the ``OPENQASM x.y;`` header, after leading whitespace and comments."""
-    i, n = 0, len(program)
-    while i < n:
-        if program[i].isspace():
-            i += 1
-        elif program.startswith("//", i):
-            end = program.find("\n", i)
-            i = n if end < 0 else end + 1
-        elif program.startswith("/*", i):
-            end = program.find("*/", i + 2)
-            if end < 0:
-                return None
-            i = end + 2
-        else:
-            break
-    match = _HEADER.match(program, i)
-    return int(match.group(1)) if match else None
-
-
-def _error_message(exc: BaseException) -> str:
-    # QiskitError's str() is the repr of its message (quoted); its ``message`` is the plain text.
-    message = getattr(exc, "message", None)
-    if isinstance(message, str) and message:
-        return message
-    return str(exc) or type(exc).__name__
-
-
-def _parse(program: str) -> Any:
-    """The QuantumCircuit of an OpenQASM 2 or 3 program."""
-    if _qasm_major_version(program) in (None, 3):
-        import qiskit.qasm3
-
-        return qiskit.qasm3.loads(program)
-    # OpenQASM 2, or a version neither parser takes: qasm2 says which versions it handles.
-    import qiskit.qasm2
-
-    return qiskit.qasm2.loads(program)
 
 
 def _metrics(circuit: Any) -> dict[str, Any]:
@@ -303,20 +199,20 @@ def _sample(circuit: Any, shots: int, seed: int | None, engine: Engine) -> Count
 
 def _simulate(program: str, shots: int, seed: int | None, engine: Engine) -> _Outcome:
     """Parse and sample one program. Runs in a worker thread; never raises."""
-    _start_qiskit_loader()
-    _qiskit_ready.wait()
+    start_qiskit_loader()
+    qiskit_ready.wait()
     try:
-        circuit = _parse(program)
+        circuit = parse_qasm(program)
     except Exception as exc:  # any failure to read the program is the program's fault
-        return _Outcome(message=_error_message(exc), code=PARSE_ERROR)
+        return _Outcome(message=error_message(exc), code=PARSE_ERROR)
     try:
         metrics = _metrics(circuit)
     except Exception as exc:
-        return _Outcome(message=_error_message(exc), code=SIMULATION_ERROR)
+        return _Outcome(message=error_message(exc), code=SIMULATION_ERROR)
     try:
         counts = _sample(circuit, shots, seed, engine)
     except Exception as exc:
-        return _Outcome(metrics=metrics, message=_error_message(exc), code=SIMULATION_ERROR)
+        return _Outcome(metrics=metrics, message=error_message(exc), code=SIMULATION_ERROR)
     return _Outcome(counts=counts, metrics=metrics)
 
 
@@ -428,7 +324,7 @@ class LocalBackend(Backend):
             raise ConfigurationError(f"seed must be None or an int in 0..2**63-1, got {seed!r}")
         if simulator not in get_args(SimulatorChoice):
             raise ConfigurationError(f"simulator must be 'auto', 'aer' or 'reference', got {simulator!r}")
-        aer = _aer_available()
+        aer = aer_available()
         if simulator == "aer" and not aer:
             raise ConfigurationError(
                 "simulator='aer' needs qiskit-aer, which is not installed: "
@@ -468,7 +364,7 @@ class LocalBackend(Backend):
     async def start(self, task_group: TaskGroup) -> None:
         """Remember the task group that will hold the workers, and create the run queue."""
         self._task_group = task_group
-        _start_qiskit_loader()  # warm up (in the background) so the first run does not wait
+        start_qiskit_loader()  # warm up (in the background) so the first run does not wait
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self._max_concurrency)
         self._closed = False

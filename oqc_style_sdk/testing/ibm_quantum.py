@@ -23,8 +23,9 @@ from typing import Any, Final
 from aiohttp import web
 from anyio.abc import TaskGroup
 
+from ..backends._qiskit import qasm_major_version
 from ..backends.base import Observation, RunRef, RunSpec
-from ..backends.local import PARSE_ERROR, SIMULATOR_TARGET, LocalBackend, _qasm_major_version
+from ..backends.local import PARSE_ERROR, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
 from .emulator import REDACTED, ApiError, Emulator, _duration
@@ -687,7 +688,7 @@ class IbmQuantumEmulator(Emulator):
     async def _run(self, job: _Job) -> None:
         """Hand the job's PUBs to the engine; a circuit that is not OpenQASM 3 fails the job."""
         for index, pub in enumerate(job.pubs):
-            version = _qasm_major_version(pub.program)
+            version = qasm_major_version(pub.program)
             if version not in (None, 3):
                 await self._force(
                     job,

@@ -1,0 +1,144 @@
+"""qiskit for every quantum backend: its one-time import, OpenQASM version detection and parsing.
+
+The local simulator, and the IBM Quantum and Azure Quantum adapters (which convert programs), all use
+qiskit; this module is the one place that imports it first and the one place programs are parsed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+import sys
+import threading
+from importlib import util
+from typing import Any
+
+import anyio.to_thread
+
+__all__ = [
+    "aer_available",
+    "error_message",
+    "parse_qasm",
+    "qasm_major_version",
+    "qiskit_imported",
+    "qiskit_ready",
+    "start_qiskit_loader",
+    "wait_for_qiskit",
+]
+
+logger = logging.getLogger("oqc_style_sdk.backends.qiskit")
+
+_HEADER = re.compile(r"OPENQASM\s+([0-9]+)")
+
+
+# qiskit's Rust extension (``qiskit._accelerate``) crashes the process (SIGSEGV, qiskit 2.6 on
+# CPython 3.11) when the thread that first imported it has exited and another thread then uses
+# qiskit. anyio's worker threads exit after 10 s idle, so qiskit must never be first imported by
+# a simulation thread: one daemon thread that never exits imports it, and simulations wait for it.
+qiskit_ready = threading.Event()
+_qiskit_loader_lock = threading.Lock()
+_qiskit_loader_started = False
+
+
+#: Everything a simulation (or a vendor backend's QASM conversion) imports, loaded once, here.
+#: Two threads importing the same qiskit submodule at once can hand one of them a partially
+#: initialised module ("cannot import name ... from partially initialized module"), so nothing
+#: of qiskit is ever imported for the first time anywhere else.
+_QISKIT_MODULES = (
+    "qiskit",
+    "qiskit.qasm2",
+    "qiskit.qasm3",
+    "qiskit_qasm3_import",
+    "qiskit.quantum_info",
+    "qiskit.primitives",
+    "qiskit_aer",
+    "qiskit_aer.primitives",
+)
+
+
+def _load_qiskit_and_park() -> None:
+    try:
+        for name in _QISKIT_MODULES:
+            if name.startswith("qiskit_aer") and not aer_available():
+                continue
+            importlib.import_module(name)
+    except Exception:  # the simulation thread imports it again and reports the error
+        logger.exception("qiskit could not be imported")
+    finally:
+        qiskit_ready.set()
+    threading.Event().wait()  # park forever: this thread must outlive every use of qiskit
+
+
+def start_qiskit_loader() -> None:
+    """Import qiskit in the background, in a thread that never exits (idempotent, non-blocking)."""
+    global _qiskit_loader_started
+    with _qiskit_loader_lock:
+        if _qiskit_loader_started:
+            return
+        _qiskit_loader_started = True
+    if "qiskit._accelerate" in sys.modules:  # already imported by the application
+        qiskit_ready.set()
+        return
+    threading.Thread(target=_load_qiskit_and_park, name="oqc_style_sdk qiskit loader", daemon=True).start()
+
+
+def wait_for_qiskit(timeout_s: float | None = None) -> bool:
+    """Block until qiskit (and what simulations use of it) is imported by the parked loader thread.
+
+    For code outside an event loop that must see qiskit fully imported first (a test that
+    snapshots ``sys.modules``, for one). Returns False if ``timeout_s`` passed first."""
+    start_qiskit_loader()
+    return qiskit_ready.wait(timeout_s)
+
+
+def aer_available() -> bool:
+    """Whether qiskit-aer is installed (without importing it)."""
+    return util.find_spec("qiskit_aer") is not None
+
+
+def qasm_major_version(program: str) -> int | None:
+    """The major version of the ``OPENQASM x.y;`` header, after leading whitespace and comments."""
+    i, n = 0, len(program)
+    while i < n:
+        if program[i].isspace():
+            i += 1
+        elif program.startswith("//", i):
+            end = program.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif program.startswith("/*", i):
+            end = program.find("*/", i + 2)
+            if end < 0:
+                return None
+            i = end + 2
+        else:
+            break
+    match = _HEADER.match(program, i)
+    return int(match.group(1)) if match else None
+
+
+def error_message(exc: BaseException) -> str:
+    # QiskitError's str() is the repr of its message (quoted); its ``message`` is the plain text.
+    message = getattr(exc, "message", None)
+    if isinstance(message, str) and message:
+        return message
+    return str(exc) or type(exc).__name__
+
+
+def parse_qasm(program: str) -> Any:
+    """The QuantumCircuit of an OpenQASM 2 or 3 program."""
+    if qasm_major_version(program) in (None, 3):
+        import qiskit.qasm3
+
+        return qiskit.qasm3.loads(program)
+    # OpenQASM 2, or a version neither parser takes: qasm2 says which versions it handles.
+    import qiskit.qasm2
+
+    return qiskit.qasm2.loads(program)
+
+
+async def qiskit_imported() -> None:
+    """Wait (off the event loop) until the parked loader thread has imported qiskit."""
+    start_qiskit_loader()
+    if not qiskit_ready.is_set():  # the loader thread imports qiskit; this thread only waits
+        await anyio.to_thread.run_sync(qiskit_ready.wait, abandon_on_cancel=True)
