@@ -18,7 +18,10 @@ import anyio.to_thread
 
 __all__ = [
     "aer_available",
+    "as_circuit",
+    "as_qasm3",
     "error_message",
+    "is_circuit",
     "parse_qasm",
     "qasm_major_version",
     "qiskit_imported",
@@ -142,3 +145,25 @@ async def qiskit_imported() -> None:
     start_qiskit_loader()
     if not qiskit_ready.is_set():  # the loader thread imports qiskit; this thread only waits
         await anyio.to_thread.run_sync(qiskit_ready.wait, abandon_on_cancel=True)
+
+
+def is_circuit(program: object) -> bool:
+    """Whether ``program`` is a qiskit ``QuantumCircuit`` (without importing qiskit)."""
+    circuit_class = getattr(sys.modules.get("qiskit.circuit"), "QuantumCircuit", None)
+    return circuit_class is not None and isinstance(program, circuit_class)
+
+
+def as_circuit(program: Any) -> Any:
+    """A quantum program as a ``QuantumCircuit``: a circuit as it is, OpenQASM 2/3 text parsed.
+
+    Call it off the event loop, after :func:`qiskit_imported` (parsing is CPU work)."""
+    return program if is_circuit(program) else parse_qasm(program)
+
+
+def as_qasm3(program: Any) -> str:
+    """A quantum program as OpenQASM 3 text: text as it is, a circuit exported by ``qiskit.qasm3``."""
+    if isinstance(program, str):
+        return program
+    import qiskit.qasm3
+
+    return str(qiskit.qasm3.dumps(program))
