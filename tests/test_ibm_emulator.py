@@ -41,6 +41,12 @@ BELL2 = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[
 BELL3 = 'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; h q[0]; cx q[0], q[1]; c = measure q;'
 #: VENDORS.md §1's minimal ISA example (H as rz·sx·rz on physical qubit $0).
 ISA = 'OPENQASM 3.0; include "stdgates.inc"; bit[1] c; rz(pi/2) $0; sx $0; rz(pi/2) $0; c[0] = measure $0;'
+#: A Bell pair in ibm_fez's native gates on the coupled physical qubits $0 and $1 (cx = H·cz·H).
+ISA_BELL = (
+    'OPENQASM 3.0; include "stdgates.inc"; bit[2] c; '
+    "rz(pi/2) $0; sx $0; rz(pi/2) $0; rz(pi/2) $1; sx $1; rz(pi/2) $1; cz $0, $1; "
+    "rz(pi/2) $1; sx $1; rz(pi/2) $1; c[0] = measure $0; c[1] = measure $1;"
+)
 
 
 def check_input(params: Any) -> None:
@@ -109,7 +115,7 @@ class Api:
             text = await response.text()
             return response.status, dict(response.headers), json.loads(text) if text else None
 
-    async def create(self, circuit: str = BELL3, **params: Any) -> str:
+    async def create(self, circuit: str = ISA_BELL, **params: Any) -> str:
         body = {
             "program_id": "sampler",
             "backend": DEVICE,
@@ -224,7 +230,7 @@ async def test_results_of_several_pubs_and_registers_match_the_schema(api: Api) 
     body = {
         "program_id": "sampler",
         "backend": DEVICE,
-        "params": {"pubs": [[program, None, 300], [ISA, {}, 20], [BELL3]], "options": {"default_shots": 50}},
+        "params": {"pubs": [[program, None, 300], [ISA, {}, 20], [ISA_BELL]], "options": {"default_shots": 50}},
     }
     jsonschema.Draft4Validator(INPUT_SCHEMA).validate(body["params"])  # IBM's REST-guide PUB forms
     status, _, answer = await api.call("POST", "/jobs", body)
@@ -328,7 +334,7 @@ async def test_backends_list(api: Api) -> None:
 
 
 async def test_job_object_and_every_status_value(api: Api) -> None:
-    job_id = await api.create(BELL3, options={"default_shots": 10})
+    job_id = await api.create(options={"default_shots": 10})
     body = await api.wait(job_id, "Completed")
     assert set(body) >= {"id", "backend", "state", "status", "program", "created", "cost", "usage", "params"}
     assert body["program"] == {"id": "sampler"}
@@ -391,7 +397,7 @@ async def test_a_circuit_that_is_not_openqasm_3_fails_the_job(api: Api) -> None:
             {
                 "program_id": "sampler",
                 "backend": DEVICE,
-                "params": {"pubs": [[BELL3]], "support_qiskit": True},
+                "params": {"pubs": [[BELL3]], "support_qiskit": "yes"},
             },
             400,
         ),
@@ -414,8 +420,8 @@ async def test_a_circuit_that_is_not_openqasm_3_fails_the_job(api: Api) -> None:
         "no-params",
         "no-pubs",
         "version-1",
-        "qiskit-encoding",
-        "qpy",
+        "support-qiskit-not-bool",
+        "qpy-without-payload",
         "parameters",
         "zero-shots",
         "too-many-shots",

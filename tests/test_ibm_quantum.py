@@ -128,9 +128,10 @@ async def test_bell_pair_counts_with_settings_from_env(monkeypatch: pytest.Monke
         created = [r for r in emu.requests if (r.method, r.path) == ("POST", "/api/v1/jobs")]
         assert len(created) == 1
         sent = created[0].body["params"]["pubs"][0][0]
-        assert sent.startswith("OPENQASM 3.0;")  # QASM 2 was converted; QASM 3 sent as is
-        if program == BELL3:
-            assert sent == BELL3
+        assert sent.startswith("OPENQASM 3.0;")  # transpiled for ibm_fez, sent as OpenQASM 3
+        assert "cz $" in sent  # native gates on physical qubits: h and cx became rz, sx and cz
+        assert " h " not in sent
+        assert " cx " not in sent
 
 
 async def test_defaults_to_ibm_shots_and_reads_several_registers() -> None:
@@ -316,14 +317,28 @@ async def test_every_documented_status_walks_through_the_adapter() -> None:
         assert (obs.state, obs.message, obs.code) == (JobState.CANCELLED, "cancelled by an admin", "1402")
 
 
-async def test_a_failed_job_carries_the_vendors_reason_and_code() -> None:
-    async with ibm() as (_, sdk):
+async def test_a_program_that_does_not_parse_is_refused_before_anything_is_sent() -> None:
+    async with ibm() as (emu, sdk):
         job = sdk.create_job(program="OPENQASM 3.0;\nqubit q;\nnosuchgate q;\n")
         await job.execute()
         assert job.state is JobState.FAILED
         assert job.error is not None
-        assert job.error.code == "1002"
+        assert "does not parse" in job.error.message
         assert "nosuchgate" in job.error.message
+        assert emu.job_ids == []  # parsed (and transpiled) here: IBM never saw it
+
+
+async def test_a_failed_job_carries_the_vendors_reason_and_code() -> None:
+    async with ibm(job_duration_s=30) as (emu, sdk):
+        job = sdk.create_job(program=BELL3)
+        await job.submit()
+        assert job.task_id is not None
+        await emu.set_status(job.task_id, "Failed", "Error in the validation process of the job", 1002)
+        await job.wait()
+        assert job.state is JobState.FAILED
+        assert job.error is not None
+        assert job.error.code == "1002"
+        assert job.error.message == "Error in the validation process of the job"
 
 
 def test_tolerated_spellings_and_undocumented_statuses(caplog: pytest.LogCaptureFixture) -> None:

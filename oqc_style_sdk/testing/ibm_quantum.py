@@ -892,7 +892,11 @@ def _pubs_of(params: dict[str, Any]) -> list[_Pub]:
         if not isinstance(pub, list) or not 1 <= len(pub) <= 3:
             raise ApiError(400, f"pubs[{index}] must be [circuit, parameter_values?, shots?]")
         circuit = pub[0]
-        encoded = isinstance(circuit, dict) and circuit.get("__type__") == "QuantumCircuit"
+        encoded = (
+            isinstance(circuit, dict)
+            and circuit.get("__type__") == "QuantumCircuit"
+            and isinstance(circuit.get("__value__"), str)
+        )
         if not encoded and (not isinstance(circuit, str) or not circuit.strip()):
             raise ApiError(
                 400, f"pubs[{index}]: the circuit must be OpenQASM 3 text or a Qiskit-encoded QuantumCircuit"
