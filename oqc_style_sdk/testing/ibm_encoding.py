@@ -131,7 +131,8 @@ def qiskit_result(
         "__value__": {
             "start": _moment(started),
             "stop": _moment(stopped),
-            "data_slices": {str(i): [[], 0, 1, 0, n] for i, n in enumerate(shots)},
+            # per PUB: the data's shape (shots last), the slice of its parameter bindings, of its shots
+            "data_slices": {str(i): [[n], 0, 1, 0, n] for i, n in enumerate(shots)},
         },
     }
     spans = {"__type__": "ExecutionSpans", "__value__": {"spans": [span]}}
