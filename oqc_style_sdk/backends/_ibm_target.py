@@ -161,8 +161,9 @@ def isa_problem(circuit: Any, target: Any, device: str) -> str | None:
 
 def _metrics(circuit: Any, level: int | None) -> dict[str, Any]:
     two_qubit = sum(1 for i in circuit.data if i.operation.num_qubits == 2 and i.operation.name != "barrier")
-    layout = circuit.layout.final_index_layout() if circuit.layout is not None else None
-    if layout is None:  # sent as written: its qubits are the physical ones
+    if level is not None and circuit.layout is not None:  # where each of the user's qubits ended
+        layout = circuit.layout.final_index_layout()
+    else:  # sent as written: its qubits are the physical ones
         layout = sorted({circuit.find_bit(q).index for i in circuit.data for q in i.qubits})
     return {
         "optimization_level": level,

@@ -639,3 +639,139 @@ async def test_a_saved_active_job_resumes_in_another_sdk(tmp_path: Path) -> None
             await loaded.wait(timeout_s=BOUND_S)
             assert loaded.state is JobState.COMPLETED
         assert emu.count("POST", "/api/v1/jobs") == 1
+
+
+# ==================================================================================================
+# Circuits and transpilation: ISA circuits on the device
+# ==================================================================================================
+
+
+def bell_circuit(register: str = "bell") -> Any:
+    from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
+
+    circuit = QuantumCircuit(QuantumRegister(2, "q"), ClassicalRegister(2, register))
+    circuit.h(0)
+    circuit.cx(0, 1)
+    circuit.measure([0, 1], [0, 1])
+    return circuit
+
+
+@pytest.mark.parametrize("form", ["circuit", "qasm3-text"])
+async def test_a_bell_circuit_is_transpiled_runs_and_the_same_posted_raw_is_refused(form: str) -> None:
+    """Done when: a QuantumCircuit of h and cx (and the same as OpenQASM text) ends COMPLETED with
+    Bell counts under the user's register name; the same circuit posted raw is refused as IBM does."""
+    import qiskit.qasm3
+
+    circuit = bell_circuit()
+    program = circuit if form == "circuit" else qiskit.qasm3.dumps(circuit)
+    async with ibm() as (emu, sdk):
+        job = sdk.create_job(program=program, config={"shots": 400}, fetch_diagnostics=True)
+        await job.execute(timeout_s=BOUND_S)
+        assert job.state is JobState.COMPLETED
+        assert job.result is not None
+        counts = job.result.data
+        assert set(counts) == {"bell"}
+        assert set(counts["bell"]) == {"00", "11"}
+        assert sum(counts["bell"].values()) == 400
+        assert job.metrics is not None
+        metrics = job.metrics["transpilation"]
+        assert metrics["optimization_level"] == 1  # IBM's recommended level
+        assert metrics["two_qubit_gates"] == 1
+        assert set(metrics["count_ops"]) <= {"rz", "sx", "x", "cz", "measure", "barrier"}
+        assert metrics["depth"] >= 3
+        assert len(metrics["layout"]) == 2
+        # the circuit as written, posted straight to the service: a non-ISA failure (code 1517)
+        backend = backend_of(sdk)
+        raw = await backend._http.post(
+            "/jobs",
+            json={
+                "program_id": "sampler",
+                "backend": DEVICE,
+                "params": {"pubs": [[qiskit.qasm3.dumps(circuit)]]},
+            },
+        )
+        raw_id = raw.json()["id"]
+        assert await emu.status_of(raw_id) == "Failed"  # created, and failed by its check at once
+        observed = await backend.status(RunRef(raw_id))
+        assert (observed.state, observed.code) == (JobState.FAILED, "1517")
+        assert observed.message is not None
+        assert "non-ISA circuits" in observed.message
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+async def test_every_optimization_level_gives_bell_counts(level: int) -> None:
+    async with ibm() as (_, sdk):
+        job = sdk.create_job(program=BELL3, config={"shots": 100, "optimization_level": level})
+        await job.execute(timeout_s=BOUND_S)
+        assert job.state is JobState.COMPLETED
+        assert job.result is not None
+        assert set(job.result.data["c"]) <= {"00", "11"}
+
+
+async def test_the_target_is_read_once_per_device_and_sdk() -> None:
+    async with ibm() as (emu, sdk):
+        jobs = [sdk.create_job(program=BELL3, config={"shots": 10}) for _ in range(3)]
+        async with anyio.create_task_group() as tg:
+            for job in jobs:
+                tg.start_soon(job.execute)
+        assert all(job.state is JobState.COMPLETED for job in jobs)
+        assert emu.count("GET", f"/api/v1/backends/{DEVICE}/configuration") == 1
+        assert emu.count("GET", f"/api/v1/backends/{DEVICE}/properties") == 1
+
+
+async def test_an_isa_circuit_is_sent_as_written_with_transpile_false() -> None:
+    isa = (
+        'OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[1] c;\nrz(pi/2) $7;\nsx $7;\nrz(pi/2) $7;\n'
+        "c[0] = measure $7;\n"
+    )
+    async with ibm() as (emu, sdk):
+        job = sdk.create_job(program=isa, config={"shots": 50, "transpile": False}, fetch_diagnostics=True)
+        await job.execute(timeout_s=BOUND_S)
+        assert job.state is JobState.COMPLETED
+        assert job.result is not None
+        assert sum(job.result.data["c"].values()) == 50
+        assert job.metrics is not None
+        assert job.metrics["transpilation"]["optimization_level"] is None
+        assert job.metrics["transpilation"]["layout"][-1] == 7
+        [created] = [r for r in emu.requests if (r.method, r.path) == ("POST", "/api/v1/jobs")]
+        sent = created.body["params"]["pubs"][0][0]
+        assert "rz(pi/2) $7;" in sent
+
+
+async def test_bad_circuits_are_refused_before_any_job_is_created() -> None:
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import Gate, Parameter
+
+    too_wide = QuantumCircuit(157, 1)
+    too_wide.x(156)
+    opaque = QuantumCircuit(1, 1)
+    opaque.append(Gate("magic", 1, []), [0])
+    unbound = QuantumCircuit(1, 1)
+    unbound.rx(Parameter("theta"), 0)
+    async with ibm() as (emu, sdk):
+        # known without parsing or I/O: refused at create_job
+        with pytest.raises(JobValidationError, match="157 qubits; ibm_fez has 156"):
+            sdk.create_job(program=too_wide)
+        with pytest.raises(JobValidationError, match="parameters without values: theta"):
+            sdk.create_job(program=unbound)
+        with pytest.raises(JobValidationError, match="optimization_level must be 0, 1, 2 or 3"):
+            sdk.create_job(program=BELL3, config={"optimization_level": 4})
+        with pytest.raises(JobValidationError, match="needs transpile=True"):
+            sdk.create_job(program=BELL3, config={"optimization_level": 2, "transpile": False})
+        with pytest.raises(JobValidationError, match="transpile must be True"):
+            sdk.create_job(program=BELL3, config={"transpile": "no"})
+        # found by transpiling (or checking) at submission: the job fails, nothing reaches IBM
+        wide_text = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[157] q;\nbit[1] c;\nx q[156];\n'
+        cases = [
+            (opaque, {}, "magic"),
+            (BELL3, {"transpile": False}, "the instruction h on qubits (0,) is not supported by ibm_fez"),
+            (wide_text, {}, "157 qubits; ibm_fez has 156"),
+        ]
+        for program, config, named in cases:
+            job = sdk.create_job(program=program, config=config)
+            await job.execute(timeout_s=BOUND_S)
+            assert job.state is JobState.FAILED, named
+            assert job.error is not None
+            assert named in job.error.message
+        assert emu.job_ids == []
+        assert emu.count("POST", "/api/v1/jobs") == 0
