@@ -26,6 +26,8 @@ Wire facts (``specs/VENDORS.md`` §1)
 - ``GET /backends`` → ``{"devices": [...]}``; ``POST /jobs`` (program ``sampler``) → ``{"id",
   "backend"}``; ``GET /jobs/{id}`` → the job, whose ``state.status`` is ``Queued``, ``Running``,
   ``Completed``, ``Failed`` or ``Cancelled`` (top-level ``status`` also ``Cancelled - Ran too long``);
+  ``GET /backends/{name}/configuration`` and ``/properties`` → the device's gates, coupling map and
+  calibration (qiskit-ibm-runtime's ``QasmBackendConfiguration`` and ``BackendProperties`` shapes);
   ``GET /jobs?pending=true`` lists queued and running jobs; ``POST /jobs/{id}/cancel`` → empty (409 once
   the job has ended); ``GET /jobs/{id}/results`` → plain-JSON SamplerV2 results (hex samples per shot).
 - Job creation is rate limited ("5 jobs per minute per user"). A 429 is retried after its
@@ -37,9 +39,18 @@ How this adapter uses them
   its life, at most 5 minutes, remains), and once more when a request is answered 401. Refreshes are
   single-flight: concurrent requests refused with the same token cause one IAM call. The API key and
   tokens are :class:`~oqc_style_sdk._http.Secret` values: never in a repr, a log line or a message.
-- **Programs.** OpenQASM 3 is sent as is; OpenQASM 2 is converted (``qiskit.qasm2.loads`` then
-  ``qiskit.qasm3.dumps``) when the job is submitted. The circuit is not transpiled: real devices take
-  only ISA circuits (their native gates on physical qubits).
+- **Programs** are OpenQASM 2 or 3 text, or a qiskit ``QuantumCircuit`` with every parameter bound.
+  IBM's devices run only ISA circuits (their native gates, two-qubit gates on coupled qubits), so
+  each program is transpiled before it is sent, as qiskit-ibm-runtime's users do it: the device's
+  ``Target`` is built from ``GET /backends/{name}/configuration`` and ``/properties`` (once per
+  device and backend), and a preset pass manager of ``config["optimization_level"]`` (0-3; default 1,
+  the level IBM's documentation and its non-ISA error message use) lowers the circuit to it, in a
+  worker thread. ``config={"transpile": False}`` sends an ISA circuit as written (it is still
+  checked against the Target). The ISA circuit goes as OpenQASM 3; its depth, two-qubit gate
+  count, gate counts and layout are in the job's ``metrics["transpilation"]``
+  (``fetch_diagnostics=True``). A circuit wider than the device, with unbound parameters, or with a
+  gate the device cannot run after transpilation is refused with JobValidationError, before any job
+  is created at IBM.
 - **Shots** go in ``params.options.default_shots`` — accepted by IBM's JSON schema and by its current
   Pydantic model (which forbids a top-level ``shots``). Without ``shots`` IBM's default applies (4096).
 - **No idempotency key.** IBM takes none, so :attr:`IbmQuantumBackend.idempotent_submit` is False and

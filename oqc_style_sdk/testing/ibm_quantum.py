@@ -180,11 +180,17 @@ def _format_retry_after(seconds: float) -> str:
 
 
 class IbmQuantumEmulator(Emulator):
-    """IBM Quantum (Qiskit Runtime REST, sampler) and IBM Cloud IAM on 127.0.0.1.
+    """IBM Quantum (Qiskit Runtime REST, sampler) and IBM Cloud (IAM, Global Search, Global Catalog)
+    on 127.0.0.1, as strict as IBM about circuits and good enough for qiskit-ibm-runtime itself.
 
     Jobs run on a :class:`~oqc_style_sdk.backends.local.LocalBackend` (each PUB lasting at least
-    ``job_duration_s``), so results are real simulations, returned in the plain-JSON SamplerV2 format.
-    Every fault knob of :class:`~oqc_style_sdk.testing.emulator.Emulator` works on every endpoint.
+    ``job_duration_s``), so results are real simulations, returned in the plain-JSON SamplerV2 format
+    or Qiskit-encoded (``support_qiskit: true``, :mod:`~oqc_style_sdk.testing.ibm_encoding`). Devices
+    (:mod:`~oqc_style_sdk.testing.ibm_devices`) are heavy-hex lattices with IBM's native gates and run
+    only ISA circuits. Sessions and batches: :mod:`~oqc_style_sdk.testing.ibm_sessions`. IAM's JWTs and
+    the account look-ups qiskit-ibm-runtime makes: :mod:`~oqc_style_sdk.testing.ibm_platform`
+    (:attr:`cloud_env` points the official client at them). Every fault knob of
+    :class:`~oqc_style_sdk.testing.emulator.Emulator` works on every endpoint.
 
     :param api_key: the API key IAM accepts (default: random).
     :param instance: the service CRN the API accepts (default: a us-east CRN with a random id).
@@ -204,7 +210,8 @@ class IbmQuantumEmulator(Emulator):
     IAM (``POST /identity/token``, no credentials)
         Form body ``grant_type=urn:ibm:params:oauth:grant-type:apikey&apikey=<key>`` → 200
         ``{"access_token", "refresh_token": "not_supported", "token_type": "Bearer", "expires_in",
-        "expiration", "scope"}``. ``expires_in`` is ``token_ttl_s`` (a float when it is not whole:
+        "expiration", "scope"}``; the access token is a signed JWT whose ``exp`` is its expiry (the
+        official client decodes it). ``expires_in`` is ``token_ttl_s`` (a float when it is not whole:
         emulator choice, for fast tests). Wrong key → 400 ``{"errorCode": "BXNIM0415E",
         "errorMessage": "Provided API key could not be found.", "context": {...}}``; missing key or
         another grant type → 400 ``BXNIM0109E`` (IAM's error shape, not the API's).
@@ -220,19 +227,28 @@ class IbmQuantumEmulator(Emulator):
     Endpoints (under ``/api/v1``)
         ``GET /backends`` → ``{"devices": [{"name", "status": {"name", "reason"}, "is_simulator",
         "qubits", "queue_length", "processor_type"}]}``.
+        ``GET /backends/{name}/configuration``, ``/properties`` and ``/status``: the device's gates,
+        coupling map and calibration, and whether it takes jobs (404 for an unknown device).
+        ``GET /instances/usage`` → the instance's consumed seconds (no limit).
+        ``POST /sessions``, ``GET``/``PATCH /sessions/{id}``, ``DELETE /sessions/{id}/close``.
         ``POST /jobs`` ``{"program_id": "sampler", "backend", "params": {"pubs", "version"?,
         "support_qiskit"?, "options"?, "shots"?}, "tags"?, "cost"?, "session_id"?, ...}`` → 200
         ``{"id", "backend"}`` (plus ``session_id`` when given). Refused with 400 (nothing created):
         a body that is not an object, an unknown ``backend`` ("Backend not found"), ``params``
-        missing or not an object, ``remote_storage``, ``version`` other than 2,
-        ``support_qiskit: true`` (Qiskit-encoded results are not emulated: send false — omitted
-        means plain JSON here, as in IBM's REST guide), ``pubs`` not a non-empty list of 1-3 item
-        lists, a circuit that is not a string (QPY is not emulated), parameter values other than
-        null/{} (parameters are not emulated), shots not an int from 1 to :data:`MAX_SHOTS`. Another
+        missing or not an object, ``remote_storage``, ``version`` other than 2, ``support_qiskit``
+        not a boolean (omitted means plain JSON here, as in IBM's REST guide), ``pubs`` not a
+        non-empty list of 1-3 item lists, a circuit that is neither OpenQASM 3 text nor a
+        Qiskit-encoded (QPY) ``QuantumCircuit``, parameter values other than null/{}/an empty array
+        (parameters are not emulated), shots not an int from 1 to :data:`MAX_SHOTS`, a
+        ``session_id`` that is unknown (404), closed or on another device (400). Another
         ``program_id`` → 404 "Program not found". Shots: the PUB's, else ``params.shots``, else
         ``options.default_shots``, else 4096. Over the rate limit → 429 with ``Retry-After``
-        (nothing created). A circuit that is not OpenQASM 3 (an ``OPENQASM 2.0`` header) or does not
-        parse makes the job ``Failed`` (reason code 1002); a simulation error → ``Failed`` (1010).
+        (nothing created). A circuit that is not OpenQASM 3 (an ``OPENQASM 2.0`` header), does not
+        load or has unbound parameters makes the job ``Failed`` (reason code 1002); one that is not
+        ISA for the device (a gate that is not native, a two-qubit gate on uncoupled qubits, a qubit
+        beyond the device) makes it ``Failed`` with IBM's 1517 "Circuits do not match the target
+        definition (non-ISA circuits)"; a simulation error → ``Failed`` (1010). Circuit qubit ``i``
+        is physical qubit ``i``; only the qubits a circuit uses are simulated.
         ``GET /jobs/{id}`` (``?exclude_params=true``) → ``{"id", "backend", "state": {"status",
         "reason"?, "reason_code"?}, "status", "program": {"id": "sampler"}, "created", "runtime",
         "cost", "tags", "session_id", "user_id", "usage": {"seconds"}, "params"?}``.
