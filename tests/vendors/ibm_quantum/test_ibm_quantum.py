@@ -775,3 +775,20 @@ async def test_bad_circuits_are_refused_before_any_job_is_created() -> None:
             assert named in job.error.message
         assert emu.job_ids == []
         assert emu.count("POST", "/api/v1/jobs") == 0
+
+
+async def test_the_transpilation_metrics_travel_with_a_saved_job(tmp_path: Path) -> None:
+    async with ibm(job_duration_s=0.5) as (emu, sdk):
+        # (a circuit is saved as OpenQASM 3 by the circuits change; text saves on its own)
+        job = sdk.create_job(program=BELL3, config={"shots": 20}, fetch_diagnostics=True)
+        await job.submit()
+        saved = await job.save(tmp_path / "bell.json")
+        async with Sdk("ibm_quantum", polling=FAST, **emu.credentials) as again:
+            loaded = await again.load(saved)
+            assert isinstance(loaded, Job)
+            await loaded.wait(timeout_s=BOUND_S)
+        assert loaded.state is JobState.COMPLETED
+        assert loaded.metrics is not None
+        assert loaded.metrics["transpilation"]["two_qubit_gates"] == 1
+        assert loaded.result is not None
+        assert set(loaded.result.data["c"]) <= {"00", "11"}
