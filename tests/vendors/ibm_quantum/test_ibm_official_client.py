@@ -24,7 +24,7 @@ from qiskit.transpiler import generate_preset_pass_manager
 from qiskit_ibm_runtime import Batch, QiskitRuntimeService, SamplerV2
 
 from oqc_style_sdk.testing.ibm_quantum import IAM_GRANT_TYPE, IbmQuantumEmulator
-from tests.vendors.ibm_quantum.test_ibm_emulator import QISKIT_RESULT_SCHEMA
+from tests.vendors.ibm_quantum.test_ibm_emulator import PARAMS_MODEL_SCHEMA, QISKIT_RESULT_SCHEMA
 
 pytestmark = pytest.mark.filterwarnings(
     # qiskit-ibm-runtime 0.50 deprecated SamplerV2 for a client-side sampler; it is still the one
@@ -125,6 +125,7 @@ async def test_sampler_v2_runs_a_bell_pair_reads_status_and_results_cancels_and_
         params = created.body["params"]
         assert params["support_qiskit"] is True
         assert params["pubs"][0][0]["__type__"] == "QuantumCircuit"  # QPY, as the client sends
+        jsonschema.Draft202012Validator(PARAMS_MODEL_SCHEMA).validate(params)  # IBM's current model
         jsonschema.Draft202012Validator(QISKIT_RESULT_SCHEMA).validate(await _results(emu, seen["job_id"]))
 
 
