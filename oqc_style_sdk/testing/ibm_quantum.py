@@ -377,7 +377,9 @@ class IbmQuantumEmulator(Emulator):
 
     @property
     def env(self) -> dict[str, str]:
-        """The variables the ``ibm_quantum`` backend reads, pointing at this emulator."""
+        """The variables the ``ibm_quantum`` backend reads, pointing at this emulator, and the IBM
+        Cloud SDK's (:attr:`cloud_env`), so that ``oqcs emulate ibm_quantum`` serves
+        qiskit-ibm-runtime too."""
         return {
             "IBM_QUANTUM_URL": self.api_url,
             "IBM_QUANTUM_IAM_URL": self.iam_url,
@@ -385,6 +387,7 @@ class IbmQuantumEmulator(Emulator):
             "IBM_QUANTUM_INSTANCE": self.instance,
             "IBM_QUANTUM_MAX_JOBS_PER_WINDOW": str(self.max_jobs_per_window or "none"),
             "IBM_QUANTUM_RATE_WINDOW_S": f"{self.rate_window_s:g}",
+            **self.cloud_env,
         }
 
     def secrets(self) -> tuple[str, ...]:

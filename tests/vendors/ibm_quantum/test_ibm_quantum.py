@@ -109,6 +109,10 @@ async def test_bell_pair_counts_with_settings_from_env(monkeypatch: pytest.Monke
             "IBM_QUANTUM_INSTANCE",
             "IBM_QUANTUM_MAX_JOBS_PER_WINDOW",  # "none": the emulator has no creation limit
             "IBM_QUANTUM_RATE_WINDOW_S",
+            # for qiskit-ibm-runtime: the IBM Cloud SDK's IAM, Global Search and Global Catalog
+            "IAM_URL",
+            "GLOBAL_SEARCH_URL",
+            "GLOBAL_CATALOG_URL",
         }
         assert emu.env["IBM_QUANTUM_MAX_JOBS_PER_WINDOW"] == "none"
         for name, value in emu.env.items():
