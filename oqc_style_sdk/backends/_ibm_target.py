@@ -14,6 +14,7 @@ Everything here is CPU work on qiskit objects: call it in a worker thread, after
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -175,6 +176,23 @@ def _metrics(circuit: Any, level: int | None) -> dict[str, Any]:
     }
 
 
+#: The first transpilation of the process imports many modules (qiskit's stage plugins, and any
+#: installed package that registers some: about 1,200 modules and 1-3 s with qiskit-ibm-runtime
+#: installed). Two threads importing the same modules at once can see one half-initialised, so
+#: the first run is made alone; later ones run in parallel.
+_FIRST_RUN = threading.Lock()
+_warmed = threading.Event()
+
+
+def _run_preset(generate: Any, circuit: Any, target: Any, level: int) -> Any:
+    if _warmed.is_set():
+        return generate(optimization_level=level, target=target).run(circuit)
+    with _FIRST_RUN:
+        isa = generate(optimization_level=level, target=target).run(circuit)
+        _warmed.set()
+    return isa
+
+
 def transpile_for(circuit: Any, target: Any, device: str, optimization_level: int | None) -> Transpiled:
     """``circuit`` as an ISA circuit of ``target`` (``optimization_level`` None: sent as written,
     checked only). Raises JobValidationError naming the qubit count or the gate that cannot run."""
@@ -190,9 +208,7 @@ def transpile_for(circuit: Any, target: Any, device: str, optimization_level: in
     isa = circuit
     if optimization_level is not None:
         try:
-            isa = generate_preset_pass_manager(optimization_level=optimization_level, target=target).run(
-                circuit
-            )
+            isa = _run_preset(generate_preset_pass_manager, circuit, target, optimization_level)
         except Exception as exc:  # the circuit's fault: qiskit names what it could not map
             raise JobValidationError(
                 f"the circuit cannot run on {device}: {error_message(exc)[:400]}"
