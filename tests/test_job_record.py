@@ -34,8 +34,11 @@ async def test_a_snapshot_restored_is_the_same_record() -> None:
         snap = job._snapshot()
         again = Job._restored(sdk, snap)
         assert again._snapshot().model_dump() == snap.model_dump()
-        assert again.id == job.id and again.state is JobState.COMPLETED and again.run == 2
-        assert again.result is not None and again.result.data == job.result.data  # type: ignore[union-attr]
+        assert again.id == job.id
+        assert again.state is JobState.COMPLETED
+        assert again.run == 2
+        assert again.result is not None
+        assert again.result.data == job.result.data
         assert [o.run for o in again.history] == [1, 2]
         assert all(o._job is again for o in again.history)  # bound to the new job, not the old
 
@@ -50,7 +53,9 @@ async def test_a_restored_active_run_that_cannot_be_followed_raises_or_fails() -
         with pytest.raises(JobNotResumableError):
             Job._restored(other, snap)
         lost = Job._restored(other, snap, lost_runs="fail")
-        assert lost.state is JobState.FAILED and lost.error is not None and lost.error.code == "LOST"
+        assert lost.state is JobState.FAILED
+        assert lost.error is not None
+        assert lost.error.code == "LOST"
 
 
 async def test_a_childs_failed_read_follows_the_single_job_rule() -> None:
@@ -58,7 +63,8 @@ async def test_a_childs_failed_read_follows_the_single_job_rule() -> None:
         job = sdk.create_job(program=BELL)
         await job.submit(timeout_s=30)
         task_id = job.task_id
-        assert task_id is not None and job.state is JobState.SUBMITTED
+        assert task_id is not None
+        assert job.state is JobState.SUBMITTED
         assert job._take("another-task", None, ServerError("x")) is Reading.GONE
         assert job._take(task_id, None, ServerError("busy", status=503)) is Reading.RETRY
         assert job._take(task_id, None, ProtocolError("garbled")) is Reading.RETRY
@@ -66,7 +72,9 @@ async def test_a_childs_failed_read_follows_the_single_job_rule() -> None:
             job._take(task_id, None, AuthenticationError("no", status=401))
         assert job.state is JobState.SUBMITTED  # an error raised leaves the job active
         assert job._take(task_id, None, NotFoundError("gone", status=404)) is Reading.GONE
-        assert job.state is JobState.FAILED and job.error is not None and job.error.code == "NOT_FOUND"
+        assert job.state is JobState.FAILED
+        assert job.error is not None
+        assert job.error.code == "NOT_FOUND"
         assert job._take(task_id, None, ServerError("x")) is Reading.GONE  # ended: not followed
 
 
