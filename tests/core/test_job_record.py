@@ -22,8 +22,7 @@ from oqc_style_sdk.exceptions import (
 )
 from oqc_style_sdk.job import Job, Reading
 from oqc_style_sdk.state import JobState, state_rank
-
-BELL = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[0], q[1]; measure q -> c;'
+from tests.common import BELL
 
 
 async def test_a_snapshot_restored_is_the_same_record() -> None:
