@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import anyio
 
+from ._waiting import deadline
 from .backends.base import Observation
 from .exceptions import JobStateError, JobTimeoutError, JobValidationError
 from .job import (
@@ -23,7 +24,6 @@ from .job import (
     Job,
     Reading,
     await_submissions,
-    deadline,
     save_jobs,
     send_cancels,
     start_batch_submission,
