@@ -87,6 +87,7 @@ from urllib.parse import quote, urlencode
 
 import anyio
 import anyio.to_thread
+from anyio.abc import TaskGroup
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .._http import HttpClient, RetryPolicy, Secret
@@ -103,7 +104,7 @@ from ..state import JobState
 from ._http_backend import HttpBackend
 
 # The local simulator's qiskit discipline: qiskit is first imported by its parked loader thread.
-from ._ibm_target import DEFAULT_OPTIMIZATION_LEVEL, target_from_ibm, transpile_for
+from ._ibm_target import DEFAULT_OPTIMIZATION_LEVEL, target_from_ibm, transpile_for, warm_transpiler
 from ._qiskit import as_circuit, as_qasm3, error_message, is_circuit, qasm_major_version, qiskit_imported
 from .base import Diagnostics, Observation, RunRef, RunSpec
 
@@ -456,6 +457,18 @@ class IbmQuantumBackend(HttpBackend):
     """The ``ibm_quantum`` backend (see the module docstring for settings and behaviour)."""
 
     name = "ibm_quantum"
+
+    async def start(self, task_group: TaskGroup) -> None:
+        await super().start(task_group)
+        # The process's first transpilation imports the transpiler's plugins (1-3 s): made now,
+        # in the background, so the first job does not pay for it inside its deadline.
+        task_group.start_soon(self._warm_transpiler)
+
+    @staticmethod
+    async def _warm_transpiler() -> None:
+        await qiskit_imported()
+        await anyio.to_thread.run_sync(warm_transpiler, abandon_on_cancel=True)
+
     batch_status = True
     idempotent_submit = False
     #: qiskit-ibm-runtime polls every 0.5 s; idle jobs back off to 10 s.
