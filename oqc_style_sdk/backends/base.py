@@ -2,7 +2,7 @@
 
 An adapter is thin. It validates a run spec (no I/O), turns it into the vendor's requests, and maps the
 vendor's answers to :class:`Observation` through one status table. It never sleeps, polls or retries:
-``polling.py`` waits, ``_http.py`` retries.
+``polling.py`` waits, ``_http/`` retries.
 
 Third-party backends register under the entry-point group ``oqc_style_sdk.backends``; the value is a
 callable taking keyword settings and returning a :class:`Backend`.

@@ -1,0 +1,120 @@
+"""Secrets: values that go on the wire and nowhere else.
+
+:class:`Secret` wraps a token or key so that no repr, str, pickle or log line shows it.
+:class:`KnownSecrets` remembers the credential values a client has sent, so that any text the SDK
+keeps (an error message, a vendor's answer echoing a token) can be scrubbed of them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Final, NoReturn
+
+__all__ = ["CREDENTIAL_HEADERS", "KnownSecrets", "Secret"]
+
+#: Header names whose values are credentials even when given as plain strings.
+CREDENTIAL_HEADERS: Final = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "authentication-token",
+        "cookie",
+        "x-api-key",
+        "api-key",
+        "ocp-apim-subscription-key",
+    }
+)
+
+#: Values shorter than this are not scrubbed: they would match ordinary text.
+_MIN_SECRET_LENGTH: Final = 4
+
+
+class Secret:
+    """A token or key. Its repr and str are ``'***'``; :meth:`reveal` gives the value.
+
+    It refuses to be pickled (so it cannot end up in a saved file by accident); copies are the same
+    object, as it is immutable.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError("Secret takes a str")
+        self._value = value
+
+    def reveal(self) -> str:
+        """The value itself: call only where it goes on the wire."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "***"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Secret):
+            return self._value == other._value
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+        return self
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a Secret cannot be pickled")
+
+
+class KnownSecrets:
+    """The last few credential values seen (kept as :class:`Secret`), and :meth:`redact` to scrub them.
+
+    Bounded: a long-lived client whose tokens rotate keeps the newest ``limit`` values.
+    """
+
+    __slots__ = ("_order", "_secrets", "_seen")
+
+    def __init__(self, limit: int = 32) -> None:
+        self._secrets: deque[Secret] = deque(maxlen=limit)
+        self._order: tuple[str, ...] | None = None
+        self._seen: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"KnownSecrets({len(self._secrets)} values)"
+
+    def remember(self, value: str | Secret) -> None:
+        """Remember a credential header value; for ``"<scheme> <credential>"``, the credential too."""
+        raw = value.reveal() if isinstance(value, Secret) else value
+        if raw in self._seen:  # every request sends the same few: known already
+            return
+        if len(self._seen) >= 4 * self._secrets.maxlen:  # type: ignore[operator]
+            self._seen.clear()
+        self._seen.add(raw)
+        candidates = [raw]
+        scheme, _, credential = raw.partition(" ")
+        if credential and scheme.isalpha():  # "Bearer xyz": the token alone, too
+            candidates.append(credential.strip())
+        for candidate in candidates:
+            if len(candidate) < _MIN_SECRET_LENGTH:
+                continue
+            secret = Secret(candidate)
+            if secret not in self._secrets:
+                self._secrets.append(secret)
+                self._order = None
+
+    def redact(self, text: str) -> str:
+        """``text`` with every known value replaced by ``***``."""
+        order = self._order
+        if order is None:  # longest first, so a token inside a longer secret does not split it
+            order = self._order = tuple(sorted((s.reveal() for s in self._secrets), key=len, reverse=True))
+        for value in order:
+            if value in text:
+                text = text.replace(value, "***")
+        return text
