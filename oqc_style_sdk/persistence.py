@@ -374,6 +374,14 @@ async def load_jobs(
             f"{source} was saved from backend {_describe(document.backend)}; this Sdk is "
             f"{_describe(mine)}. Load it with an Sdk for the same backend and endpoint."
         )
+    for snap in document.jobs:  # where credentials go is the Sdk's to decide, never the file's
+        why = (
+            None
+            if snap.ref is None
+            else sdk.backend.foreign_ref(RunRef(snap.ref.task_id, dict(snap.ref.extra)))
+        )
+        if why is not None:
+            raise ForeignJobFileError(f"{source}: job {snap.id} {why}; it was not loaded")
     jobs = [restore(sdk, snap, lost_runs) for snap in document.jobs]
     if document.composite_id is None:
         return jobs[0]

@@ -24,7 +24,7 @@ import logging
 import math
 import random
 import re
-from collections.abc import Awaitable, Callable, Container, Mapping
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -44,6 +44,7 @@ from ..exceptions import (
     SdkNotStartedError,
 )
 from .errors import RedactedTransportError, error_for_status, map_exception, safe_cause, unavailable_phrase
+from .origins import OriginPolicy, origin_of
 from .response import Response
 from .retry import IDEMPOTENT_METHODS, RetryPolicy, retry_after_from
 from .secrets import CREDENTIAL_HEADERS, KnownSecrets, Secret
@@ -106,6 +107,7 @@ class HttpClient:
         user_agent: str | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        secrets: Iterable[Secret] = (),
     ) -> None:
         if not isinstance(base_url, str) or not base_url.strip():
             raise ConfigurationError(f"{vendor}: base_url must be an http(s) URL")
@@ -143,9 +145,15 @@ class HttpClient:
         # Origins of absolute URLs already checked by _check_url.
         self._checked_origins: set[tuple[str, str | None, int | None]] = set()
         self._headers = self._validated_headers(headers or {})
+        carried: list[str | Secret] = list(secrets)
         for header_name, header_value in self._headers.items():
             if isinstance(header_value, Secret) or header_name.lower() in CREDENTIAL_HEADERS:
-                self._secrets.remember(header_value)
+                carried.append(header_value)
+        for secret in carried:
+            self._secrets.remember(secret)
+        #: Where credentials may go (see origins.py); a client that carries none may go anywhere.
+        self._origins = OriginPolicy(parsed)
+        self._credentialed = bool(carried) or auth is not None
         self._session: aiohttp.ClientSession | None = None
         # Requests beyond the connection limit wait here, cheaply, instead of as pending aiohttp
         # requests (thousands of jobs ending together would otherwise hold one each).
@@ -194,6 +202,29 @@ class HttpClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    # -- origins -------------------------------------------------------------------------------------
+
+    def grant_origin(self, url: str) -> None:
+        """Send credentials to ``url``'s origin too: for the derived hosts a vendor documents (and
+        that the configured origin named), never for a URL from a file. ConfigurationError if the
+        URL is not one this client accepts at all, or too many origins were granted."""
+        target = self._parse_absolute(url, what=f"a derived URL of {self.vendor}")
+        if not self._origins.grant(target):
+            raise ConfigurationError(
+                f"{self.vendor}: too many derived origins; {target.host} was not granted"
+            )
+
+    def sends_credentials_to(self, url: str) -> bool:
+        """Whether a request to ``url`` (a path, or an absolute URL) would be sent: a client that
+        carries credentials sends only to its own and its granted origins."""
+        if not is_absolute(url):
+            return True
+        try:
+            target = self._parse_absolute(url, what=f"a URL for {self.vendor}")
+        except ConfigurationError:
+            return False
+        return not self._credentialed or self._origins.allows(target)
 
     @property
     def requests_sent(self) -> int:
@@ -392,19 +423,27 @@ class HttpClient:
         error.__suppress_context__ = True
         return error
 
+    def _parse_absolute(self, url: str, *, what: str) -> URL:
+        """An absolute URL this client accepts at all (see ``urls.py``), else ConfigurationError."""
+        try:
+            target = URL(url)
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"not a valid URL for {self.vendor}") from exc
+        origin = (target.scheme, target.host, target.port)
+        if origin not in self._checked_origins or target.user is not None or target.password is not None:
+            check_url(target, allow_insecure_http=self._allow_insecure_http, what=what)
+            if len(self._checked_origins) < 64:
+                self._checked_origins.add(origin)
+        return target
+
     def _resolve(self, url: str, params: Mapping[str, str | int] | None) -> URL:
         if is_absolute(url):
-            try:
-                target = URL(url)
-            except (ValueError, TypeError) as exc:
-                raise ConfigurationError(f"not a valid URL for {self.vendor}") from exc
-            origin = (target.scheme, target.host, target.port)
-            if origin not in self._checked_origins or target.user is not None or target.password is not None:
-                check_url(
-                    target, allow_insecure_http=self._allow_insecure_http, what=f"a URL for {self.vendor}"
+            target = self._parse_absolute(url, what=f"a URL for {self.vendor}")
+            if self._credentialed and not self._origins.allows(target):
+                raise ProtocolError(
+                    f"{self.vendor}: a URL naming {target.scheme}://{target.host}:{target.port} was not "
+                    "followed: credentials go only to the origins this Sdk was configured with"
                 )
-                if len(self._checked_origins) < 64:
-                    self._checked_origins.add(origin)
         else:
             if url.startswith("//"):
                 raise ConfigurationError("a scheme-relative URL is ambiguous; pass a path or a full URL")
@@ -565,8 +604,8 @@ class HttpClient:
             slots.release()
 
     def _follow(self, request: _Request, location: str, status: int) -> _Request:
-        """The request a redirect asks for: credentials dropped when it leaves the origin, and a
-        POST turned into a GET where the status says so."""
+        """The request a redirect asks for: a POST turned into a GET where the status says so; to an
+        origin outside the policy, without credentials, and refused if it would resend a body."""
         method, path = request.method, request.path
         try:
             target = request.url.join(URL(location)).with_fragment(None)
@@ -579,14 +618,19 @@ class HttpClient:
                 f"{self.vendor} redirected {method} {path} to a URL this client refuses: {exc}"
             ) from None
         headers = request.headers.copy()
-        if target.origin() != request.url.origin():
-            for name in request.credential_names | CREDENTIAL_HEADERS:
-                headers.popall(name, None)
         body = request.body
         if status == 303 or (status in (301, 302) and method == "POST"):
             method = "GET" if method != "HEAD" else method
             body = None
             headers.popall("Content-Type", None)
+        if origin_of(target) != origin_of(request.url) and not self._origins.allows(target):
+            # Another origin than the Sdk chose: it gets a bare request, or none.
+            if body is not None:  # a body may hold a credential (IBM's IAM API key): never resent
+                raise ProtocolError(
+                    f"{self.vendor} redirected {method} {path} with its body to another origin; not followed"
+                )
+            for name in request.credential_names | CREDENTIAL_HEADERS:
+                headers.popall(name, None)
         return replace(
             request, method=method, url=target, headers=headers, body=body, path=self._redact(target.path)
         )

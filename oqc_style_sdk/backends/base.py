@@ -232,6 +232,11 @@ class Backend(ABC):
     async def list_targets(self) -> list[dict[str, Any]]:
         """The targets (QPUs, simulators, clusters ...) as dicts with at least ``id`` and ``name``."""
 
+    def foreign_ref(self, ref: RunRef) -> str | None:
+        """Why ``ref``, read from a job file, names a place this backend would not send its
+        credentials to (``None``: it names none). ``load()`` refuses such a file before any request."""
+        return None
+
     def can_resume(self, ref: RunRef) -> bool:
         """Whether an active run saved elsewhere can be followed from this backend."""
         return True

@@ -490,6 +490,7 @@ class IbmQuantumBackend(HttpBackend):
         self._iam_http = HttpClient(
             iam,
             vendor="IBM Cloud IAM",
+            secrets=(self._api_key,),  # in the form body: it goes to the IAM origin only, never logged
             timeout_s=timeout_s,
             retry=retry,
             allow_insecure_http=allow_insecure_http,
