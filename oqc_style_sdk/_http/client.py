@@ -215,6 +215,19 @@ class HttpClient:
                 f"{self.vendor}: too many derived origins; {target.host} was not granted"
             )
 
+    @property
+    def carries_credentials(self) -> bool:
+        """Whether this client sends credentials (headers, ``auth()``, or secrets in its bodies)."""
+        return self._credentialed
+
+    def scrub_secrets_of(self, other: HttpClient) -> None:
+        """Scrub ``other``'s known secrets (and any it learns later) from this client's answers and
+        messages too: for a client that carries none of its own, such as Azure's blob client,
+        whose answers could otherwise echo the workspace token unseen."""
+        if self._credentialed:
+            raise ConfigurationError(f"{self.vendor}: a client with credentials keeps its own secrets")
+        self._secrets = other._secrets
+
     def sends_credentials_to(self, url: str) -> bool:
         """Whether a request to ``url`` (a path, or an absolute URL) would be sent: a client that
         carries credentials sends only to its own and its granted origins."""
@@ -575,6 +588,7 @@ class HttpClient:
                                 headers=response.headers,
                                 body=payload,
                                 url=functools.partial(self._display, response.url),
+                                secrets=self._secrets,
                             )
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     if debug:

@@ -27,6 +27,7 @@ from ..exceptions import (
     ServerError,
 )
 from .response import charset_of
+from .secrets import scrub
 
 __all__ = [
     "RedactedTransportError",
@@ -34,7 +35,6 @@ __all__ = [
     "extract_vendor_error",
     "map_exception",
     "safe_cause",
-    "scrub",
     "unavailable_phrase",
 ]
 
@@ -150,17 +150,6 @@ def extract_vendor_error(
     if code is None:
         code = _as_code(headers.get("x-ms-error-code"))
     return (_shorten(message) if message else None), code, parsed
-
-
-def scrub(value: Any, redact: Callable[[str], str]) -> Any:
-    """``value`` (parsed JSON) with every string passed through ``redact``."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list):
-        return [scrub(item, redact) for item in value]
-    if isinstance(value, dict):
-        return {key: scrub(item, redact) for key, item in value.items()}
-    return value
 
 
 def error_for_status(

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from ..exceptions import ProtocolError
+from .secrets import KnownSecrets, scrub
 
 __all__ = ["Response", "charset_of", "loads_json"]
 
@@ -32,15 +33,27 @@ class Response:
 
     ``url`` may be given as a function, called on first use: most answers never need it (it is
     for messages), and building it costs more than the rest of the answer.
+
+    With ``secrets``, the body is scrubbed of them as it arrives: whatever the SDK keeps of what a
+    vendor says (a task's error message, a status, a result, a log line) is built from scrubbed
+    text, for every vendor, here once.
     """
 
-    __slots__ = ("_url", "body", "headers", "status")
+    __slots__ = ("_secrets", "_url", "body", "headers", "status")
 
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes, url: str | Callable[[], str]):
+    def __init__(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        url: str | Callable[[], str],
+        secrets: KnownSecrets | None = None,
+    ):
         self.status = status
         self.headers = headers
-        self.body = body
+        self.body = body if secrets is None else secrets.redact_bytes(body)
         self._url = url
+        self._secrets = secrets
 
     @property
     def url(self) -> str:
@@ -59,17 +72,21 @@ class Response:
                 status=self.status,
             )
         try:
-            return loads_json(self.body)
+            value = loads_json(self.body)
         except (ValueError, RecursionError) as exc:
             reason = exc.msg if isinstance(exc, jsonlib.JSONDecodeError) else type(exc).__name__
             raise ProtocolError(
                 f"{self.url} answered {self.status} with a body that is not JSON ({reason})",
                 status=self.status,
             ) from exc
+        if self._secrets is not None and self._secrets.may_hide(self.body):
+            value = scrub(value, self._secrets.redact)
+        return value
 
     def text(self) -> str:
         """The body decoded with the charset of its Content-Type (UTF-8 by default)."""
-        return self.body.decode(charset_of(self.headers), errors="replace")
+        text = self.body.decode(charset_of(self.headers), errors="replace")
+        return text if self._secrets is None else self._secrets.redact(text)
 
 
 def charset_of(headers: Mapping[str, str]) -> str:

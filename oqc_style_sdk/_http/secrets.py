@@ -7,10 +7,12 @@ keeps (an error message, a vendor's answer echoing a token) can be scrubbed of t
 
 from __future__ import annotations
 
+import json
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
-__all__ = ["CREDENTIAL_HEADERS", "KnownSecrets", "Secret"]
+__all__ = ["CREDENTIAL_HEADERS", "KnownSecrets", "Secret", "scrub"]
 
 #: Header names whose values are credentials even when given as plain strings.
 CREDENTIAL_HEADERS: Final = frozenset(
@@ -79,11 +81,12 @@ class KnownSecrets:
     Bounded: a long-lived client whose tokens rotate keeps the newest ``limit`` values.
     """
 
-    __slots__ = ("_order", "_secrets", "_seen")
+    __slots__ = ("_byte_order", "_order", "_secrets", "_seen")
 
     def __init__(self, limit: int = 32) -> None:
         self._secrets: deque[Secret] = deque(maxlen=limit)
         self._order: tuple[str, ...] | None = None
+        self._byte_order: tuple[bytes, ...] | None = None
         self._seen: set[str] = set()
 
     def __repr__(self) -> str:
@@ -107,14 +110,47 @@ class KnownSecrets:
             secret = Secret(candidate)
             if secret not in self._secrets:
                 self._secrets.append(secret)
-                self._order = None
+                self._order = self._byte_order = None
 
     def redact(self, text: str) -> str:
         """``text`` with every known value replaced by ``***``."""
-        order = self._order
-        if order is None:  # longest first, so a token inside a longer secret does not split it
-            order = self._order = tuple(sorted((s.reveal() for s in self._secrets), key=len, reverse=True))
-        for value in order:
+        for value in self._ordered():
             if value in text:
                 text = text.replace(value, "***")
         return text
+
+    def redact_bytes(self, data: bytes) -> bytes:
+        """An answer's body with every known value replaced by ``***``: as sent, and as JSON
+        escapes it (a token with a quote or backslash), so the body stays what it was otherwise."""
+        order = self._byte_order
+        if order is None:
+            forms = {form for value in self._ordered() for form in (value, json.dumps(value)[1:-1])}
+            order = self._byte_order = tuple(sorted((form.encode() for form in forms), key=len, reverse=True))
+        for value in order:
+            if value in data:
+                data = data.replace(value, b"***")
+        return data
+
+    def may_hide(self, data: bytes) -> bool:
+        """Whether a JSON body could spell a known value in escapes (``\\u0074``, ``\\/``) that
+        :meth:`redact_bytes` cannot see: its parsed value must then be scrubbed too."""
+        return bool(self._secrets) and (b"\\u" in data or b"\\/" in data)
+
+    def _ordered(self) -> tuple[str, ...]:
+        order = self._order
+        if order is None:  # longest first, so a token inside a longer secret does not split it
+            order = self._order = tuple(sorted((s.reveal() for s in self._secrets), key=len, reverse=True))
+        return order
+
+
+def scrub(value: Any, redact: Callable[[str], str]) -> Any:
+    """``value`` (parsed JSON) with every string, keys included, passed through ``redact``."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [scrub(item, redact) for item in value]
+    if isinstance(value, dict):
+        return {
+            redact(key) if isinstance(key, str) else key: scrub(item, redact) for key, item in value.items()
+        }
+    return value

@@ -47,6 +47,8 @@ class HttpBackend(Backend):
 
     async def start(self, task_group: TaskGroup) -> None:
         for client in self._clients():
+            if client is not self._http and not client.carries_credentials:
+                client.scrub_secrets_of(self._http)  # what it is told is scrubbed of our secrets too
             await client.start()
         try:
             await self._check()

@@ -507,6 +507,7 @@ class IbmQuantumBackend(HttpBackend):
             },
             auth=self._tokens.headers,
             on_unauthorized=self._tokens.on_unauthorized,
+            secrets=(self._api_key,),  # scrubbed from every answer, should one echo it
             timeout_s=timeout_s,
             retry=retry,
             allow_insecure_http=allow_insecure_http,
