@@ -7,6 +7,7 @@ One concern a module:
 - ``response.py``: :class:`Response`, a complete answer;
 - ``errors.py``: vendor error bodies read, statuses and transport failures mapped to SDK errors;
 - ``urls.py``: which URLs a client accepts at all;
+- ``origins.py``: where a client's credentials may go (the Sdk decides, never a file or a server);
 - ``client.py``: :class:`HttpClient`, one pooled session per vendor endpoint.
 
 Adapters import from here, never from the modules.

@@ -11,9 +11,12 @@ What it guarantees
       once.
     - **Every failure is one SDK error** (``errors.py``), with the vendor's own message and code.
     - **Secrets stay secret.** :class:`Secret` values are revealed only when put on the wire; they are
-      never logged, never in a repr or an exception message (known secret values are also scrubbed
-      from vendor messages that echo them), and credential headers are dropped when a redirect leaves
-      the origin. Query strings never appear in messages or logs.
+      never logged, never in a repr or an exception message, and known secret values are scrubbed
+      from every answer as it arrives (a vendor echoing a token). Query strings never appear in
+      messages or logs.
+    - **Credentials go where the Sdk says** (``origins.py``): to the configured origin and those its
+      backend granted; any other URL is refused, and a redirect elsewhere is followed bare or not
+      at all.
 """
 
 from __future__ import annotations
