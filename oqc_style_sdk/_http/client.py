@@ -91,8 +91,9 @@ class HttpClient:
 
     ``headers`` are sent on every request; ``auth()`` is awaited before every attempt for fresh
     credential headers; ``on_unauthorized()`` is awaited once on a 401 (e.g. to refresh a token) and
-    the request is tried once more. Use as ``async with HttpClient(...) as http:`` or
-    ``start()``/``aclose()``.
+    the request is tried once more. ``secrets`` are credentials the client puts in request bodies
+    (IBM Cloud IAM's API key): they make it a client with credentials, and are scrubbed like the
+    others. Use as ``async with HttpClient(...) as http:`` or ``start()``/``aclose()``.
     """
 
     def __init__(
