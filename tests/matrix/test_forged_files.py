@@ -20,13 +20,14 @@ from pathlib import Path
 import anyio
 import pytest
 from aiohttp import web
-from test_fault_matrix import ADAPTERS, FAST, QUICK_RETRY
 
 from oqc_style_sdk import Sdk
 from oqc_style_sdk._http import HttpClient, Secret
 from oqc_style_sdk.backends.base import RunRef, RunSpec
 from oqc_style_sdk.exceptions import ForeignJobFileError, ProtocolError, SdkError
 from oqc_style_sdk.testing.emulator import start_emulator
+from tests.common import FAST
+from tests.matrix.test_fault_matrix import ADAPTERS, QUICK_RETRY
 
 #: Headers that carry a credential for one vendor or another.
 CREDENTIAL_HEADERS = ("authorization", "authentication-token", "x-ms-quantum-api-key", "api-key")

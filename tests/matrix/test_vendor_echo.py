@@ -19,13 +19,14 @@ from typing import Any
 import anyio
 import pytest
 from aiohttp import web
-from test_fault_matrix import ADAPTERS, FAST
-from test_forged_files import serve
 
 from oqc_style_sdk import Job, JobState, Sdk
 from oqc_style_sdk._http import HttpClient, Secret
 from oqc_style_sdk.testing.emulator import start_emulator
 from oqc_style_sdk.testing.windmill import EmulatedScript
+from tests.common import FAST
+from tests.matrix.test_fault_matrix import ADAPTERS
+from tests.matrix.test_forged_files import serve
 
 SECRET = "s3cr3t-echoed-ABCDEFGHIJKLMNOP"
 ECHO = f"refused: credentials {SECRET} are not valid here"
