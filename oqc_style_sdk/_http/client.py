@@ -236,7 +236,7 @@ class HttpClient:
         """Whether a request to ``url`` (a path, or an absolute URL) would be sent: a client that
         carries credentials sends only to its own and its granted origins."""
         if not is_absolute(url):
-            return True
+            return not url.startswith("//")  # scheme-relative: refused by every request too
         try:
             target = self._parse_absolute(url, what=f"a URL for {self.vendor}")
         except ConfigurationError:

@@ -123,9 +123,13 @@ class KnownSecrets:
         """An answer's body with every known value replaced by ``***``: as sent, and as JSON
         escapes it (a token with a quote or backslash), so the body stays what it was otherwise."""
         order = self._byte_order
-        if order is None:
-            forms = {form for value in self._ordered() for form in (value, json.dumps(value)[1:-1])}
-            order = self._byte_order = tuple(sorted((form.encode() for form in forms), key=len, reverse=True))
+        if order is None:  # shortest first: a form that holds a shorter one needs no scan of its own
+            forms = sorted({f.encode() for v in self._ordered() for f in (v, json.dumps(v)[1:-1])}, key=len)
+            kept: list[bytes] = []
+            for form in forms:
+                if not any(shorter in form for shorter in kept):
+                    kept.append(form)
+            order = self._byte_order = tuple(kept)
         for value in order:
             if value in data:
                 data = data.replace(value, b"***")
