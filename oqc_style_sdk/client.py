@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 import anyio
 from anyio.abc import TaskGroup
 
-from .backends.base import Backend, RunSpec, create_backend
-from .exceptions import ConfigurationError, JobValidationError, SdkNotStartedError
+from .backends.base import Backend, RunRef, RunSpec, create_backend
+from .exceptions import ConfigurationError, ForeignJobFileError, JobValidationError, SdkNotStartedError
 from .polling import Poller, PollingPolicy
 
 if TYPE_CHECKING:
@@ -273,6 +273,14 @@ class Sdk:
         if lost_runs not in ("raise", "fail"):
             raise ValueError("lost_runs is 'raise' or 'fail'")
         document = await read(path, identity=self._backend.identity())
+        for snap in document.jobs:  # where credentials go is the Sdk's to decide, never the file's
+            why = (
+                None
+                if snap.ref is None
+                else self._backend.foreign_ref(RunRef(snap.ref.task_id, snap.ref.extra))
+            )
+            if why is not None:
+                raise ForeignJobFileError(f"{path}: job {snap.id} {why}; it was not loaded")
         jobs = [Job._restored(self, snap, lost_runs=lost_runs) for snap in document.jobs]
         if document.composite_id is None:
             return jobs[0]

@@ -514,6 +514,7 @@ class IbmQuantumBackend(HttpBackend):
         self._iam_http = HttpClient(
             iam,
             vendor="IBM Cloud IAM",
+            secrets=(self._api_key,),  # in the form body: it goes to the IAM origin only, never logged
             timeout_s=timeout_s,
             retry=retry,
             allow_insecure_http=allow_insecure_http,
@@ -530,6 +531,7 @@ class IbmQuantumBackend(HttpBackend):
             },
             auth=self._tokens.headers,
             on_unauthorized=self._tokens.on_unauthorized,
+            secrets=(self._api_key,),  # scrubbed from every answer, should one echo it
             timeout_s=timeout_s,
             retry=retry,
             allow_insecure_http=allow_insecure_http,

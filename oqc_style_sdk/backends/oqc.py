@@ -178,6 +178,13 @@ class OqcBackend(HttpBackend):
         if not isinstance(items, list):
             raise ProtocolError("OQC QCaaS answered the QPU list without an 'items' list")
         qpus = [item for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)]
+        for qpu in qpus:  # each QPU's execution URL gets the token: the configured origin names them
+            listed = qpu.get("url")
+            if isinstance(listed, str) and listed:
+                try:
+                    self._http.grant_origin(listed)
+                except ConfigurationError as exc:
+                    logger.warning("OQC: QPU %s has an execution URL this SDK refuses: %s", qpu["id"], exc)
         self._qpus = {item["id"]: item for item in qpus}
         self._qpu_urls = {}
         return qpus
