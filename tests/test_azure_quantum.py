@@ -742,10 +742,10 @@ async def test_unexpected_answers_are_protocol_errors(env: AzureQuantumEmulator)
         await other.wait(timeout_s=10)
         # an output blob that is not JSON, an output format this SDK does not read
         spec = RunSpec(BELL, IONQ, {"shots": 10})
-        env._containers[f"job-{ref.task_id}"]["rawOutputData"].data = b"<html>"
+        env.storage.write(f"job-{ref.task_id}", "rawOutputData", b"<html>", "text/html")
         with pytest.raises(ProtocolError, match="not JSON"):
             await backend.result(ref, spec)
-        env._containers[f"job-{ref.task_id}"]["rawOutputData"].data = b"{}"
+        env.storage.write(f"job-{ref.task_id}", "rawOutputData", b"{}", "application/json")
         env._jobs[ref.task_id].output_format = "microsoft.quantum-results.v2"
         with pytest.raises(ProtocolError, match="does not read"):
             await backend.result(ref, spec)
