@@ -67,7 +67,8 @@ _WS: Final = (
 )
 _JOB_ID = re.compile(r"^[a-fA-F0-9]{8}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{12}$")
 _API_VERSION = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(-preview)?$")
-#: JobDetails fields a client sets at creation (everything else in a PUT body is read-only: ignored).
+#: JobDetails fields a client sets at creation (everything else in a PUT body is read-only: ignored;
+#: ``id`` is read-only too, but older clients send it: it must then be the path's).
 _CREATE_FIELDS: Final = (
     "id",
     "name",
@@ -85,6 +86,17 @@ _CREATE_FIELDS: Final = (
     "metadata",
     "priority",
     "tags",
+)
+_REQUIRED_FIELDS: Final = ("name", "providerId", "target", "itemType", "containerUri")
+#: Every JobDetails field the service answers with, in its order; one without a value is null
+#: (as the official examples and azure-quantum's recordings of the live service show).
+_DETAILS_FIELDS: Final = (
+    *("id", "name", "itemType", "jobType", "sessionId", "providerId", "target", "containerUri"),
+    *("inputDataUri", "inputDataFormat", "inputParams", "metadata", "outputDataUri"),
+    *("outputDataFormat", "status", "isCancelling", "priority", "tags", "creationTime", "createdBy"),
+    *("createdByType", "lastModifiedTime", "lastModifiedBy", "lastModifiedByType", "lastUpdatedTime"),
+    *("beginExecutionTime", "endExecutionTime", "cancellationTime", "costEstimate", "errorData"),
+    *("quantumComputingData", "usage"),
 )
 _ERROR_CODES: Final = {
     400: "BadRequest",
@@ -191,6 +203,8 @@ class _Job:
     output_uri: str
     created_by_type: str
     creation_time: datetime
+    #: The last change a client made (creation, a cancel request): ``lastModifiedTime``.
+    modified: datetime
     since: float
     shots: int
     output_blob: tuple[str, str] | None = None
@@ -272,11 +286,12 @@ class AzureQuantumEmulator(Emulator):
         container SAS URL (``sr=c``), or a blob one (``sr=b``) when ``blobName`` is given, with
         ``sp=rcw``. From api-version 2026-01-15-preview the container is created if missing; before
         it the client creates it (``PUT {container}?restype=container``).
-        ``PUT /jobs/{jobId}`` JobDetails → 201 JobDetails (status ``Waiting``). Required: ``id``
-        (equal to the path's, a GUID), ``name``, ``providerId``, ``target``, ``itemType``
-        (``Job``), ``containerUri``; an unknown provider or target, an input format the provider
-        does not take or an output format it does not give → 400. Read-only fields in the body are
-        ignored. The same id again with the same create-time fields (URIs compared without their
+        ``PUT /jobs/{jobId}`` JobDetails → 200 JobDetails (status ``Waiting``; 200, not 201, as
+        the live service answers). Required: ``name``, ``providerId``, ``target``, ``itemType``
+        (``Job``), ``containerUri``; ``id`` is read-only (azure-quantum does not send it; if sent
+        it must be the path's); an unknown provider or target, an input format the provider
+        does not take or an output format it does not give → 400. Other read-only fields in the
+        body are ignored. The same id again with the same create-time fields (URIs compared without their
         SAS query) → 200 with the existing job, nothing new is run: a create retried after a lost
         answer makes one job. Different fields → 409 ``JobAlreadyExists`` (emulator choice).
         ``outputDataUri`` defaults to the container's ``rawOutputData`` blob with the container's
@@ -297,11 +312,14 @@ class AzureQuantumEmulator(Emulator):
         ``DELETE /jobs/{jobId}`` → 204: before 2025-12-01-preview it is the cancellation (as
         above, 409 for an ended job); from it on it deletes the job (its run stops; reads → 404).
         ``GET /providerStatus`` → ``{"value": [ProviderStatus]}``.
-        JobDetails carry the create-time fields as sent, ``status``, ``creationTime``,
-        ``createdBy``/``createdByType`` (``User`` with a token, ``Key`` with the API key),
-        ``lastUpdatedTime``, ``beginExecutionTime``/``endExecutionTime``/``cancellationTime`` once
-        known, ``errorData`` when Failed. Fields without a value are left out (the spec's
-        definitions do not allow null).
+        JobDetails carry every field the service sends, a field without a value as null (the
+        official examples and the live service's recordings do; the spec's schema does not say
+        so): the create-time fields as sent, ``status``, ``isCancelling``, ``priority``
+        (``Standard`` unless set), ``tags`` (``[]``), ``creationTime``, ``createdBy``/
+        ``createdByType`` (``User`` with a token, ``Key`` with the API key), ``lastModified*``
+        (creation or the cancel request), ``lastUpdatedTime``, ``beginExecutionTime``/
+        ``endExecutionTime``/``cancellationTime`` once known, ``errorData`` when Failed,
+        ``quantumComputingData`` ``{"count": 1}`` once succeeded.
 
     Statuses
         ``Waiting`` (queued in the simulator) → ``Executing`` → ``Succeeded`` | ``Failed``;
@@ -645,18 +663,19 @@ class AzureQuantumEmulator(Emulator):
         if not isinstance(body, dict):
             raise _error(400, "InvalidJobDefinition", "The body must be a JobDetails object.")
         fields = {key: body[key] for key in _CREATE_FIELDS if key in body and body[key] is not None}
-        missing = [
-            key
-            for key in ("id", "name", "providerId", "target", "itemType", "containerUri")
-            if key not in fields
-        ]
+        given_id = fields.pop("id", None)  # read-only in the spec: azure-quantum 3.x never sends it
+        if given_id is not None and (not isinstance(given_id, str) or given_id.lower() != job_id.lower()):
+            raise _error(400, "InvalidJobId", f"The body's id '{given_id}' is not the path's '{job_id}'.")
+        missing = [key for key in _REQUIRED_FIELDS if key not in fields]
         if missing:
             raise _error(400, "InvalidJobDefinition", f"JobDetails is missing {', '.join(missing)}.")
-        for key in ("id", "name", "providerId", "target", "itemType", "containerUri"):
+        for key in _REQUIRED_FIELDS:
             if not isinstance(fields[key], str) or not fields[key]:
                 raise _error(400, "InvalidJobDefinition", f"{key} must be a non-empty string.")
-        if fields["id"].lower() != job_id.lower():
-            raise _error(400, "InvalidJobId", f"The body's id '{fields['id']}' is not the path's '{job_id}'.")
+        if "tags" in fields and (
+            not isinstance(fields["tags"], list) or not all(isinstance(t, str) for t in fields["tags"])
+        ):
+            raise _error(400, "InvalidJobDefinition", "tags must be a list of strings.")
         if fields["itemType"] != "Job":
             raise _error(400, "InvalidJobDefinition", "itemType must be 'Job'.")
         for key in ("inputParams", "metadata"):
@@ -698,7 +717,7 @@ class AzureQuantumEmulator(Emulator):
         if job.output_blob is not None:
             self._output_owner[job.output_blob] = job
         await self._start_job(job, target)
-        return web.json_response(await self._details(job, "create"), status=201)
+        return web.json_response(await self._details(job, "create"))
 
     def _new_job(
         self,
@@ -715,6 +734,7 @@ class AzureQuantumEmulator(Emulator):
             base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/rawOutputData"
             output_uri = f"{base}?{parts.query}" if parts.query else base
         by_key = "x-ms-quantum-api-key" in request.headers and "Authorization" not in request.headers
+        now = _utcnow()
         params = fields.get("inputParams") or {}
         shots = params.get("shots", params.get("count", 100))
         job = _Job(
@@ -725,7 +745,8 @@ class AzureQuantumEmulator(Emulator):
             output_format=provider.output_format,
             output_uri=output_uri,
             created_by_type="Key" if by_key else "User",
-            creation_time=_utcnow(),
+            creation_time=now,
+            modified=now,
             since=self.clock(),
             shots=shots if isinstance(shots, int) and not isinstance(shots, bool) else -1,
             output_blob=self.storage.locate(output_uri),
@@ -874,6 +895,7 @@ class AzureQuantumEmulator(Emulator):
                 409, "InvalidJobState", f"Job '{job.id}' is {status}; only an active job can be cancelled."
             )
         job.cancel_requested = True
+        job.modified = _utcnow()
         job.forced = None
         if job.ref is not None:
             await self._engine.cancel(job.ref, reason="cancelled through the Azure Quantum API")
@@ -950,24 +972,34 @@ class AzureQuantumEmulator(Emulator):
         self.reported.append(ReportedStatus(operation, job.id, status))
         if len(self.reported) > self.max_log:
             del self.reported[: len(self.reported) - self.max_log]
-        details: dict[str, Any] = dict(job.request)
-        details.setdefault("priority", "Standard")
-        details["outputDataUri"] = job.output_uri
-        details["outputDataFormat"] = job.output_format
-        details["status"] = status
-        details["creationTime"] = _azure_time(job.creation_time)
-        details["createdBy"] = self.principal if job.created_by_type == "User" else "api-key"
-        details["createdByType"] = job.created_by_type
-        if job.last_updated is not None:
-            details["lastUpdatedTime"] = _azure_time(job.last_updated)
+        details: dict[str, Any] = dict.fromkeys(_DETAILS_FIELDS)
+        details.update(job.request)
+        by = self.principal if job.created_by_type == "User" else "api-key"
+        details.update(
+            id=job.id,
+            tags=job.request.get("tags", []),
+            priority=job.request.get("priority", "Standard"),
+            outputDataUri=job.output_uri,
+            outputDataFormat=job.output_format,
+            status=status,
+            isCancelling=job.cancel_requested and status not in TERMINAL_STATUSES,
+            creationTime=_azure_time(job.creation_time),
+            createdBy=by,
+            createdByType=job.created_by_type,
+            lastModifiedTime=_azure_time(job.modified),
+            lastModifiedBy=by,
+            lastModifiedByType=job.created_by_type,
+            lastUpdatedTime=_azure_time(job.last_updated or job.creation_time),
+            errorData=error,
+        )
+        if job.ref is not None and status in ("Succeeded", "Completed"):
+            details["quantumComputingData"] = {"count": 1}
         if job.begin is not None:
             details["beginExecutionTime"] = _azure_time(job.begin)
         if status in TERMINAL_STATUSES and job.end is not None:
             details["endExecutionTime"] = _azure_time(job.end)
         if status == "Cancelled" and job.cancelled_at is not None:
             details["cancellationTime"] = _azure_time(job.cancelled_at)
-        if error is not None:
-            details["errorData"] = error
         return details
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Final
 from urllib.parse import urlencode, urlsplit
 
@@ -38,15 +40,19 @@ def same_secret(given: str, expected: str) -> bool:
     )
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass(slots=True)
 class _Blob:
     data: bytes
     content_type: str
     etag: str = field(default_factory=lambda: f'"0x{secrets.token_hex(8).upper()}"')
+    created: datetime = field(default_factory=_utcnow)
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
 class BlobStorage:
@@ -60,11 +66,16 @@ class BlobStorage:
 
     ``PUT {container}?restype=container`` → 201 (exists: 409 ``ContainerAlreadyExists``); ``PUT``
     a blob with ``x-ms-blob-type: BlockBlob`` → 201 (missing header → 400
-    ``MissingRequiredHeader``; no container → 404 ``ContainerNotFound``); ``GET``/``HEAD`` → 200
-    (unknown → 404 ``BlobNotFound``). Each needs a SAS signed here (``sv``, ``sr``, ``sp``, ``se``,
-    ``sig``) covering the container or the blob, unexpired, with the permission (``r`` to read,
-    ``c`` or ``w`` to write); else 403 ``AuthenticationFailed`` or
-    ``AuthorizationPermissionMismatch``.
+    ``MissingRequiredHeader``; no container → 404 ``ContainerNotFound``; ``If-None-Match: *`` and
+    the blob exists → 409 ``BlobAlreadyExists``); its content type is ``x-ms-blob-content-type``
+    (else ``Content-Type``). ``GET``/``HEAD`` → 200 (unknown → 404 ``BlobNotFound``), or with
+    ``x-ms-range`` (else ``Range``) ``bytes=a-b`` → 206 with ``Content-Range: bytes a-b/size``, as
+    azure-storage-blob reads every download (a range starting past the end → 416
+    ``InvalidRange``; any other form → 400 ``InvalidHeaderValue``).
+
+    Each request needs a SAS signed here (``sv``, ``sr``, ``sp``, ``se``, ``sig``) covering the
+    container or the blob, unexpired, with the permission (``r`` to read, ``c`` or ``w`` to
+    write); else 403 ``AuthenticationFailed`` or ``AuthorizationPermissionMismatch``.
     """
 
     def __init__(
@@ -221,8 +232,11 @@ class BlobStorage:
         store = self._containers.get(container)
         if store is None:
             return self._error(404, "ContainerNotFound", "The specified container does not exist.")
+        if request.headers.get("If-None-Match") == "*" and name in store:
+            return self._error(409, "BlobAlreadyExists", "The specified blob already exists.")
         data = await request.read()
-        blob = _Blob(data, request.headers.get("Content-Type", "application/octet-stream"))
+        given = request.headers.get("x-ms-blob-content-type") or request.headers.get("Content-Type")
+        blob = _Blob(data, given or "application/octet-stream")
         store[name] = blob
         return web.Response(
             status=201,
@@ -245,9 +259,37 @@ class BlobStorage:
         blob = store.get(name)
         if blob is None:
             return self._error(404, "BlobNotFound", "The specified blob does not exist.")
+        headers = {
+            "ETag": blob.etag,
+            "Last-Modified": format_datetime(blob.created, usegmt=True),
+            "x-ms-creation-time": format_datetime(blob.created, usegmt=True),
+            "x-ms-blob-type": "BlockBlob",
+            "x-ms-lease-state": "available",
+            "x-ms-lease-status": "unlocked",
+            "x-ms-server-encrypted": "true",
+            "Accept-Ranges": "bytes",
+        }
+        asked = request.headers.get("x-ms-range") or request.headers.get("Range")
+        if asked is None:
+            return web.Response(
+                status=200, body=blob.data, content_type=blob.content_type.split(";")[0], headers=headers
+            )
+        match = _RANGE.match(asked.strip())
+        if match is None:
+            return self._error(
+                400, "InvalidHeaderValue", "The value for one of the HTTP headers is not valid."
+            )
+        size = len(blob.data)
+        start = int(match.group(1))
+        end = min(int(match.group(2)) if match.group(2) else size - 1, size - 1)
+        if start >= size or start > end:
+            return self._error(
+                416, "InvalidRange", "The range specified is invalid for the current size of the resource."
+            )
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         return web.Response(
-            status=200,
-            body=blob.data,
+            status=206,
+            body=blob.data[start : end + 1],
             content_type=blob.content_type.split(";")[0],
-            headers={"ETag": blob.etag, "x-ms-blob-type": "BlockBlob"},
+            headers=headers,
         )
