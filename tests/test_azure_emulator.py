@@ -233,7 +233,7 @@ class Api:
         assert status == 201, answer
         return f"{parts.scheme}://{parts.netloc}{parts.path}/{blob}"
 
-    def job_body(self, job_id: str, container_sas: str, input_uri: str, **over: Any) -> dict[str, Any]:
+    def job_body(self, container_sas: str, input_uri: str, **over: Any) -> dict[str, Any]:
         body = {  # as azure-quantum 3.13 sends it: no id (read-only)
             "name": "bell",
             "itemType": "Job",
@@ -271,7 +271,6 @@ class Api:
             )
         input_uri = await self.upload(container, "inputData", data, ctype)
         body = self.job_body(
-            job_id,
             container,
             input_uri,
             providerId=provider,
@@ -428,6 +427,52 @@ async def test_sas_urls_round_trip_a_blob_and_are_checked(api: Api) -> None:
     assert (status, storage_code(status, body)) == (404, "BlobNotFound")
 
 
+async def test_blob_reads_honour_a_range_as_azure_storage_blob_asks(api: Api) -> None:
+    container = await api.sas("job-r")
+    query = urlsplit(container).query
+    url = await api.upload(container, "inputData", b"abcdefghij", "text/plain") + "?" + query
+    status, headers, body = await api.call("GET", url, headers={"x-ms-range": "bytes=0-33554431"})
+    assert (status, headers["Content-Range"], body) == (206, "bytes 0-9/10", "abcdefghij")
+    assert headers["Accept-Ranges"] == "bytes"
+    status, headers, body = await api.call("GET", url, headers={"Range": "bytes=2-4"})
+    assert (status, headers["Content-Range"], body) == (206, "bytes 2-4/10", "cde")
+    status, _, body = await api.call("GET", url, headers={"x-ms-range": "bytes=10-20"})
+    assert (status, storage_code(status, body)) == (416, "InvalidRange")
+    status, _, body = await api.call("GET", url, headers={"x-ms-range": "lines=1-2"})
+    assert (status, storage_code(status, body)) == (400, "InvalidHeaderValue")
+    status, headers, _ = await api.call("GET", url)
+    assert (status, headers["Content-Type"], "Content-Range" in headers) == (200, "text/plain", False)
+
+
+async def test_a_blob_upload_with_if_none_match_does_not_overwrite(api: Api) -> None:
+    container = await api.sas("job-n")
+    parts = urlsplit(container)
+    url = f"{api.emu.storage_url}/job-n/inputData?{parts.query}"
+    sent = {"x-ms-blob-type": "BlockBlob", "If-None-Match": "*", "x-ms-blob-content-type": "application/qasm"}
+    status, _, _ = await api.call("PUT", url, data=b"first", headers=sent)
+    assert status == 201
+    status, _, body = await api.call("PUT", url, data=b"second", headers=sent)
+    assert (status, storage_code(status, body)) == (409, "BlobAlreadyExists")
+    status, headers, body = await api.call("GET", url)
+    assert (status, headers["Content-Type"], body) == (200, "application/qasm", "first")
+
+
+async def test_a_create_body_may_carry_the_paths_id_or_none(api: Api) -> None:
+    for with_id in (False, True):
+        job_id = str(uuid.uuid4())
+        container = await api.sas(f"job-{job_id}")
+        input_uri = await api.upload(
+            container, "inputData", json.dumps(BELL_IONQ).encode(), "application/json"
+        )
+        body = api.job_body(container, input_uri) | ({"id": job_id.upper()} if with_id else {})
+        status, _, answer = await api.call("PUT", f"/jobs/{job_id}", body)
+        assert (status, answer["id"]) == (200, job_id)
+        assert answer["isCancelling"] is False
+        assert answer["priority"] == "Standard"
+        assert answer["tags"] == []
+        assert answer["lastModifiedTime"] == answer["creationTime"]
+
+
 async def test_blob_upload_needs_the_blob_type_and_the_container(api: Api) -> None:
     container = await api.sas("job-z")
     parts = urlsplit(container)
@@ -532,7 +577,7 @@ async def test_a_bad_create_is_refused(api: Api, change: dict[str, Any], code: s
     job_id = str(uuid.uuid4())
     body = {
         k: v
-        for k, v in (api.job_body(job_id, "https://x/c?sig=1", "https://x/c/i") | change).items()
+        for k, v in (api.job_body("https://x/c?sig=1", "https://x/c/i") | change).items()
         if v is not None
     }
     status, headers, answer = await api.call("PUT", f"/jobs/{job_id}", body)
@@ -564,9 +609,7 @@ async def test_input_the_provider_cannot_run_fails_the_job_later(
         assert "teleport" in details["errorData"]["message"]
         # no input blob at all
         other = str(uuid.uuid4())
-        body = api.job_body(
-            other, await api.sas(f"job-{other}"), f"{emulator.storage_url}/job-{other}/inputData"
-        )
+        body = api.job_body(await api.sas(f"job-{other}"), f"{emulator.storage_url}/job-{other}/inputData")
         status, _, _ = await api.call("PUT", f"/jobs/{other}", body)
         assert status == 200
         now[0] = 20.0
@@ -640,8 +683,15 @@ async def test_cancel_walks_the_progression_one_read_at_a_time(
         status, _, body = await api.call("POST", f"/jobs/{job_id}:cancel")
         assert (status, body["status"]) == (200, "CancellationRequested")
         assert await emulator.status_of(job_id) == "CancellationRequested"  # status_of does not advance
-        seen = [(await api.get(job_id))["status"] for _ in range(4)]
-        assert seen == ["CancellationRequested", "Cancelling", "Cancelled", "Cancelled"]
+        seen = [await api.get(job_id) for _ in range(4)]
+        assert [d["status"] for d in seen] == [
+            "CancellationRequested",
+            "Cancelling",
+            "Cancelled",
+            "Cancelled",
+        ]
+        assert [d["isCancelling"] for d in seen] == [True, True, False, False]
+        assert seen[0]["lastModifiedTime"] > seen[0]["creationTime"]  # the cancel request modified it
         _, _, listed = await api.call("GET", "/jobs")
         assert listed["value"][0]["status"] == "Cancelled"
 
@@ -940,7 +990,12 @@ async def test_env_and_credentials_name_what_the_backend_reads(emu: AzureQuantum
         "AZURE_QUANTUM_RESOURCE_GROUP": "my-resource-group",
         "AZURE_QUANTUM_WORKSPACE": "my-workspace",
         "AZURE_QUANTUM_ACCESS_TOKEN": emu.token,
+        "AZURE_QUANTUM_API_KEY": emu.api_key,
     }
+    assert emu.connection_string == (
+        "SubscriptionId=00000000-0000-0000-0000-000000000001;ResourceGroupName=my-resource-group;"
+        f"WorkspaceName=my-workspace;ApiKey={emu.api_key};QuantumEndpoint={emu.base_url}/;"
+    )
     assert emu.credentials["endpoint"] == emu.base_url
     assert emu.credentials["access_token"] == emu.token
 

@@ -543,7 +543,10 @@ async def test_settings_default_to_the_environment(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ConfigurationError, match="AZURE_QUANTUM_WORKSPACE"):
         AzureQuantumBackend()
     monkeypatch.setenv("AZURE_QUANTUM_WORKSPACE", "ws")
-    with pytest.raises(ConfigurationError, match="AZURE_QUANTUM_ACCESS_TOKEN or AZURE_QUANTUM_API_KEY"):
+    with pytest.raises(
+        ConfigurationError,
+        match="AZURE_QUANTUM_ACCESS_TOKEN, AZURE_QUANTUM_API_KEY or AZURE_QUANTUM_CONNECTION_STRING",
+    ):
         AzureQuantumBackend()
     monkeypatch.setenv("AZURE_QUANTUM_API_KEY", "k3y-value")
     backend = AzureQuantumBackend()
@@ -612,6 +615,79 @@ async def test_the_api_key_and_a_token_provider(
     assert asked == 2  # the first token was refused (401), a fresh one was asked for once
 
 
+async def test_a_connection_string_is_all_it_takes(
+    emu: AzureQuantumEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ENV.values():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AZURE_QUANTUM_CONNECTION_STRING", emu.connection_string)
+    async with Sdk("azure_quantum", polling=FAST) as sdk:
+        backend = backend_of(sdk)
+        assert (backend.endpoint, backend.workspace) == (emu.base_url, emu.workspace)
+        job = sdk.create_job(program=BELL, target=QUANTINUUM, config={"shots": 10})
+        await job.execute(timeout_s=20)
+    assert job.completed
+    workspace = [r for r in emu.requests if r.path.startswith(emu.workspace_path)][1:]  # after the ping
+    assert all(r.headers.get("x-ms-quantum-api-key") == "<redacted>" for r in workspace)
+    # a keyword wins over the connection string, which wins over a setting's own variable
+    monkeypatch.setenv("AZURE_QUANTUM_WORKSPACE", "from-the-environment")
+    assert AzureQuantumBackend().workspace == emu.workspace
+    assert AzureQuantumBackend(workspace="from-a-keyword").workspace == "from-a-keyword"
+    given = AzureQuantumBackend(connection_string=emu.connection_string.replace(emu.workspace, "other-ws"))
+    assert given.workspace == "other-ws"
+
+
+def test_v2_workspaces_have_their_own_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ENV.values():
+        monkeypatch.delenv(name, raising=False)
+    where = {"subscription_id": str(uuid.uuid4()), "resource_group": "rg", "workspace": "ws", "api_key": "k"}
+    assert AzureQuantumBackend(location="westus", **where).endpoint == "https://westus.quantum.azure.com"
+    v2 = AzureQuantumBackend(location="westus", workspace_kind="V2", **where)
+    assert v2.endpoint == "https://westus-v2.quantum.azure.com"
+    monkeypatch.setenv("AZURE_QUANTUM_WORKSPACE_KIND", "v2")
+    assert AzureQuantumBackend(location="westus", **where).endpoint == "https://westus-v2.quantum.azure.com"
+    text = (
+        f"SubscriptionId={where['subscription_id']};ResourceGroupName=rg;WorkspaceName=ws;"
+        "ApiKey=k3y;QuantumEndpoint=https://eastus-v2.quantum.azure.com/;"
+    )
+    # the connection string's endpoint is taken as it is, never rebuilt from a region
+    assert AzureQuantumBackend(connection_string=text, location="westus").endpoint == (
+        "https://eastus-v2.quantum.azure.com"
+    )
+    with pytest.raises(ConfigurationError, match="workspace_kind"):
+        AzureQuantumBackend(location="westus", workspace_kind="V3", **where)  # type: ignore[arg-type]
+
+
+GOOD_CONNECTION = (
+    "SubscriptionId=00000000-0000-0000-0000-000000000001;ResourceGroupName=rg;WorkspaceName=ws;"
+    "ApiKey=s3cret-k3y-value;QuantumEndpoint=https://eastus.quantum.azure.com/;"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (GOOD_CONNECTION.replace("ApiKey=", "ApiKey"), "not one of"),  # the key, glued to its name
+        (GOOD_CONNECTION.replace("WorkspaceName=ws;", ""), "no WorkspaceName"),
+        (GOOD_CONNECTION + "apikey=s3cret-k3y-value;", "ApiKey twice"),
+        (GOOD_CONNECTION.replace("https://eastus.quantum.azure.com/", "s3cret-k3y-value"), "QuantumEndpoint"),
+        (GOOD_CONNECTION.replace("s3cret-k3y-value", " "), "empty ApiKey"),
+        (GOOD_CONNECTION + "Password=s3cret-k3y-value;", "not one of"),
+        ("   ", "non-empty"),
+    ],
+)
+def test_a_bad_connection_string_is_refused_without_quoting_it(
+    text: str, error: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ENV.values():
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigurationError, match=error) as caught:
+        AzureQuantumBackend(connection_string=text)
+    assert "s3cret" not in str(caught.value)
+    assert "s3cret" not in repr(caught.value)
+    assert caught.value.__cause__ is None
+
+
 async def test_an_expiring_output_sas_is_refreshed(emulator_factory: EmulatorFactory) -> None:
     async with emulator_factory("azure_quantum", sas_ttl_s=120) as emulator:
         assert isinstance(emulator, AzureQuantumEmulator)
@@ -677,14 +753,14 @@ async def test_secrets_never_in_reprs_logs_messages_or_files(
     assert "api-version" not in caplog.text  # no query string is ever logged
 
 
-@pytest.mark.parametrize("kwarg", ["access_token", "api_key"])
+@pytest.mark.parametrize("kwarg", ["access_token", "api_key", "connection_string"])
 def test_credentials_are_held_as_secrets(kwarg: str) -> None:
     settings = {
         "endpoint": "https://eastus.quantum.azure.com",
         "subscription_id": str(uuid.uuid4()),
         "resource_group": "rg",
         "workspace": "ws",
-        kwarg: "s3cret-value-1234",
+        kwarg: GOOD_CONNECTION if kwarg == "connection_string" else "s3cret-value-1234",
     }
     backend = AzureQuantumBackend(**settings)
     assert "s3cret" not in repr(backend)

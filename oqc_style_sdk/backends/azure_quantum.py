@@ -42,40 +42,46 @@ How this adapter uses them
       expires within five minutes, as azure-quantum does. Blob requests never carry the workspace
       credentials, and no SAS URL is logged, saved or put in an error message.
 
-Settings (keyword arguments; each defaults to an environment variable)
+Settings (keyword arguments; each comes from its keyword, else the connection string, else its
+environment variable — see :mod:`~oqc_style_sdk.backends.azure_settings`)
 
-==========================  ====================================  ===========================================
-keyword                     environment variable                  meaning
-==========================  ====================================  ===========================================
-``endpoint``                ``AZURE_QUANTUM_ENDPOINT``            the data-plane endpoint, e.g.
-                                                                  ``https://eastus.quantum.azure.com``
-``location``                ``AZURE_QUANTUM_LOCATION``            a region (``eastus``); used when no endpoint
-                                                                  is set: ``https://{location}.quantum.azure.com``
-``subscription_id``         ``AZURE_QUANTUM_SUBSCRIPTION_ID``     the workspace's subscription (a GUID)
-``resource_group``          ``AZURE_QUANTUM_RESOURCE_GROUP``      the workspace's resource group
-``workspace``               ``AZURE_QUANTUM_WORKSPACE``           the workspace name
-``access_token``            ``AZURE_QUANTUM_ACCESS_TOKEN``        an Entra bearer token (scope
-                                                                  ``https://quantum.microsoft.com/.default``)
-``token_provider``          —                                     ``async () -> str``: a fresh token, asked
-                                                                  once and again after a 401
-``api_key``                 ``AZURE_QUANTUM_API_KEY``             the workspace API key (used when no token)
-``api_version``             ``AZURE_QUANTUM_API_VERSION``         default ``2026-01-15-preview``
-``allow_insecure_http``     —                                     plain http beyond loopback (default False)
-==========================  ====================================  ===========================================
+=======================  =====================================  ===========================================
+keyword                 environment variable                    meaning
+=======================  =====================================  ===========================================
+``connection_string``   ``AZURE_QUANTUM_CONNECTION_STRING``     the portal's ``SubscriptionId=...;
+                                                                ResourceGroupName=...;WorkspaceName=...;
+                                                                ApiKey=...;QuantumEndpoint=...;`` (a secret)
+``endpoint``            ``AZURE_QUANTUM_ENDPOINT``              the data-plane endpoint, e.g.
+                                                                ``https://eastus.quantum.azure.com`` or
+                                                                ``https://eastus-v2.quantum.azure.com``
+``location``            ``AZURE_QUANTUM_LOCATION``              a region (``eastus``); used when no endpoint
+                                                                is set: ``https://{location}.quantum.azure.com``
+``workspace_kind``      ``AZURE_QUANTUM_WORKSPACE_KIND``        ``"V1"`` (default) or ``"V2"``: with
+                                                                ``location``, V2 is ``{location}-v2``
+``subscription_id``     ``AZURE_QUANTUM_SUBSCRIPTION_ID``       the workspace's subscription (a GUID)
+``resource_group``      ``AZURE_QUANTUM_RESOURCE_GROUP``        the workspace's resource group
+``workspace``           ``AZURE_QUANTUM_WORKSPACE``             the workspace name
+``access_token``        ``AZURE_QUANTUM_ACCESS_TOKEN``          an Entra bearer token (scope
+                                                                ``https://quantum.microsoft.com/.default``)
+``token_provider``      —                                       ``async () -> str``: a fresh token, asked
+                                                                once and again after a 401
+``api_key``             ``AZURE_QUANTUM_API_KEY``               the workspace API key (used when no token)
+``api_version``         ``AZURE_QUANTUM_API_VERSION``           default ``2026-01-15-preview``
+``allow_insecure_http`` —                                       plain http beyond loopback (default False)
+=======================  =====================================  ===========================================
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from ipaddress import ip_address
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -103,6 +109,7 @@ from .azure_providers import (
     provider_of_target,
     quantinuum_program,
 )
+from .azure_settings import ENV, from_env, resolve, secret
 from .base import Diagnostics, Observation, RunRef, RunSpec
 
 __all__ = [
@@ -135,18 +142,6 @@ API_KEY_HEADER: Final = "x-ms-quantum-api-key"
 #: The Azure Storage REST version sent with blob requests.
 STORAGE_VERSION: Final = "2023-11-03"
 
-#: The environment variables this backend reads, by keyword.
-ENV: Final[Mapping[str, str]] = {
-    "endpoint": "AZURE_QUANTUM_ENDPOINT",
-    "location": "AZURE_QUANTUM_LOCATION",
-    "subscription_id": "AZURE_QUANTUM_SUBSCRIPTION_ID",
-    "resource_group": "AZURE_QUANTUM_RESOURCE_GROUP",
-    "workspace": "AZURE_QUANTUM_WORKSPACE",
-    "access_token": "AZURE_QUANTUM_ACCESS_TOKEN",
-    "api_key": "AZURE_QUANTUM_API_KEY",
-    "api_version": "AZURE_QUANTUM_API_VERSION",
-}
-
 DEFAULT_SHOTS: Final = 1000
 MAX_SHOTS: Final = 1_000_000
 MAX_PROGRAM_BYTES: Final = 1_000_000
@@ -161,12 +156,8 @@ SAS_REFRESH_MARGIN: Final = timedelta(minutes=5)
 #: Terminal job details kept for the result download that follows (bounded).
 MAX_FINISHED_CACHE: Final = 10_000
 
-_SUBSCRIPTION = re.compile(r"^[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}$")
-_RESOURCE_GROUP = re.compile(r"^[a-zA-Z][a-zA-Z0-9\-_\.]*$")
-_WORKSPACE = re.compile(r"^[a-zA-Z][a-zA-Z0-9\-_]*$")
 _JOB_ID = re.compile(r"^[a-fA-F0-9]{8}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{12}$")
 _API_VERSION = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(-preview)?$")
-_LOCATION = re.compile(r"^[a-z0-9]+$")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -315,13 +306,6 @@ def _blob_in_container(container_sas_url: str, blob: str) -> tuple[str, str]:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, "")), bare
 
 
-def _env(value: Any, keyword: str) -> Any:
-    if value is not None:
-        return value
-    raw = os.environ.get(ENV[keyword])
-    return raw.strip() if isinstance(raw, str) and raw.strip() else None
-
-
 def _api_version_date(api_version: str) -> date:
     match = _API_VERSION.match(api_version)
     if match is None:
@@ -353,64 +337,37 @@ class AzureQuantumBackend(HttpBackend):
         *,
         endpoint: str | None = None,
         location: str | None = None,
+        workspace_kind: Literal["V1", "V2"] | None = None,
         subscription_id: str | None = None,
         resource_group: str | None = None,
         workspace: str | None = None,
         access_token: str | Secret | None = None,
         token_provider: Callable[[], Awaitable[str | Secret]] | None = None,
         api_key: str | Secret | None = None,
+        connection_string: str | Secret | None = None,
         api_version: str | None = None,
         timeout_s: float = 30.0,
         retry: RetryPolicy | None = None,
         allow_insecure_http: bool = False,
     ) -> None:
-        endpoint = _env(endpoint, "endpoint")
-        if endpoint is None:
-            region = _env(location, "location")
-            if region is None:
-                raise ConfigurationError(
-                    "Azure Quantum needs the workspace endpoint: pass endpoint=... (or location=...) "
-                    f"or set {ENV['endpoint']} (or {ENV['location']})"
-                )
-            region = "".join(str(region).split()).lower()
-            if not _LOCATION.match(region):
-                raise ConfigurationError(f"location {region!r} is not an Azure region name such as 'eastus'")
-            endpoint = f"https://{region}.quantum.azure.com"
-        subscription = _env(subscription_id, "subscription_id")
-        group = _env(resource_group, "resource_group")
-        name = _env(workspace, "workspace")
-        for value, keyword, what in (
-            (subscription, "subscription_id", "subscription id"),
-            (group, "resource_group", "resource group"),
-            (name, "workspace", "workspace name"),
-        ):
-            if value is None:
-                raise ConfigurationError(
-                    f"Azure Quantum needs the workspace's {what}: pass {keyword}=... or set {ENV[keyword]}"
-                )
-        subscription = str(subscription).lower()
-        if not _SUBSCRIPTION.match(subscription):
-            raise ConfigurationError(
-                f"subscription_id ({ENV['subscription_id']}) must be a GUID such as "
-                "00000000-0000-0000-0000-000000000001"
-            )
-        if not (1 <= len(group) <= 90 and _RESOURCE_GROUP.match(group)):
-            raise ConfigurationError(
-                f"resource_group ({ENV['resource_group']}) {group!r} is not a resource group name"
-            )
-        if not (2 <= len(name) <= 50 and _WORKSPACE.match(name)):
-            raise ConfigurationError(f"workspace ({ENV['workspace']}) {name!r} is not a workspace name")
-        token = _env(access_token, "access_token")
-        key = _env(api_key, "api_key")
-        if token is None and token_provider is None and key is None:
-            raise ConfigurationError(
-                "Azure Quantum needs credentials: pass access_token=... (or token_provider=...) or "
-                f"api_key=..., or set {ENV['access_token']} or {ENV['api_key']}"
-            )
-        self._token: Secret | None = None if token is None else _secret(token)
+        settings = resolve(
+            endpoint=endpoint,
+            location=location,
+            workspace_kind=workspace_kind,
+            subscription_id=subscription_id,
+            resource_group=resource_group,
+            workspace=workspace,
+            access_token=access_token,
+            api_key=api_key,
+            connection_string=connection_string,
+            has_token_provider=token_provider is not None,
+        )
+        endpoint = settings.endpoint
+        subscription, group, name = settings.subscription_id, settings.resource_group, settings.workspace
+        self._token: Secret | None = settings.token
         self._token_provider = token_provider
-        self._api_key: Secret | None = None if key is None else _secret(key)
-        self.api_version: str = str(_env(api_version, "api_version") or DEFAULT_API_VERSION)
+        self._api_key: Secret | None = settings.api_key
+        self.api_version: str = str(from_env(api_version, "api_version") or DEFAULT_API_VERSION)
         version_date = _api_version_date(self.api_version)
         #: True: cancel with ``POST …:cancel``; False (api-versions before 2025-12-01-preview): ``DELETE``.
         self.cancel_with_post: bool = version_date >= CANCEL_WITH_POST_SINCE
@@ -481,7 +438,7 @@ class AzureQuantumBackend(HttpBackend):
             assert self._token is not None
             return self._token
         if self._fresh_token is None:
-            self._fresh_token = _secret(await self._token_provider())
+            self._fresh_token = secret(await self._token_provider())
         return self._fresh_token
 
     async def _refresh_token(self) -> None:
@@ -872,11 +829,3 @@ class AzureQuantumBackend(HttpBackend):
             "api_version": self.api_version,
         }
         return Diagnostics(timings=timings, metrics=metrics, metadata=metadata)
-
-
-def _secret(value: str | Secret) -> Secret:
-    if isinstance(value, Secret):
-        return value
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError("Azure Quantum credentials must be non-empty strings")
-    return Secret(value.strip())

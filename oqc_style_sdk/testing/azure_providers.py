@@ -1,12 +1,73 @@
-"""What the emulated providers take and give: IonQ's ``qis`` circuit JSON read as OpenQASM for the
-simulator, and the simulator's counts written in each provider's output format."""
+"""The emulated providers: their targets, what they take and give — IonQ's ``qis`` circuit JSON read
+as OpenQASM for the simulator, and the simulator's counts written in each provider's output format."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-__all__ = ["ionq_to_qasm", "provider_output"]
+__all__ = ["DEFAULT_PROVIDERS", "EmulatedProvider", "EmulatedTarget", "ionq_to_qasm", "provider_output"]
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatedTarget:
+    """One target of ``providerStatus``."""
+
+    id: str
+    num_qubits: int
+    availability: str = "Available"
+    average_queue_time: int = 0
+    target_profile: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatedProvider:
+    """One provider: its targets and the formats it takes and gives. ``runs`` is how the emulator
+    runs its jobs: ``"ionq"``, ``"quantinuum"``, or None (jobs are accepted, then fail)."""
+
+    id: str
+    targets: tuple[EmulatedTarget, ...]
+    input_formats: tuple[str, ...]
+    output_format: str
+    runs: Literal["ionq", "quantinuum"] | None = None
+    availability: str = "Available"
+
+
+#: The providers the emulator lists unless given others.
+DEFAULT_PROVIDERS: Final = (
+    EmulatedProvider(
+        "ionq",
+        (
+            EmulatedTarget("ionq.simulator", 29),
+            EmulatedTarget("ionq.qpu.aria-1", 25, average_queue_time=3600),
+            EmulatedTarget("ionq.qpu.forte-1", 36, average_queue_time=7200),
+        ),
+        ("ionq.circuit.v1",),
+        "ionq.quantum-results.v1",
+        runs="ionq",
+    ),
+    EmulatedProvider(
+        "quantinuum",
+        (
+            EmulatedTarget("quantinuum.sim.h1-1sc", 20),
+            EmulatedTarget("quantinuum.sim.h1-1e", 20, average_queue_time=60),
+            EmulatedTarget("quantinuum.qpu.h1-1", 20, average_queue_time=86400),
+            EmulatedTarget("quantinuum.sim.h2-1sc", 56),
+            EmulatedTarget("quantinuum.sim.h2-1e", 56, average_queue_time=60),
+            EmulatedTarget("quantinuum.qpu.h2-1", 56, average_queue_time=86400),
+        ),
+        ("honeywell.openqasm.v1",),
+        "honeywell.quantum-results.v1",
+        runs="quantinuum",
+    ),
+    EmulatedProvider(
+        "microsoft-qc",
+        (EmulatedTarget("microsoft.estimator", 100000),),
+        ("qir.v1",),
+        "microsoft.resource-estimates.v1",
+    ),
+)
 
 
 _IONQ_QASM: Final = {

@@ -25,7 +25,13 @@ from ..backends.base import Observation, RunRef, RunSpec
 from ..backends.local import MAX_SHOTS, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
-from .azure_providers import ionq_to_qasm, provider_output
+from .azure_providers import (
+    DEFAULT_PROVIDERS,
+    EmulatedProvider,
+    EmulatedTarget,
+    ionq_to_qasm,
+    provider_output,
+)
 from .azure_storage import STORAGE_ACCOUNT, BlobStorage, same_secret
 from .emulator import ApiError, Emulator, _duration
 from .odata import order_key, parse_filter
@@ -121,66 +127,6 @@ _ENGINE_STATUS: Final[Mapping[JobState, str]] = {
     JobState.FAILED: "Failed",
     JobState.CANCELLED: "Cancelled",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class EmulatedTarget:
-    """One target of ``providerStatus``."""
-
-    id: str
-    num_qubits: int
-    availability: str = "Available"
-    average_queue_time: int = 0
-    target_profile: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EmulatedProvider:
-    """One provider: its targets and the formats it takes and gives. ``runs`` is how the emulator
-    runs its jobs: ``"ionq"``, ``"quantinuum"``, or None (jobs are accepted, then fail)."""
-
-    id: str
-    targets: tuple[EmulatedTarget, ...]
-    input_formats: tuple[str, ...]
-    output_format: str
-    runs: Literal["ionq", "quantinuum"] | None = None
-    availability: str = "Available"
-
-
-#: The providers the emulator lists unless given others.
-DEFAULT_PROVIDERS: Final = (
-    EmulatedProvider(
-        "ionq",
-        (
-            EmulatedTarget("ionq.simulator", 29),
-            EmulatedTarget("ionq.qpu.aria-1", 25, average_queue_time=3600),
-            EmulatedTarget("ionq.qpu.forte-1", 36, average_queue_time=7200),
-        ),
-        ("ionq.circuit.v1",),
-        "ionq.quantum-results.v1",
-        runs="ionq",
-    ),
-    EmulatedProvider(
-        "quantinuum",
-        (
-            EmulatedTarget("quantinuum.sim.h1-1sc", 20),
-            EmulatedTarget("quantinuum.sim.h1-1e", 20, average_queue_time=60),
-            EmulatedTarget("quantinuum.qpu.h1-1", 20, average_queue_time=86400),
-            EmulatedTarget("quantinuum.sim.h2-1sc", 56),
-            EmulatedTarget("quantinuum.sim.h2-1e", 56, average_queue_time=60),
-            EmulatedTarget("quantinuum.qpu.h2-1", 56, average_queue_time=86400),
-        ),
-        ("honeywell.openqasm.v1",),
-        "honeywell.quantum-results.v1",
-        runs="quantinuum",
-    ),
-    EmulatedProvider(
-        "microsoft-qc",
-        (EmulatedTarget("microsoft.estimator", 100000),),
-        ("qir.v1",),
-        "microsoft.resource-estimates.v1",
-    ),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +290,8 @@ class AzureQuantumEmulator(Emulator):
         simulator's status; a forced Failed/Cancelled stops the run, a forced success lets it
         finish and write its output); ``await status_of(job_id)`` (reads without advancing a
         cancel); ``reported``: every status sent, as :class:`ReportedStatus`; ``engine_runs``;
-        ``job_ids``; ``blob(container, name)``; ``token``, ``api_key``, ``credentials``, ``env``.
+        ``job_ids``; ``blob(container, name)``; ``token``, ``api_key``, ``connection_string``,
+        ``credentials``, ``env``.
     """
 
     vendor = "azure_quantum"
@@ -432,14 +379,25 @@ class AzureQuantumEmulator(Emulator):
         }
 
     @property
+    def connection_string(self) -> str:
+        """The workspace's connection string, as the portal shows it (with the API key)."""
+        return (
+            f"SubscriptionId={self.subscription_id};ResourceGroupName={self.resource_group};"
+            f"WorkspaceName={self.workspace};ApiKey={self.api_key};QuantumEndpoint={self.base_url}/;"
+        )
+
+    @property
     def env(self) -> dict[str, str]:
-        """The environment ``Sdk("azure_quantum")`` reads (bearer token)."""
+        """The environment ``Sdk("azure_quantum")`` reads (it uses the bearer token when one is
+        set), with the API key too: azure-core sends bearer tokens over https only, so clients
+        built on it authenticate to the emulator's plain http with the key."""
         return {
             "AZURE_QUANTUM_ENDPOINT": self.base_url,
             "AZURE_QUANTUM_SUBSCRIPTION_ID": self.subscription_id,
             "AZURE_QUANTUM_RESOURCE_GROUP": self.resource_group,
             "AZURE_QUANTUM_WORKSPACE": self.workspace,
             "AZURE_QUANTUM_ACCESS_TOKEN": self.token,
+            "AZURE_QUANTUM_API_KEY": self.api_key,
         }
 
     def secrets(self) -> tuple[str, ...]:
