@@ -344,6 +344,95 @@ async def test_a_program_ionq_cannot_run_is_rejected_before_anything_is_sent(
     assert env.requests == []
 
 
+def bell_circuit() -> Any:
+    from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
+
+    circuit = QuantumCircuit(QuantumRegister(2, "q"), ClassicalRegister(2, "c"))
+    circuit.h(0)
+    circuit.cx(0, 1)
+    circuit.measure([0, 1], [0, 1])
+    return circuit
+
+
+@pytest.mark.parametrize("target", [IONQ, QUANTINUUM])
+async def test_a_circuit_is_lowered_to_the_providers_format(env: AzureQuantumEmulator, target: str) -> None:
+    async with Sdk("azure_quantum", polling=FAST) as sdk:
+        job = sdk.create_job(program=bell_circuit(), target=target, config={"shots": 40})
+        await job.execute(timeout_s=20)
+    assert job.state is JobState.COMPLETED, job.error
+    counts = job.result.data if job.result is not None else None
+    assert counts is not None
+    assert set(counts) == {"c"}
+    assert set(counts["c"]) <= {"00", "11"}
+    assert sum(counts["c"].values()) == 40
+    uploaded = next(r for r in env.requests if r.method == "PUT" and r.path.endswith("/inputData"))
+    if target == IONQ:  # IonQ's qis JSON: h, then cx as a controlled x
+        assert uploaded.body["circuit"] == [
+            {"gate": "h", "targets": [0]},
+            {"gate": "x", "controls": [0], "targets": [1]},
+        ]
+    else:  # OpenQASM 2 in the paper's qelib1 gates
+        assert str(uploaded.body).startswith("OPENQASM 2.0;")
+        assert "cx q[0],q[1];" in str(uploaded.body)
+
+
+def wide_circuit(qubits: int) -> Any:
+    from qiskit import QuantumCircuit
+
+    circuit = QuantumCircuit(qubits, qubits)
+    circuit.h(range(qubits))
+    circuit.measure(range(qubits), range(qubits))
+    return circuit
+
+
+def opaque_gate_circuit() -> Any:
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import Gate
+
+    circuit = QuantumCircuit(1, 1)
+    circuit.append(Gate("mystery", 1, []), [0])  # no definition: nothing can lower it
+    circuit.measure(0, 0)
+    return circuit
+
+
+def unbound_circuit() -> Any:
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import Parameter
+
+    circuit = QuantumCircuit(1, 1)
+    circuit.rx(Parameter("theta"), 0)
+    circuit.measure(0, 0)
+    return circuit
+
+
+@pytest.mark.parametrize("target", [IONQ, QUANTINUUM])
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [(lambda: wide_circuit(60), "uses 60 qubits; .* has (29|56)"), (opaque_gate_circuit, "mystery")],
+)
+async def test_a_circuit_the_target_cannot_run_is_refused_before_anything_is_sent(
+    env: AzureQuantumEmulator, target: str, make: Callable[[], Any], error: str
+) -> None:
+    async with Sdk("azure_quantum", polling=FAST) as sdk:
+        env.clear_log()
+        job = sdk.create_job(program=make(), target=target)
+        await job.execute(timeout_s=10)
+    assert job.state is JobState.FAILED
+    assert job.error is not None
+    assert job.error.code == "REJECTED"
+    assert re.search(error, job.error.message), job.error.message
+    assert env.requests == []
+    assert env.job_ids == []
+
+
+async def test_a_circuit_with_unbound_parameters_is_refused_at_create_job(env: AzureQuantumEmulator) -> None:
+    async with Sdk("azure_quantum", polling=FAST) as sdk:
+        env.clear_log()
+        with pytest.raises(JobValidationError, match="theta"):
+            sdk.create_job(program=unbound_circuit(), target=IONQ)
+    assert env.requests == []
+
+
 async def test_older_api_versions_create_the_container_themselves(emulator_factory: EmulatorFactory) -> None:
     async with emulator_factory("azure_quantum") as emulator:
         assert isinstance(emulator, AzureQuantumEmulator)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..exceptions import JobValidationError, ProtocolError
-from ._qiskit import error_message, parse_qasm, qasm_major_version, qiskit_ready, start_qiskit_loader
+from ._qiskit import as_circuit, error_message, qasm_major_version, qiskit_ready, start_qiskit_loader
 
 __all__ = [
     "PROVIDER_FORMATS",
@@ -94,22 +94,33 @@ _IONQ_GATES: Final = {
 _IONQ_BASIS: Final = [*_IONQ_GATES, "cx", "swap"]
 
 
-def _load(program: str) -> Any:
+def _load(program: Any, target: str | None, max_qubits: int | None) -> Any:
+    """The program as a circuit (text parsed), refused if it has more qubits than the target."""
     start_qiskit_loader()
     qiskit_ready.wait()
     try:
-        return parse_qasm(program)
+        circuit = as_circuit(program)
     except Exception as exc:
         raise JobValidationError(f"the program does not parse: {error_message(exc)}") from None
+    if circuit.parameters:
+        names = ", ".join(sorted(str(p) for p in circuit.parameters))
+        raise JobValidationError(f"the circuit has unbound parameters: {names}")
+    if max_qubits is not None and circuit.num_qubits > max_qubits:
+        raise JobValidationError(
+            f"the circuit uses {circuit.num_qubits} qubits; {target or 'the target'} has {max_qubits}"
+        )
+    return circuit
 
 
-def ionq_program(program: str) -> IonqProgram:
-    """Convert OpenQASM 2 or 3 to IonQ's ``qis`` circuit JSON (``ionq.circuit.v1``).
+def ionq_program(program: Any, *, target: str | None = None, max_qubits: int | None = None) -> IonqProgram:
+    """Lower a program (OpenQASM 2 or 3 text, or a ``QuantumCircuit``) to IonQ's ``qis`` circuit
+    JSON (``ionq.circuit.v1``).
 
     Raises JobValidationError for a program that does not parse or that IonQ cannot run: a gate
-    on a qubit after it was measured, reset, classical control, unbound parameters.
+    outside IonQ's set that cannot be written in it, a gate on a qubit after it was measured,
+    reset, classical control, unbound parameters, more qubits than ``max_qubits``.
     """
-    circuit = _load(program)
+    circuit = _load(program, target, max_qubits)
     import qiskit
 
     try:
@@ -173,13 +184,14 @@ _QELIB1_BASIS: Final = [
 ]
 
 
-def quantinuum_program(program: str) -> str:
-    """OpenQASM 2 text for Quantinuum (``honeywell.openqasm.v1``): OpenQASM 2 is sent as written
-    (Quantinuum checks it); OpenQASM 3 is parsed, lowered to the paper's qelib1 gates and written
-    out as OpenQASM 2 (registers and measurements kept)."""
-    if qasm_major_version(program) == 2:
+def quantinuum_program(program: Any, *, target: str | None = None, max_qubits: int | None = None) -> str:
+    """OpenQASM 2 text for Quantinuum (``honeywell.openqasm.v1``): OpenQASM 2 text is sent as
+    written (Quantinuum checks it); OpenQASM 3 text and circuits are lowered to the paper's qelib1
+    gates and written out as OpenQASM 2 (registers and measurements kept). Raises
+    JobValidationError as :func:`ionq_program` does for what cannot be written so."""
+    circuit = _load(program, target, max_qubits)
+    if isinstance(program, str) and qasm_major_version(program) == 2:
         return program
-    circuit = _load(program)
     import qiskit
     import qiskit.qasm2
 

@@ -80,6 +80,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from ipaddress import ip_address
 from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -98,7 +99,7 @@ from ..exceptions import (
 )
 from ..state import JobState
 from ._http_backend import HttpBackend
-from ._qiskit import start_qiskit_loader
+from ._qiskit import is_circuit, start_qiskit_loader
 from .azure_providers import (
     PROVIDER_FORMATS,
     IonqProgram,
@@ -510,6 +511,11 @@ class AzureQuantumBackend(HttpBackend):
     async def list_targets(self) -> list[dict[str, Any]]:
         return [dict(target) for target in await self._refresh_targets()]
 
+    def _num_qubits(self, target: str) -> int | None:
+        """The target's qubits as ``providerStatus`` gave them (None when it did not say)."""
+        known = self._targets.get(target, {}).get("num_qubits")
+        return known if isinstance(known, int) and not isinstance(known, bool) and known > 0 else None
+
     def _format_for(self, target: str) -> ProviderFormat:
         known = self._targets.get(target)
         provider = str(known["provider"]) if known else provider_of_target(target)
@@ -520,13 +526,18 @@ class AzureQuantumBackend(HttpBackend):
     # ------------------------------------------------------------------ jobs
     def validate(self, spec: RunSpec) -> RunSpec:
         program = spec.program
-        if not isinstance(program, str):
+        if is_circuit(program):
+            if program.parameters:
+                names = ", ".join(sorted(str(p) for p in program.parameters))
+                raise JobValidationError(f"the circuit has unbound parameters: {names}")
+        elif not isinstance(program, str):
             raise JobValidationError(
-                f"an Azure Quantum program is OpenQASM 2 or 3 text, not {type(program).__name__}"
+                "an Azure Quantum program is OpenQASM 2 or 3 text or a qiskit QuantumCircuit, "
+                f"not {type(program).__name__}"
             )
-        if not program.strip():
+        elif not program.strip():
             raise JobValidationError("the program is empty")
-        if (
+        elif (
             len(program) * 4 > MAX_PROGRAM_BYTES
             and len(program.encode("utf-8", "replace")) > MAX_PROGRAM_BYTES
         ):
@@ -578,13 +589,17 @@ class AzureQuantumBackend(HttpBackend):
             raise JobValidationError(f"an Azure job id is a GUID, not {idempotency_key!r}")
         fmt = self._format_for(spec.target)
         metadata: dict[str, str] = {}
+        # CPU work (qiskit) off the event loop; a program the target cannot run is refused here,
+        # before anything is sent.
+        limits: dict[str, Any] = {"target": spec.target, "max_qubits": self._num_qubits(spec.target)}
         if fmt.provider == "ionq":
-            converted = await anyio.to_thread.run_sync(ionq_program, spec.program, abandon_on_cancel=True)
+            lowered = partial(ionq_program, spec.program, **limits)
+            converted = await anyio.to_thread.run_sync(lowered, abandon_on_cancel=True)
             payload = json.dumps(converted.payload, separators=(",", ":")).encode()
             metadata = converted.metadata()
         else:
-            text = await anyio.to_thread.run_sync(quantinuum_program, spec.program, abandon_on_cancel=True)
-            payload = text.encode()
+            written = partial(quantinuum_program, spec.program, **limits)
+            payload = (await anyio.to_thread.run_sync(written, abandon_on_cancel=True)).encode()
         container_sas = await self._sas_uri(f"job-{job_id}")
         if self._create_containers:  # older api-versions: the client creates the container
             await self._create_container(container_sas)
