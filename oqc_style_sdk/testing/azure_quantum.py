@@ -33,7 +33,7 @@ from .azure_providers import (
     provider_output,
 )
 from .azure_storage import STORAGE_ACCOUNT, BlobStorage, same_secret
-from .emulator import ApiError, Emulator, _duration
+from .emulator import ApiError, Emulator, duration_option
 from .odata import order_key, parse_filter
 
 __all__ = [
@@ -342,7 +342,7 @@ class AzureQuantumEmulator(Emulator):
         self._output_owner: dict[tuple[str, str], _Job] = {}
         self.storage = BlobStorage(
             account_url=lambda: self.storage_url,
-            sas_ttl_s=_duration("sas_ttl_s", sas_ttl_s, positive=True),
+            sas_ttl_s=duration_option("sas_ttl_s", sas_ttl_s, positive=True),
             before_read=self._output_before_read,
         )
         self._jobs: dict[str, _Job] = {}
