@@ -1,4 +1,4 @@
-"""Azure Quantum: OpenQASM programs on IonQ and Quantinuum targets of an Azure Quantum workspace.
+"""Azure Quantum: OpenQASM programs and qiskit circuits on IonQ and Quantinuum targets of a workspace.
 
 Wire facts (``specs/VENDORS.md`` §2, ``specs/azure-quantum-data-plane.openapi.json``):
 
@@ -26,11 +26,14 @@ How this adapter uses them
       sent and becomes the Azure job id, so a create whose answer was lost is sent again with the
       same id: the service answers with the existing job (a 409 for an existing id is resolved by
       reading the job), never a second one.
-    * IonQ input is IonQ's ``qis`` JSON (``ionq.circuit.v1``), converted from OpenQASM 2 or 3 with
-      qiskit: gates are lowered to IonQ's gate set, measurements become the ``meas_map`` kept in the
-      job's metadata (IonQ measures every qubit at the end; mid-circuit measurement, reset and
-      classical control are refused). Quantinuum input is OpenQASM 2 text
-      (``honeywell.openqasm.v1``); an OpenQASM 3 program is converted to OpenQASM 2 with qiskit.
+    * A program is OpenQASM 2 or 3 text or a qiskit ``QuantumCircuit`` with its parameters bound;
+      both are lowered in a worker thread (:mod:`~oqc_style_sdk.backends.azure_providers`). IonQ
+      input is IonQ's ``qis`` JSON (``ionq.circuit.v1``): gates are lowered to IonQ's gate set,
+      measurements become the ``meas_map`` kept in the job's metadata (IonQ measures every qubit at
+      the end; mid-circuit measurement, reset and classical control are refused). Quantinuum input
+      is OpenQASM 2 text (``honeywell.openqasm.v1``): OpenQASM 2 text as written, OpenQASM 3 and
+      circuits lowered to qelib1 gates and written as OpenQASM 2. More qubits than the target's
+      ``numQubits`` or a gate that cannot be lowered is a JobValidationError before anything is sent.
     * Results are counts per classical register, ``{"c": {"00": 503, "11": 497}}``. IonQ's
       probabilities become counts by multiplying with the job's shots and rounding by largest
       remainder (so the counts add up to the shots, and an emulator's sampled histogram comes back
