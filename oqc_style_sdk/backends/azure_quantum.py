@@ -555,6 +555,12 @@ class AzureQuantumBackend(HttpBackend):
         if self._targets and spec.target not in self._targets:
             raise UnknownTargetError(spec.target, sorted(self._targets))
         self._format_for(spec.target)
+        limit = self._num_qubits(spec.target)
+        if is_circuit(program) and limit is not None and program.num_qubits > limit:
+            # a circuit's width is known without parsing; text is measured when it is lowered
+            raise JobValidationError(
+                f"the circuit uses {program.num_qubits} qubits; {spec.target} has {limit}"
+            )
         unknown = set(spec.config) - CONFIG_KEYS
         if unknown:
             raise JobValidationError(
