@@ -22,8 +22,6 @@ from oqc_style_sdk.testing.azure_quantum import AzureQuantumEmulator
 from oqc_style_sdk.testing.pytest_plugin import EmulatorFactory
 from tests.vendors.azure_quantum.test_azure_emulator import BELL_IONQ, BELL_QASM2
 
-pytest.importorskip("azure.quantum", reason="azure-quantum is in the dev extra")
-
 
 @pytest.fixture(autouse=True)
 def _no_azure_environment(monkeypatch: pytest.MonkeyPatch) -> None:
