@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 import anyio
 from anyio.abc import TaskGroup
 
+from . import programs
 from .backends.base import Backend, RunSpec, create_backend
 from .exceptions import ConfigurationError, JobValidationError, SdkNotStartedError
 from .polling import Poller, PollingPolicy
@@ -169,8 +170,10 @@ class Sdk:
 
     # ------------------------------------------------------------------ jobs
     def _validate_spec(self, spec: RunSpec) -> RunSpec:
-        if spec.target is None:
-            spec = RunSpec(spec.program, self.default_target, spec.config, spec.tag)
+        program = programs.one(spec.program)
+        if spec.target is None or program is not spec.program:
+            target = self.default_target if spec.target is None else spec.target
+            spec = RunSpec(program, target, spec.config, spec.tag)
         if spec.tag is not None and not isinstance(spec.tag, str):
             raise JobValidationError(f"tag must be a string, not {type(spec.tag).__name__}")
         return self._backend.validate(spec)
@@ -211,7 +214,10 @@ class Sdk:
 
         Lists are taken element-wise (child ``i`` gets ``program[i]``, ``target[i]``,
         ``config[i]``); a single value applies to every child. ``qpu_id`` is an alias of ``target``.
-        Bad input raises :class:`JobValidationError` here, before anything is sent.
+        A quantum program is OpenQASM text, a qiskit ``QuantumCircuit`` or ``(circuit, values)``;
+        ``(circuit, sweep)`` makes a CompositeJob of one child per binding (see
+        :mod:`oqc_style_sdk.programs`). Bad input raises :class:`JobValidationError` here, before
+        anything is sent.
         """
         from .composite import CompositeJob
         from .job import Job
@@ -222,6 +228,7 @@ class Sdk:
         target = target if target is not None else qpu_id
         if not isinstance(fetch_diagnostics, bool):
             raise JobValidationError("fetch_diagnostics must be True or False")
+        program = programs.expand(program)
         lists = {
             name: value
             for name, value in (("program", program), ("target", target), ("config", config))

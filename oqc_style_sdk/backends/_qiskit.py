@@ -19,6 +19,7 @@ import anyio.to_thread
 __all__ = [
     "aer_available",
     "as_circuit",
+    "as_openqasm",
     "as_qasm3",
     "error_message",
     "is_circuit",
@@ -167,3 +168,18 @@ def as_qasm3(program: Any) -> str:
     import qiskit.qasm3
 
     return str(qiskit.qasm3.dumps(program))
+
+
+def as_openqasm(program: Any) -> str:
+    """A quantum program as OpenQASM text: text as it is; a circuit as OpenQASM 2 where it can be
+    written so (the version OQC documents and every vendor reads), else as OpenQASM 3.
+
+    Call it off the event loop, after :func:`qiskit_imported` (exporting is CPU work)."""
+    if isinstance(program, str):
+        return program
+    import qiskit.qasm2
+
+    try:
+        return str(qiskit.qasm2.dumps(program))
+    except qiskit.qasm2.QASM2ExportError:  # control flow, classical expressions ...: OpenQASM 3 only
+        return as_qasm3(program)

@@ -91,7 +91,7 @@ from ..state import JobState
 from ._http_backend import HttpBackend
 
 # The local simulator's qiskit discipline: qiskit is first imported by its parked loader thread.
-from ._qiskit import qasm_major_version, qiskit_imported
+from ._qiskit import as_qasm3, is_circuit, qasm_major_version, qiskit_imported
 from .base import Diagnostics, Observation, RunRef, RunSpec
 
 __all__ = [
@@ -581,6 +581,8 @@ class IbmQuantumBackend(HttpBackend):
     # ------------------------------------------------------------------ jobs
     def validate(self, spec: RunSpec) -> RunSpec:
         program = spec.program
+        if is_circuit(program):  # bound by oqc_style_sdk.programs; sent as the text it exports to
+            program = as_qasm3(program)
         if not isinstance(program, str):
             raise JobValidationError(f"an IBM Quantum program is OpenQASM text, not {type(program).__name__}")
         if not program.strip():
