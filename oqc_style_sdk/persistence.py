@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .backends._qiskit import as_circuit, as_qasm3, error_message, is_circuit, qiskit_imported
 from .backends.base import Diagnostics, RunRef, RunSpec
 from .exceptions import (
     CorruptJobFileError,
@@ -107,6 +108,11 @@ class JobSnapshot(_Model):
     submitted_at: datetime | None = None
     history: list[Output] = Field(default_factory=list)
     diagnostics: DiagnosticsSnapshot | None = None
+    #: Whether ``program`` (OpenQASM 3 text in the file) came as a qiskit circuit, and the runs of
+    #: ``history`` whose program did: loading gives those back as circuits. Written only when set,
+    #: so a file without circuits reads as it always did.
+    program_is_circuit: bool = Field(default=False, exclude_if=lambda flag: not flag)
+    circuit_runs: list[int] = Field(default_factory=list, exclude_if=lambda runs: not runs)
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSnapshot:
@@ -270,7 +276,85 @@ async def save_jobs(
         composite_id=composite_id if composite else None,
         jobs=[snapshot(job) for job in jobs],
     )
-    return await anyio.to_thread.run_sync(_write_atomically, target, document)
+    if any(_circuit_runs(snap) or is_circuit(snap.program) for snap in document.jobs):
+        await qiskit_imported()  # a circuit is written as OpenQASM 3 by the writer's thread
+
+    def write() -> Path:
+        return _write_atomically(target, _circuits_as_text(document))
+
+    return await anyio.to_thread.run_sync(write)
+
+
+def _circuits_as_text(document: JobFile) -> JobFile:
+    """``document`` with every circuit (a job's program, its history's) written as OpenQASM 3 and
+    flagged; each circuit object written once. A file never holds anything but text (no pickle):
+    nothing in it is executed on loading."""
+    written: dict[int, str] = {}
+
+    def text(snap: JobSnapshot, circuit: Any) -> str:
+        if id(circuit) not in written:
+            try:
+                written[id(circuit)] = as_qasm3(circuit)
+            except Exception as exc:  # nothing is written: the old file (if any) stays as it was
+                raise PersistenceError(
+                    f"job {snap.id}'s circuit cannot be written as OpenQASM 3: {error_message(exc)}"
+                ) from exc
+        return written[id(circuit)]
+
+    jobs = []
+    for snap in document.jobs:
+        runs = _circuit_runs(snap)
+        if not runs and not is_circuit(snap.program):
+            jobs.append(snap)
+            continue
+        history = [
+            o.model_copy(update={"program": text(snap, o.program)}) if is_circuit(o.program) else o
+            for o in snap.history
+        ]
+        update: dict[str, Any] = {"history": history, "circuit_runs": runs}
+        if is_circuit(snap.program):
+            update |= {"program": text(snap, snap.program), "program_is_circuit": True}
+        jobs.append(snap.model_copy(update=update))
+    return document.model_copy(update={"jobs": jobs})
+
+
+def _circuit_runs(snap: JobSnapshot) -> list[int]:
+    """The runs in ``snap``'s history whose program is a circuit (before it is saved)."""
+    return [o.run for o in snap.history if is_circuit(o.program)]
+
+
+def _text_as_circuits(document: JobFile, path: Path) -> JobFile:
+    """The flagged programs of a read ``document`` parsed back into circuits (each text once)."""
+    parsed: dict[str, Any] = {}
+
+    def circuit(snap: JobSnapshot, text: Any) -> Any:
+        if not isinstance(text, str):
+            raise CorruptJobFileError(f"{path}: job {snap.id} has a circuit that is not OpenQASM text")
+        if text not in parsed:
+            try:
+                parsed[text] = as_circuit(text)
+            except Exception as exc:
+                raise CorruptJobFileError(
+                    f"{path}: job {snap.id}'s circuit does not parse as OpenQASM 3: {error_message(exc)}"
+                ) from exc
+        return parsed[text]
+
+    jobs = []
+    for snap in document.jobs:
+        runs = set(snap.circuit_runs)
+        history = [
+            o.model_copy(update={"program": circuit(snap, o.program)}) if o.run in runs else o
+            for o in snap.history
+        ]
+        update: dict[str, Any] = {"history": history}
+        if snap.program_is_circuit:
+            update["program"] = circuit(snap, snap.program)
+        jobs.append(snap.model_copy(update=update))
+    return document.model_copy(update={"jobs": jobs})
+
+
+def _has_circuits(snap: JobSnapshot) -> bool:
+    return snap.program_is_circuit or bool(snap.circuit_runs)
 
 
 def _as_path(path: str | Path) -> Path:
@@ -368,6 +452,9 @@ async def load_jobs(
         raise ValueError("lost_runs is 'raise' or 'fail'")
     source = _as_path(path)
     document = await anyio.to_thread.run_sync(read_document, source)
+    if any(_has_circuits(snap) for snap in document.jobs):
+        await qiskit_imported()  # parsing is CPU work, in a worker thread once qiskit is imported
+        document = await anyio.to_thread.run_sync(_text_as_circuits, document, source)
     mine = sdk.backend.identity()
     if document.backend != mine:
         raise ForeignJobFileError(
