@@ -37,6 +37,7 @@ from .exceptions import (
     ForeignJobFileError,
     JobFileNotFoundError,
     JobNotResumableError,
+    JobValidationError,
     PersistenceError,
     SdkError,
     UnsupportedSchemaError,
@@ -295,10 +296,8 @@ def _circuits_as_text(document: JobFile) -> JobFile:
         if id(circuit) not in written:
             try:
                 written[id(circuit)] = as_qasm3(circuit)
-            except Exception as exc:  # nothing is written: the old file (if any) stays as it was
-                raise PersistenceError(
-                    f"job {snap.id}'s circuit cannot be written as OpenQASM 3: {error_message(exc)}"
-                ) from exc
+            except JobValidationError as exc:  # nothing is written: the old file (if any) stays
+                raise PersistenceError(f"job {snap.id} cannot be saved: {exc}") from None
         return written[id(circuit)]
 
     jobs = []

@@ -16,6 +16,8 @@ from typing import Any
 
 import anyio.to_thread
 
+from ..exceptions import JobValidationError
+
 __all__ = [
     "aer_available",
     "as_circuit",
@@ -162,17 +164,25 @@ def as_circuit(program: Any) -> Any:
 
 
 def as_qasm3(program: Any) -> str:
-    """A quantum program as OpenQASM 3 text: text as it is, a circuit exported by ``qiskit.qasm3``."""
+    """A quantum program as OpenQASM 3 text: text as it is, a circuit exported by ``qiskit.qasm3``.
+
+    A circuit OpenQASM 3 cannot express (an opaque gate, ``initialize`` ...) raises
+    :class:`JobValidationError` with the exporter's reason."""
     if isinstance(program, str):
         return program
     import qiskit.qasm3
 
-    return str(qiskit.qasm3.dumps(program))
+    try:
+        return str(qiskit.qasm3.dumps(program))
+    except qiskit.qasm3.QASM3ExporterError as exc:
+        reason = error_message(exc)
+        raise JobValidationError(f"the circuit cannot be written as OpenQASM 3: {reason}") from None
 
 
 def as_openqasm(program: Any) -> str:
     """A quantum program as OpenQASM text: text as it is; a circuit as OpenQASM 2 where it can be
-    written so (the version OQC documents and every vendor reads), else as OpenQASM 3.
+    written so (the version OQC documents and every vendor reads), else as OpenQASM 3
+    (:class:`JobValidationError` if neither can express it).
 
     Call it off the event loop, after :func:`qiskit_imported` (exporting is CPU work)."""
     if isinstance(program, str):

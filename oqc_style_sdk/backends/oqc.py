@@ -50,7 +50,7 @@ from ..exceptions import (
 )
 from ..state import JobState
 from ._http_backend import HttpBackend
-from ._qiskit import as_openqasm, error_message, is_circuit, qiskit_imported
+from ._qiskit import as_openqasm, is_circuit, qiskit_imported
 from .base import Diagnostics, Observation, RunRef, RunSpec
 
 __all__ = ["OQC_STATUS", "OqcBackend", "compiler_config"]
@@ -571,10 +571,8 @@ def _write_openqasm(programs: list[Any]) -> tuple[list[str], dict[int, JobValida
         if text is None:
             try:
                 text = written[id(program)] = as_openqasm(program)
-            except Exception as exc:  # the circuit's fault: its job fails, nothing is sent
-                text = written[id(program)] = JobValidationError(
-                    f"the circuit cannot be written as OpenQASM for OQC: {error_message(exc)}"
-                )
+            except JobValidationError as exc:  # the circuit's fault: its job fails, nothing is sent
+                text = written[id(program)] = exc
         if isinstance(text, JobValidationError):
             unwritable[i] = text
             text = ""
