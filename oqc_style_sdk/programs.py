@@ -49,10 +49,10 @@ def expand(program: Any) -> Any:
     returned as it is (a list stays a list, its items bound later, one by one, by :func:`one`)."""
     if not is_pub(program):
         return program
-    circuit, values = program[0], _plain(program[1])
+    circuit, values = program
     sweep = _sweep(values)
     if sweep is None:
-        return _bind(circuit, values)
+        return _bind(circuit, _plain(values))
     if not sweep:
         raise JobValidationError("the sweep of parameter values is empty: give at least one binding")
     bound = []
@@ -73,13 +73,13 @@ def one(program: Any) -> Any:
     if isinstance(program, str):
         return program
     if is_pub(program):
-        circuit, values = program[0], _plain(program[1])
+        circuit, values = program
         if _sweep(values) is not None:
             raise JobValidationError(
                 "a sweep of parameter values makes one job per binding: pass it as "
                 "sdk.create_job(program=(circuit, sweep)), which makes a CompositeJob"
             )
-        return _bind(circuit, values)
+        return _bind(circuit, _plain(values))
     if is_circuit(program):
         _check_bound(program)
         return program.copy()
@@ -92,7 +92,11 @@ def _plain(values: Any) -> Any:
 
 
 def _sweep(values: Any) -> list[Any] | None:
-    """The bindings of a sweep, or None when ``values`` is one binding (a bad one is left to _bind)."""
+    """The bindings of a sweep, or None when ``values`` is one binding (a bad one is left to _bind).
+
+    An array is a sweep when it has two dimensions or more (bindings × parameters)."""
+    if hasattr(values, "ndim") and hasattr(values, "tolist"):
+        return values.tolist() if values.ndim >= 2 else None
     if isinstance(values, Mapping | str | bytes) or not isinstance(values, Sequence):
         return None
     nested = [_is_binding(item) for item in values]
@@ -107,9 +111,12 @@ def _sweep(values: Any) -> list[Any] | None:
 
 
 def _is_binding(item: Any) -> bool:
-    return isinstance(item, Mapping) or (
-        not isinstance(item, str | bytes) and (isinstance(item, Sequence) or hasattr(item, "ndim"))
-    )
+    """Whether a sweep's item is a binding (a numpy number has ``ndim`` 0: it is a value)."""
+    if isinstance(item, Mapping):
+        return True
+    if hasattr(item, "ndim"):
+        return bool(item.ndim >= 1)
+    return isinstance(item, Sequence) and not isinstance(item, str | bytes)
 
 
 def _bind(circuit: Any, values: Any) -> Any:
@@ -140,6 +147,11 @@ def _from_mapping(circuit: Any, parameters: list[Any], values: Mapping[Any, Any]
     for key, value in _vectors_spread(values).items():
         parameter = by_name.get(key) if isinstance(key, str) else key
         name = key if isinstance(key, str) else getattr(key, "name", repr(key))
+        if parameter is not None and parameter not in circuit.parameters and name in by_name:
+            raise JobValidationError(
+                f"the circuit has another Parameter named {name!r} than the one given: give its own "
+                "Parameter object, or the name"
+            )
         if parameter is None or parameter not in circuit.parameters:
             raise JobValidationError(
                 f"the circuit has no parameter {name!r}; its parameters are {_names(parameters) or 'none'}"
