@@ -182,7 +182,7 @@ class Sdk:
     def create_job(
         self,
         *,
-        program: str | Mapping[str, Any],
+        program: str | Mapping[str, Any] | tuple[Any, Sequence[float] | Mapping[Any, float]],
         target: str | None = None,
         qpu_id: str | None = None,
         config: Mapping[str, Any] | None = None,
