@@ -251,6 +251,27 @@ async def test_a_circuit_openqasm_cannot_express_fails_on_oqc_and_releases_its_i
     assert len(sent) == 1  # only the Bell circuit went out
 
 
+# ------------------------------------------------------------------------------------- IBM, Azure
+@pytest.mark.parametrize(
+    ("vendor", "target"), [("ibm_quantum", "ibm_fez"), ("azure_quantum", "ionq.simulator")]
+)
+async def test_circuits_and_sweeps_run_on_the_other_quantum_backends(vendor: str, target: str) -> None:
+    circuit, _, _ = rotations()
+    with anyio.fail_after(60):
+        async with (
+            start_emulator(vendor, job_duration_s=0.02, max_lifetime_s=60.0) as emu,
+            Sdk(vendor, **emu.credentials) as sdk,
+        ):
+            job = sdk.create_job(program=bell("meas"), target=target, config={"shots": 100})
+            await job.execute(timeout_s=30)
+            sweep = sdk.create_job(program=(circuit, [[0, PI], [PI, 0]]), target=target, config={"shots": 50})
+            outputs = await sweep.execute(timeout_s=30)
+    assert job.completed
+    assert set(job.result.data) == {"meas"}
+    assert sum(job.result.data["meas"].values()) == 100
+    assert [o.data for o in outputs] == [{"c": {"01": 50}}, {"c": {"10": 50}}]
+
+
 # ------------------------------------------------------------------------------------- saving
 async def test_a_saved_circuit_is_openqasm_3_text_and_loads_back_as_a_circuit(tmp_path: Path) -> None:
     circuit, _, _ = rotations()
