@@ -340,6 +340,9 @@ def _text_as_circuits(document: JobFile, path: Path) -> JobFile:
 
     jobs = []
     for snap in document.jobs:
+        if not _flags_circuits(snap):
+            jobs.append(snap)
+            continue
         runs = set(snap.circuit_runs)
         history = [
             o.model_copy(update={"program": circuit(snap, o.program)}) if o.run in runs else o
@@ -352,7 +355,8 @@ def _text_as_circuits(document: JobFile, path: Path) -> JobFile:
     return document.model_copy(update={"jobs": jobs})
 
 
-def _has_circuits(snap: JobSnapshot) -> bool:
+def _flags_circuits(snap: JobSnapshot) -> bool:
+    """Whether a read ``snap`` marks any of its programs as a circuit."""
     return snap.program_is_circuit or bool(snap.circuit_runs)
 
 
@@ -451,15 +455,15 @@ async def load_jobs(
         raise ValueError("lost_runs is 'raise' or 'fail'")
     source = _as_path(path)
     document = await anyio.to_thread.run_sync(read_document, source)
-    if any(_has_circuits(snap) for snap in document.jobs):
-        await qiskit_imported()  # parsing is CPU work, in a worker thread once qiskit is imported
-        document = await anyio.to_thread.run_sync(_text_as_circuits, document, source)
     mine = sdk.backend.identity()
     if document.backend != mine:
         raise ForeignJobFileError(
             f"{source} was saved from backend {_describe(document.backend)}; this Sdk is "
             f"{_describe(mine)}. Load it with an Sdk for the same backend and endpoint."
         )
+    if any(_flags_circuits(snap) for snap in document.jobs):
+        await qiskit_imported()  # parsing is CPU work, in a worker thread once qiskit is imported
+        document = await anyio.to_thread.run_sync(_text_as_circuits, document, source)
     jobs = [restore(sdk, snap, lost_runs) for snap in document.jobs]
     if document.composite_id is None:
         return jobs[0]

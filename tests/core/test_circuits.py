@@ -344,15 +344,24 @@ async def test_a_circuit_openqasm_3_cannot_express_is_not_saved(tmp_path: Path) 
     assert path.read_text() == "old"
 
 
-async def test_a_flagged_program_that_does_not_parse_is_a_corrupt_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("program", "message"),
+    [
+        ("OPENQASM 3.0; qubit q; nonsense q;", "does not parse as OpenQASM 3"),
+        ({"gates": ["h"]}, "a circuit that is not OpenQASM text"),
+    ],
+)
+async def test_a_flagged_program_that_is_not_a_circuit_is_a_corrupt_file(
+    tmp_path: Path, program: Any, message: str
+) -> None:
     path = tmp_path / "job.json"
     with anyio.fail_after(30):
         async with local() as sdk:
             await sdk.create_job(program=bell()).save(path)
             document = json.loads(path.read_text())
-            document["jobs"][0]["program"] = "OPENQASM 3.0; qubit q; nonsense q;"
+            document["jobs"][0]["program"] = program
             path.write_text(json.dumps(document))
-            with pytest.raises(CorruptJobFileError, match="does not parse as OpenQASM 3"):
+            with pytest.raises(CorruptJobFileError, match=message):
                 await sdk.load(path)
 
 
