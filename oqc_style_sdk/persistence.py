@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .backends._qiskit import as_circuit, as_qasm3, error_message, is_circuit, qiskit_imported
+from .backends._qiskit import as_qasm3, error_message, is_circuit, load_qasm3, qiskit_imported
 from .backends.base import Diagnostics, RunRef, RunSpec
 from .exceptions import (
     CorruptJobFileError,
@@ -331,7 +331,7 @@ def _text_as_circuits(document: JobFile, path: Path) -> JobFile:
             raise CorruptJobFileError(f"{path}: job {snap.id} has a circuit that is not OpenQASM text")
         if text not in parsed:
             try:
-                parsed[text] = as_circuit(text)
+                parsed[text] = load_qasm3(text)
             except Exception as exc:
                 raise CorruptJobFileError(
                     f"{path}: job {snap.id}'s circuit does not parse as OpenQASM 3: {error_message(exc)}"
