@@ -393,6 +393,14 @@ def _unknown_parameter() -> Any:
     return (circuit, {Parameter("theta"): 1.0, "alpha": 0.0})  # same name, another Parameter
 
 
+def _vector_too_short() -> Any:
+    angles = ParameterVector("a", 2)
+    circuit = QuantumCircuit(2)
+    circuit.ry(angles[0], 0)
+    circuit.ry(angles[1], 1)
+    return (circuit, {angles: [1.0]})
+
+
 BAD = [
     pytest.param(lambda: rotations()[0], "unbound parameter.*alpha, theta", id="unbound"),
     pytest.param(lambda: (rotations()[0], [1.0]), "2 parameter.*alpha, theta.*1 value", id="too few"),
@@ -406,6 +414,7 @@ BAD = [
         lambda: (rotations()[0], {"alpha": 0, "theta": 1, "beta": 2}), "no parameter 'beta'", id="name"
     ),
     pytest.param(_unknown_parameter, "another Parameter named 'theta'", id="foreign Parameter"),
+    pytest.param(_vector_too_short, "vector 'a' has 2 element", id="short vector"),
     pytest.param(lambda: (rotations()[0], 1.5), "sequence of numbers.*not float", id="scalar values"),
     pytest.param(lambda: (rotations()[0], [[0, 0], 1.0]), "mix numbers and bindings", id="mixed sweep"),
     pytest.param(lambda: (rotations()[0], [[0, 0], [1.0]]), "in binding 1 of the sweep", id="bad binding"),
