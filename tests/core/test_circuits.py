@@ -146,11 +146,12 @@ async def test_a_numpy_sweep_and_a_parameter_vector() -> None:
     circuit = QuantumCircuit(2, 2)
     circuit.ry(angles[0], 0)
     circuit.ry(angles[1], 1)
+    circuit.rx(Parameter("b"), 1)
     circuit.measure([0, 1], [0, 1])
     with anyio.fail_after(60):
         async with local() as sdk:
-            swept = sdk.create_job(program=(circuit, np.array([[PI, 0.0], [0.0, PI]])))
-            by_vector = sdk.create_job(program=(circuit, {angles: [PI, PI]}))
+            swept = sdk.create_job(program=(circuit, np.array([[PI, 0.0, 0.0], [0.0, PI, 0.0]])))
+            by_vector = sdk.create_job(program=(circuit, {angles: [PI, 0.0], "b": PI}))
             outputs = await swept.execute(timeout_s=40)
             single = await by_vector.execute(timeout_s=20)
     assert [o.data for o in outputs] == [{"c": {"01": 1000}}, {"c": {"10": 1000}}]
@@ -214,6 +215,22 @@ async def test_a_circuit_on_oqc_is_sent_as_openqasm_2_and_counted_by_register() 
     assert len(sent) == 1
     assert sent[0].startswith("OPENQASM 2.0;")
     assert "creg meas[2];" in sent[0]
+
+
+async def test_a_circuit_openqasm_2_cannot_express_goes_to_oqc_as_openqasm_3() -> None:
+    circuit = QuantumCircuit(2, 2)
+    circuit.x(0)
+    circuit.measure(0, 0)
+    with circuit.if_test((circuit.clbits[0], 1)):  # control flow: OpenQASM 3 only
+        circuit.x(1)
+    circuit.measure(1, 1)
+    with anyio.fail_after(30):
+        async with oqc() as (emu, sdk):
+            job = sdk.create_job(program=circuit, config={"shots": 20})
+            output = await job.execute(timeout_s=20)
+            sent = submitted_programs(emu)
+    assert sent[0].startswith("OPENQASM 3.0;")
+    assert output.last.data == {"c": {"11": 20}}
 
 
 async def test_a_sweep_on_oqc_is_one_batch_of_bound_programs() -> None:
@@ -401,6 +418,11 @@ def _vector_too_short() -> Any:
     return (circuit, {angles: [1.0]})
 
 
+def _given_twice() -> Any:
+    circuit, theta, _ = rotations()
+    return (circuit, {"theta": 1.0, theta: 2.0, "alpha": 0.0})
+
+
 BAD = [
     pytest.param(lambda: rotations()[0], "unbound parameter.*alpha, theta", id="unbound"),
     pytest.param(lambda: (rotations()[0], [1.0]), "2 parameter.*alpha, theta.*1 value", id="too few"),
@@ -414,6 +436,7 @@ BAD = [
         lambda: (rotations()[0], {"alpha": 0, "theta": 1, "beta": 2}), "no parameter 'beta'", id="name"
     ),
     pytest.param(_unknown_parameter, "another Parameter named 'theta'", id="foreign Parameter"),
+    pytest.param(_given_twice, "'theta' is given twice", id="twice"),
     pytest.param(_vector_too_short, "vector 'a' has 2 element", id="short vector"),
     pytest.param(lambda: (rotations()[0], 1.5), "sequence of numbers.*not float", id="scalar values"),
     pytest.param(lambda: (rotations()[0], [[0, 0], 1.0]), "mix numbers and bindings", id="mixed sweep"),
