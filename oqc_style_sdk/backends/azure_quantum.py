@@ -93,16 +93,9 @@ from ..exceptions import (
     UnknownTargetError,
 )
 from ..state import JobState
+from . import _qiskit
 from ._http_backend import HttpBackend
-from ._qiskit import (
-    as_qasm3,
-    error_message,
-    is_circuit,
-    parse_qasm,
-    qasm_major_version,
-    qiskit_ready,
-    start_qiskit_loader,
-)
+from ._qiskit import error_message, parse_qasm, qasm_major_version, qiskit_ready, start_qiskit_loader
 from .base import Diagnostics, Observation, RunRef, RunSpec
 
 __all__ = [
@@ -803,8 +796,8 @@ class AzureQuantumBackend(HttpBackend):
     # ------------------------------------------------------------------ jobs
     def validate(self, spec: RunSpec) -> RunSpec:
         program = spec.program
-        if is_circuit(program):  # bound by oqc_style_sdk.programs; sent as the text it exports to
-            program = as_qasm3(program)
+        if _qiskit.is_circuit(program):  # bound by oqc_style_sdk.programs; sent as its OpenQASM 3
+            program = _qiskit.as_qasm3(program)
         if not isinstance(program, str):
             raise JobValidationError(
                 f"an Azure Quantum program is OpenQASM 2 or 3 text, not {type(program).__name__}"
