@@ -28,6 +28,16 @@ from .exceptions import JobValidationError
 
 __all__ = ["expand", "is_pub", "one"]
 
+
+class _Bound:
+    """A circuit this module bound (so a copy of the user's already): :func:`one` takes it as is."""
+
+    __slots__ = ("circuit",)
+
+    def __init__(self, circuit: Any) -> None:
+        self.circuit = circuit
+
+
 #: How many parameter names an error message lists before it says how many more there are.
 _NAMES_SHOWN = 8
 
@@ -46,19 +56,20 @@ def is_pub(program: object) -> bool:
 def expand(program: Any) -> Any:
     """``create_job``'s program: a ``(circuit, sweep)`` becomes a list of bound circuits (one child
     each, in the sweep's order), a ``(circuit, values)`` one bound circuit; anything else is
-    returned as it is (a list stays a list, its items bound later, one by one, by :func:`one`)."""
+    returned as it is (a list stays a list, its items bound later, one by one, by :func:`one`).
+    Every job's program then goes through :func:`one`, which unwraps what this bound."""
     if not is_pub(program):
         return program
     circuit, values = program
     sweep = _sweep(values)
     if sweep is None:
-        return _bind(circuit, _plain(values))
+        return _Bound(_bind(circuit, _plain(values)))
     if not sweep:
         raise JobValidationError("the sweep of parameter values is empty: give at least one binding")
     bound = []
     for i, binding in enumerate(sweep):
         try:
-            bound.append(_bind(circuit, binding))
+            bound.append(_Bound(_bind(circuit, binding)))
         except JobValidationError as exc:
             exc.add_note(f"(in binding {i} of the sweep)")
             raise
@@ -72,6 +83,8 @@ def one(program: Any) -> Any:
     bound (a sweep is refused: one job runs one binding); anything else as it is."""
     if isinstance(program, str):
         return program
+    if isinstance(program, _Bound):
+        return program.circuit
     if is_pub(program):
         circuit, values = program
         if _sweep(values) is not None:
