@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 import anyio
 from anyio.abc import TaskGroup
 
+from . import programs
 from .backends.base import Backend, RunRef, RunSpec, create_backend
 from .exceptions import ConfigurationError, ForeignJobFileError, JobValidationError, SdkNotStartedError
 from .polling import Poller, PollingPolicy
@@ -169,8 +170,10 @@ class Sdk:
 
     # ------------------------------------------------------------------ jobs
     def _validate_spec(self, spec: RunSpec) -> RunSpec:
-        if spec.target is None:
-            spec = RunSpec(spec.program, self.default_target, spec.config, spec.tag)
+        program = programs.one(spec.program)
+        if spec.target is None or program is not spec.program:
+            target = self.default_target if spec.target is None else spec.target
+            spec = RunSpec(program, target, spec.config, spec.tag)
         if spec.tag is not None and not isinstance(spec.tag, str):
             raise JobValidationError(f"tag must be a string, not {type(spec.tag).__name__}")
         return self._backend.validate(spec)
@@ -179,7 +182,7 @@ class Sdk:
     def create_job(
         self,
         *,
-        program: str | Mapping[str, Any],
+        program: str | Mapping[str, Any] | tuple[Any, Sequence[float] | Mapping[Any, float]],
         target: str | None = None,
         qpu_id: str | None = None,
         config: Mapping[str, Any] | None = None,
@@ -211,13 +214,17 @@ class Sdk:
 
         Lists are taken element-wise (child ``i`` gets ``program[i]``, ``target[i]``,
         ``config[i]``); a single value applies to every child. ``qpu_id`` is an alias of ``target``.
-        Bad input raises :class:`JobValidationError` here, before anything is sent.
+        A quantum program is OpenQASM text, a qiskit ``QuantumCircuit`` or ``(circuit, values)``;
+        ``(circuit, sweep)`` makes a CompositeJob of one child per binding (see
+        :mod:`oqc_style_sdk.programs`). Bad input raises :class:`JobValidationError` here, before
+        anything is sent.
         """
         from .composite import CompositeJob
         from .job import Job
 
         self._require_open()
         target = check_job_args(target, qpu_id, fetch_diagnostics)
+        program = programs.expand(program)
         lists = {
             name: value
             for name, value in (("program", program), ("target", target), ("config", config))

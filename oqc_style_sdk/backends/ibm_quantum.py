@@ -655,11 +655,8 @@ class IbmQuantumBackend(HttpBackend):
         return RunSpec(program=program, target=spec.target, config=config, tag=spec.tag)
 
     def _check_circuit(self, circuit: Any, target: object) -> None:
-        """What is known of a circuit without parsing or I/O: bound parameters, and as many qubits
-        as the device has (when the backend list has been read)."""
-        if circuit.num_parameters:
-            names = ", ".join(sorted(p.name for p in circuit.parameters))
-            raise JobValidationError(f"the circuit has parameters without values: {names[:200]}")
+        """What is known of a circuit without parsing or I/O: as many qubits as the device has
+        (when the backend list has been read). Its parameters are bound (oqc_style_sdk.programs)."""
         qubits = self._devices.get(target, {}).get("qubits") if isinstance(target, str) else None
         if isinstance(qubits, int) and circuit.num_qubits > qubits:
             raise JobValidationError(f"the circuit has {circuit.num_qubits} qubits; {target} has {qubits}")
