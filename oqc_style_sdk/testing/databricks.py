@@ -7,14 +7,11 @@ is not documented (``VENDORS.md`` §3 lists what is known; the rest is marked "e
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 import anyio
 from aiohttp import web
@@ -27,6 +24,36 @@ from ..backends.databricks import (
     TERMINATION_CODES,
 )
 from ..exceptions import ConfigurationError
+from .databricks_model import (
+    API_VERSIONS,
+    CODE_OF_RESULT,
+    DEFAULT_CLUSTER_ID,
+    DEFAULT_JOBS,
+    ERROR_CODES,
+    FIRST_ID,
+    JOBS_PAGE_MAX,
+    LIFE_OF_STATUS,
+    MAX_TASKS,
+    MAX_TOKEN,
+    PAGE_MAX,
+    STATUS_OF_LIFE,
+    TERMINAL_LIFE,
+    TERMINATION_TYPES,
+    TYPE_OF_CODE,
+    USER,
+    EmulatedJob,
+    Exchange,
+    Forced,
+    Refused,
+    RunRecord,
+    RunView,
+    TaskRecord,
+    json_or_none,
+    offset_of,
+    page_token,
+    parse_bool,
+    parse_int,
+)
 from .emulator import Emulator, duration_option
 
 __all__ = [
@@ -37,270 +64,6 @@ __all__ = [
     "EmulatedJob",
     "Exchange",
 ]
-
-#: ``status.termination_details.type``, every documented value.
-TERMINATION_TYPES: Final = ("SUCCESS", "INTERNAL_ERROR", "CLIENT_ERROR", "CLOUD_FAILURE")
-#: The cluster the predefined jobs (and the examples) run on.
-DEFAULT_CLUSTER_ID: Final = "0923-164208-meows279"
-
-_TERMINAL_LIFE: Final = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR"})
-_API_VERSIONS: Final = ("2.1", "2.2")
-_MAX_TOKEN: Final = 64
-_MAX_TASKS: Final = 100
-_PAGE_MAX: Final = 25
-_JOBS_PAGE_MAX: Final = 100
-_FIRST_ID: Final = 1001
-_USER: Final = "emulator@example.com"
-_STATUS_OF_LIFE: Final[Mapping[str, str]] = {
-    "WAITING_FOR_RETRY": "WAITING",
-    "SKIPPED": "TERMINATED",
-    "INTERNAL_ERROR": "TERMINATED",
-}
-_LIFE_OF_STATUS: Final[Mapping[str, str]] = {"WAITING": "WAITING_FOR_RETRY"}
-#: The termination code a forced result state implies, unless one is given (emulator choice).
-_CODE_OF_RESULT: Final[Mapping[str, str]] = {
-    "SUCCESS": "SUCCESS",
-    "SUCCESS_WITH_FAILURES": "SUCCESS_WITH_FAILURES",
-    "FAILED": "RUN_EXECUTION_ERROR",
-    "TIMEDOUT": "CANCELED",
-    "CANCELED": "USER_CANCELED",
-    "MAXIMUM_CONCURRENT_RUNS_REACHED": "MAX_CONCURRENT_RUNS_EXCEEDED",
-    "EXCLUDED": "SKIPPED",
-    "UPSTREAM_FAILED": "SKIPPED",
-    "UPSTREAM_CANCELED": "SKIPPED",
-    "DISABLED": "DISABLED",
-}
-_TYPE_OF_CODE: Final[Mapping[str, str]] = {
-    "SUCCESS": "SUCCESS",
-    "SUCCESS_WITH_FAILURES": "SUCCESS",
-    "USER_CANCELED": "SUCCESS",
-    "CANCELED": "SUCCESS",
-    "SKIPPED": "SUCCESS",
-    "DISABLED": "SUCCESS",
-    "INTERNAL_ERROR": "INTERNAL_ERROR",
-    "CLOUD_FAILURE": "CLOUD_FAILURE",
-}
-_ERROR_CODES: Final[Mapping[int, str]] = {
-    400: "INVALID_PARAMETER_VALUE",
-    401: "PERMISSION_DENIED",
-    403: "PERMISSION_DENIED",
-    404: "ENDPOINT_NOT_FOUND",
-    405: "ENDPOINT_NOT_FOUND",
-    409: "RESOURCE_CONFLICT",
-    413: "INVALID_PARAMETER_VALUE",
-    429: "REQUEST_LIMIT_EXCEEDED",
-    500: "INTERNAL_ERROR",
-    501: "NOT_IMPLEMENTED",
-    503: "TEMPORARILY_UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
-
-
-class _Refused(Exception):
-    """A Databricks error answer: ``{"error_code", "message"}`` with ``status``."""
-
-    def __init__(self, message: str, *, code: str = "INVALID_PARAMETER_VALUE", status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.status = status
-
-
-@dataclass(frozen=True, slots=True)
-class EmulatedJob:
-    """A job that exists in the emulated workspace (for ``run-now``, ``jobs/get``, ``jobs/list``)."""
-
-    job_id: int
-    name: str
-    tasks: tuple[Mapping[str, Any], ...]
-    #: Job-level parameters: ``({"name", "default"}, ...)``.
-    parameters: tuple[Mapping[str, str], ...] = ()
-    created_time: int = 1_700_000_000_000
-
-
-#: The jobs of the emulated workspace unless given others.
-DEFAULT_JOBS: Final = (
-    EmulatedJob(
-        job_id=101,
-        name="nightly-etl",
-        tasks=(
-            {
-                "task_key": "etl",
-                "existing_cluster_id": DEFAULT_CLUSTER_ID,
-                "notebook_task": {
-                    "notebook_path": "/Workspace/Shared/etl",
-                    "base_parameters": {"date": "today"},
-                    "source": "WORKSPACE",
-                },
-            },
-        ),
-        parameters=({"name": "date", "default": "today"},),
-    ),
-    EmulatedJob(
-        job_id=102,
-        name="train-model",
-        tasks=(
-            {
-                "task_key": "train",
-                "existing_cluster_id": DEFAULT_CLUSTER_ID,
-                "python_wheel_task": {
-                    "package_name": "trainer",
-                    "entry_point": "main",
-                    "parameters": ["--epochs", "1"],
-                },
-            },
-        ),
-    ),
-    EmulatedJob(
-        job_id=103,
-        name="ingest-and-report",
-        tasks=(
-            {
-                "task_key": "ingest",
-                "existing_cluster_id": DEFAULT_CLUSTER_ID,
-                "spark_python_task": {"python_file": "dbfs:/jobs/ingest.py", "parameters": ["--full"]},
-            },
-            {
-                "task_key": "report",
-                "depends_on": [{"task_key": "ingest"}],
-                "existing_cluster_id": DEFAULT_CLUSTER_ID,
-                "notebook_task": {"notebook_path": "/Workspace/Shared/report", "source": "WORKSPACE"},
-            },
-        ),
-    ),
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Exchange:
-    """One authorised request the API handled, and its answer as the handler gave it (before any
-    fault rule replaced it): what the contract tests check against the OpenAPI description."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    #: The parsed JSON request body (None if there was none or it was not JSON).
-    body: Any
-    status: int
-    #: The parsed JSON answer (None if it was not JSON).
-    answer: Any
-
-
-@dataclass(slots=True)
-class _Forced:
-    """A state set with :meth:`DatabricksEmulator.set_state`."""
-
-    life: str
-    status: str
-    result: str | None
-    code: str | None
-    type: str | None
-    message: str
-    since: float
-    error: str | None = None
-
-
-@dataclass(slots=True, eq=False)
-class _Task:
-    run_id: int
-    key: str
-    kind: str
-    settings: dict[str, Any]
-    output: dict[str, Any] | None = None
-
-
-@dataclass(slots=True, eq=False)
-class _Run:
-    run_id: int
-    run_type: str
-    run_name: str
-    job_id: int | None
-    tasks: list[_Task]
-    #: The emulator clock and the wall clock (epoch ms) when it was created.
-    t0: float
-    start_ms: int
-    queue_s: float
-    pending_s: float
-    running_s: float
-    terminating_s: float
-    cancel_s: float
-    token: str | None = None
-    overriding: dict[str, Any] = field(default_factory=dict)
-    job_parameters: list[dict[str, str]] = field(default_factory=list)
-    cancelled_at: float | None = None
-    forced: _Forced | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _View:
-    """What a run looks like at one moment."""
-
-    life: str
-    status: str
-    result: str | None = None
-    code: str | None = None
-    type: str | None = None
-    message: str = ""
-    #: The emulator clock when it ended, if it did.
-    ended: float | None = None
-    cancelled: bool = False
-    queued: bool = False
-    error: str | None = None
-
-    @property
-    def terminal(self) -> bool:
-        return self.life in _TERMINAL_LIFE
-
-
-def _parse_bool(name: str, value: str | None) -> bool:
-    if value is None:
-        return False
-    lowered = value.lower()
-    if lowered in ("true", "1"):
-        return True
-    if lowered in ("false", "0", ""):
-        return False
-    raise _Refused(f"Invalid value for parameter {name}: {value!r} is not a boolean")
-
-
-def _parse_int(
-    name: str, value: str | None, *, default: int | None = None, minimum: int | None = None
-) -> int:
-    if value is None:
-        if default is None:
-            raise _Refused(f"Missing required field: {name}")
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise _Refused(f"Invalid value for parameter {name}: {value!r} is not an integer") from None
-    if minimum is not None and number < minimum:
-        raise _Refused(f"Invalid value for parameter {name}: must be at least {minimum}")
-    return number
-
-
-def _json_or_none(raw: bytes) -> Any:
-    if not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
-def _page_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode().rstrip("=")
-
-
-def _offset_of(token: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        kind, _, number = raw.partition(":")
-        if kind != "offset":
-            raise ValueError(raw)
-        return max(int(number), 0)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise _Refused("Invalid page_token") from None
 
 
 class DatabricksEmulator(Emulator):
@@ -423,10 +186,10 @@ class DatabricksEmulator(Emulator):
         self._cancel_s = (
             None if cancel_duration_s is None else duration_option("cancel_duration_s", cancel_duration_s)
         )
-        self._runs: dict[int, _Run] = {}
-        self._tasks: dict[int, tuple[_Run, _Task]] = {}
+        self._runs: dict[int, RunRecord] = {}
+        self._tasks: dict[int, tuple[RunRecord, TaskRecord]] = {}
         self._tokens: dict[str, int] = {}
-        self._next_id = _FIRST_ID
+        self._next_id = FIRST_ID
         #: How many runs were created.
         self.runs_created = 0
         #: Every authorised request the API handled, with its answer (capped like the request log).
@@ -464,7 +227,7 @@ class DatabricksEmulator(Emulator):
         app.middlewares.append(self._record)  # inside the kit's: sees what the handlers answer
         router = app.router
         router.add_get("/.well-known/databricks-config", self._wrap(self._host_metadata))
-        for version in _API_VERSIONS:
+        for version in API_VERSIONS:
             base = f"/api/{version}/jobs"
             router.add_post(f"{base}/runs/submit", self._wrap(self._submit))
             router.add_post(f"{base}/run-now", self._wrap(self._run_now))
@@ -495,7 +258,7 @@ class DatabricksEmulator(Emulator):
     ) -> web.Response:
         if status == 404:
             message = "No API endpoint found"
-        return self._error(status, _ERROR_CODES.get(status, "UNKNOWN"), message, headers=headers)
+        return self._error(status, ERROR_CODES.get(status, "UNKNOWN"), message, headers=headers)
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -507,9 +270,9 @@ class DatabricksEmulator(Emulator):
                 method=request.method,
                 path=request.path,
                 query=dict(request.query),
-                body=self._redact(_json_or_none(raw)),
+                body=self._redact(json_or_none(raw)),
                 status=response.status,
-                answer=self._redact(_json_or_none(answer if isinstance(answer, bytes) else b"")),
+                answer=self._redact(json_or_none(answer if isinstance(answer, bytes) else b"")),
             )
         )
         if len(self.exchanges) > self.max_log:
@@ -544,7 +307,7 @@ class DatabricksEmulator(Emulator):
         async def wrapped(request: web.Request) -> web.StreamResponse:
             try:
                 return web.json_response(await handler(request))
-            except _Refused as exc:
+            except Refused as exc:
                 return self._error(exc.status, exc.code, exc.message)
 
         return wrapped
@@ -577,19 +340,19 @@ class DatabricksEmulator(Emulator):
             raise ConfigurationError("give life_cycle_state or status_state")
         if life is None:
             assert status is not None
-            life = _LIFE_OF_STATUS.get(status, status)
+            life = LIFE_OF_STATUS.get(status, status)
         if status is None:
-            status = _STATUS_OF_LIFE.get(life, life)
+            status = STATUS_OF_LIFE.get(life, life)
         code, kind = termination_code, termination_type
-        ended = life in _TERMINAL_LIFE or status == "TERMINATED"
+        ended = life in TERMINAL_LIFE or status == "TERMINATED"
         if ended:
             if code is None:
                 code = (
                     "SKIPPED" if life == "SKIPPED" else "INTERNAL_ERROR" if life == "INTERNAL_ERROR" else None
                 )
-                code = code or _CODE_OF_RESULT.get(result_state or "", None)
+                code = code or CODE_OF_RESULT.get(result_state or "", None)
             if kind is None and code is not None:
-                kind = _TYPE_OF_CODE.get(code, "CLIENT_ERROR")
+                kind = TYPE_OF_CODE.get(code, "CLIENT_ERROR")
         if strict:
             for name, value, allowed in (
                 ("life_cycle_state", life, LIFECYCLE_STATES),
@@ -602,7 +365,7 @@ class DatabricksEmulator(Emulator):
                     raise ConfigurationError(
                         f"{name} {value!r} is not documented; one of {', '.join(allowed)} (or strict=False)"
                     )
-        run.forced = _Forced(
+        run.forced = Forced(
             life=life,
             status=status,
             result=result_state if ended else None,
@@ -633,7 +396,7 @@ class DatabricksEmulator(Emulator):
 
     # -- run state ------------------------------------------------------------------------------
 
-    def _run(self, run_id: int) -> _Run:
+    def _run(self, run_id: int) -> RunRecord:
         run = self._runs.get(run_id)
         if run is None:
             raise KeyError(f"the Databricks emulator has no run {run_id}")
@@ -652,12 +415,12 @@ class DatabricksEmulator(Emulator):
         self._next_id += 1
         return value
 
-    def _view(self, run: _Run, now: float | None = None) -> _View:
+    def _view(self, run: RunRecord, now: float | None = None) -> RunView:
         now = self.clock() if now is None else now
         forced = run.forced
         if forced is not None:
-            ended = forced.since if forced.life in _TERMINAL_LIFE or forced.status == "TERMINATED" else None
-            return _View(
+            ended = forced.since if forced.life in TERMINAL_LIFE or forced.status == "TERMINATED" else None
+            return RunView(
                 life=forced.life,
                 status=forced.status,
                 result=forced.result,
@@ -671,8 +434,8 @@ class DatabricksEmulator(Emulator):
         if run.cancelled_at is not None:
             done = run.cancelled_at + run.cancel_s
             if now < done:
-                return _View("TERMINATING", "TERMINATING", message="Run cancellation requested.")
-            return _View(
+                return RunView("TERMINATING", "TERMINATING", message="Run cancellation requested.")
+            return RunView(
                 "TERMINATED",
                 "TERMINATED",
                 result="CANCELED",
@@ -688,14 +451,14 @@ class DatabricksEmulator(Emulator):
         running_until = pending_until + run.running_s
         done_at = running_until + run.terminating_s
         if elapsed < queued_until:
-            return _View("QUEUED", "QUEUED", message="Waiting for a concurrency slot.", queued=True)
+            return RunView("QUEUED", "QUEUED", message="Waiting for a concurrency slot.", queued=True)
         if elapsed < pending_until:
-            return _View("PENDING", "PENDING", message="Waiting for cluster")
+            return RunView("PENDING", "PENDING", message="Waiting for cluster")
         if elapsed < running_until:
-            return _View("RUNNING", "RUNNING", message="In run")
+            return RunView("RUNNING", "RUNNING", message="In run")
         if elapsed < done_at:
-            return _View("TERMINATING", "TERMINATING", message="Cleaning up")
-        return _View(
+            return RunView("TERMINATING", "TERMINATING", message="Cleaning up")
+        return RunView(
             "TERMINATED",
             "TERMINATED",
             result="SUCCESS",
@@ -705,7 +468,7 @@ class DatabricksEmulator(Emulator):
             ended=run.t0 + done_at,
         )
 
-    def _durations(self, run: _Run, view: _View, now: float) -> dict[str, int]:
+    def _durations(self, run: RunRecord, view: RunView, now: float) -> dict[str, int]:
         """Milliseconds spent in each phase so far (cut where a cancel or a held state began)."""
         cut = now
         if run.forced is not None:
@@ -730,7 +493,7 @@ class DatabricksEmulator(Emulator):
             "cleanup_duration": cleanup,
         }
 
-    def _state_json(self, view: _View) -> dict[str, Any]:
+    def _state_json(self, view: RunView) -> dict[str, Any]:
         state: dict[str, Any] = {
             "life_cycle_state": view.life,
             "state_message": view.message,
@@ -742,7 +505,7 @@ class DatabricksEmulator(Emulator):
             state["queue_reason"] = "Queued due to reaching maximum concurrent runs of the job."
         return state
 
-    def _status_json(self, view: _View) -> dict[str, Any]:
+    def _status_json(self, view: RunView) -> dict[str, Any]:
         status: dict[str, Any] = {"state": view.status}
         if view.queued:
             status["queue_details"] = {
@@ -754,10 +517,10 @@ class DatabricksEmulator(Emulator):
             status["termination_details"] = {k: v for k, v in details.items() if v is not None}
         return status
 
-    def _page_url(self, run: _Run, run_id: int) -> str:
+    def _page_url(self, run: RunRecord, run_id: int) -> str:
         return f"{self.base_url}/?o={self.workspace_id}#job/{run.job_id or run.run_id}/run/{run_id}"
 
-    def _timing_json(self, run: _Run, view: _View, now: float) -> dict[str, Any]:
+    def _timing_json(self, run: RunRecord, view: RunView, now: float) -> dict[str, Any]:
         timing: dict[str, Any] = {"start_time": run.start_ms, **self._durations(run, view, now)}
         if view.ended is not None:
             ended_ms = run.start_ms + round(max(view.ended - run.t0, 0.0) * 1000)
@@ -767,7 +530,7 @@ class DatabricksEmulator(Emulator):
             timing["end_time"] = 0
         return timing
 
-    def _task_json(self, run: _Run, task: _Task, view: _View, now: float) -> dict[str, Any]:
+    def _task_json(self, run: RunRecord, task: TaskRecord, view: RunView, now: float) -> dict[str, Any]:
         body: dict[str, Any] = {
             key: value
             for key, value in task.settings.items()
@@ -792,14 +555,14 @@ class DatabricksEmulator(Emulator):
             }
         return body
 
-    def _run_json(self, run: _Run, *, tasks: bool = True, now: float | None = None) -> dict[str, Any]:
+    def _run_json(self, run: RunRecord, *, tasks: bool = True, now: float | None = None) -> dict[str, Any]:
         now = self.clock() if now is None else now
         view = self._view(run, now)
         body: dict[str, Any] = {
             "run_id": run.run_id,
             "number_in_job": run.run_id,
             "original_attempt_run_id": run.run_id,
-            "creator_user_name": _USER,
+            "creator_user_name": USER,
             "run_name": run.run_name,
             "run_type": run.run_type,
             "trigger": "ONE_TIME",
@@ -819,7 +582,7 @@ class DatabricksEmulator(Emulator):
             body["tasks"] = [self._task_json(run, task, view, now) for task in run.tasks]
         return body
 
-    def _task_output(self, run: _Run, task: _Task) -> dict[str, Any]:
+    def _task_output(self, run: RunRecord, task: TaskRecord) -> dict[str, Any]:
         now = self.clock()
         view = self._view(run, now)
         metadata = self._task_json(run, task, view, now)
@@ -871,78 +634,78 @@ class DatabricksEmulator(Emulator):
         try:
             body = json.loads(raw) if raw.strip() else {}
         except ValueError:
-            raise _Refused(
+            raise Refused(
                 "Invalid JSON given in the body of the request - expected a map", code="MALFORMED_REQUEST"
             ) from None
         if not isinstance(body, dict):
-            raise _Refused(
+            raise Refused(
                 "Invalid JSON given in the body of the request - expected a map", code="MALFORMED_REQUEST"
             )
         return body
 
-    def _run_by_id(self, value: Any, *, tasks_too: bool = False) -> tuple[_Run, _Task | None]:
+    def _run_by_id(self, value: Any, *, tasks_too: bool = False) -> tuple[RunRecord, TaskRecord | None]:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, str) and value.strip().lstrip("-").isdigit():
                 value = int(value)
             elif value is None:
-                raise _Refused("Missing required field: run_id")
+                raise Refused("Missing required field: run_id")
             else:
-                raise _Refused(f"Invalid value for parameter run_id: {value!r}")
+                raise Refused(f"Invalid value for parameter run_id: {value!r}")
         run = self._runs.get(value)
         if run is not None:
             return run, None
         if tasks_too and value in self._tasks:
             parent, task = self._tasks[value]
             return parent, task
-        raise _Refused(f"Run {value} does not exist.")
+        raise Refused(f"Run {value} does not exist.")
 
     def _job(self, value: Any) -> EmulatedJob:
         if isinstance(value, str) and value.isdigit():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _Refused("Missing required field: job_id" if value is None else "Invalid value for job_id")
+            raise Refused("Missing required field: job_id" if value is None else "Invalid value for job_id")
         for job in self.jobs:
             if job.job_id == value:
                 return job
-        raise _Refused(f"Job {value} does not exist.")
+        raise Refused(f"Job {value} does not exist.")
 
     def _check_token(self, body: Mapping[str, Any]) -> str | None:
         token = body.get("idempotency_token")
         if token is None:
             return None
         if not isinstance(token, str) or not token:
-            raise _Refused("idempotency_token must be a non-empty string")
-        if len(token) > _MAX_TOKEN:
-            raise _Refused(f"idempotency_token must be at most {_MAX_TOKEN} characters")
+            raise Refused("idempotency_token must be a non-empty string")
+        if len(token) > MAX_TOKEN:
+            raise Refused(f"idempotency_token must be at most {MAX_TOKEN} characters")
         return token
 
     @staticmethod
     def _check_tasks(tasks: Any) -> list[dict[str, Any]]:
         if not isinstance(tasks, list) or not tasks:
-            raise _Refused("A run needs at least one task in 'tasks'")
-        if len(tasks) > _MAX_TASKS:
-            raise _Refused(f"A run has at most {_MAX_TASKS} tasks")
+            raise Refused("A run needs at least one task in 'tasks'")
+        if len(tasks) > MAX_TASKS:
+            raise Refused(f"A run has at most {MAX_TASKS} tasks")
         keys: set[str] = set()
         for index, task in enumerate(tasks):
             if not isinstance(task, dict):
-                raise _Refused(f"tasks[{index}] must be an object")
+                raise Refused(f"tasks[{index}] must be an object")
             key = task.get("task_key")
             if (
                 not isinstance(key, str)
                 or not 1 <= len(key) <= 100
                 or not all(ch.isalnum() or ch in "_-" for ch in key)
             ):
-                raise _Refused(f"Invalid task_key at tasks[{index}]: {key!r}")
+                raise Refused(f"Invalid task_key at tasks[{index}]: {key!r}")
             if key in keys:
-                raise _Refused(f"Task key {key} is used by more than one task")
+                raise Refused(f"Task key {key} is used by more than one task")
             keys.add(key)
             kinds = [name for name in task if name.endswith("_task") and isinstance(task[name], dict)]
             if len(kinds) != 1:
-                raise _Refused(f"Task {key} must specify exactly one task type")
+                raise Refused(f"Task {key} must specify exactly one task type")
         for task in tasks:
             for dep in task.get("depends_on") or []:
                 if not isinstance(dep, dict) or dep.get("task_key") not in keys:
-                    raise _Refused(f"Task {task['task_key']} depends on an unknown task: {dep!r}")
+                    raise Refused(f"Task {task['task_key']} depends on an unknown task: {dep!r}")
         return tasks
 
     def _create(
@@ -955,9 +718,9 @@ class DatabricksEmulator(Emulator):
         token: str | None,
         overriding: Mapping[str, Any] | None = None,
         job_parameters: Sequence[Mapping[str, str]] = (),
-    ) -> _Run:
+    ) -> RunRecord:
         pending, running, terminating, cancel = self._phases()
-        run = _Run(
+        run = RunRecord(
             run_id=self._new_id(),
             run_type=run_type,
             run_name=run_name,
@@ -979,7 +742,7 @@ class DatabricksEmulator(Emulator):
             kind = next(
                 name for name in settings if name.endswith("_task") and isinstance(settings[name], dict)
             )
-            task = _Task(run_id=self._new_id(), key=settings["task_key"], kind=kind, settings=settings)
+            task = TaskRecord(run_id=self._new_id(), key=settings["task_key"], kind=kind, settings=settings)
             run.tasks.append(task)
             self._tasks[task.run_id] = (run, task)
         self._runs[run.run_id] = run
@@ -1001,10 +764,10 @@ class DatabricksEmulator(Emulator):
         tasks = self._check_tasks(body.get("tasks"))
         name = body.get("run_name", "Untitled")
         if not isinstance(name, str):
-            raise _Refused("run_name must be a string")
+            raise Refused("run_name must be a string")
         timeout = body.get("timeout_seconds")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0):
-            raise _Refused("timeout_seconds must be a non-negative integer")
+            raise Refused("timeout_seconds must be a non-negative integer")
         run = self._create(run_type="SUBMIT_RUN", run_name=name, job_id=None, tasks=tasks, token=token)
         return {"run_id": run.run_id}
 
@@ -1017,7 +780,7 @@ class DatabricksEmulator(Emulator):
         job = self._job(body.get("job_id"))
         job_params = body.get("job_parameters") or {}
         if not isinstance(job_params, dict) or not all(isinstance(v, str) for v in job_params.values()):
-            raise _Refused("job_parameters must map parameter names to strings")
+            raise Refused("job_parameters must map parameter names to strings")
         effective = {p["name"]: p.get("default", "") for p in job.parameters}
         effective.update(job_params)
         overriding: dict[str, Any] = {}
@@ -1063,30 +826,27 @@ class DatabricksEmulator(Emulator):
 
     async def _list_runs(self, request: web.Request) -> dict[str, Any]:
         query = request.query
-        active = _parse_bool("active_only", query.get("active_only"))
-        completed = _parse_bool("completed_only", query.get("completed_only"))
+        active = parse_bool("active_only", query.get("active_only"))
+        completed = parse_bool("completed_only", query.get("completed_only"))
         if active and completed:
-            raise _Refused("active_only and completed_only cannot both be true")
-        expand = _parse_bool("expand_tasks", query.get("expand_tasks"))
-        limit = _parse_int("limit", query.get("limit"), default=_PAGE_MAX, minimum=0) or _PAGE_MAX
-        if limit > _PAGE_MAX:
-            raise _Refused(f"Invalid value for parameter limit: must be at most {_PAGE_MAX}")
+            raise Refused("active_only and completed_only cannot both be true")
+        expand = parse_bool("expand_tasks", query.get("expand_tasks"))
+        limit = parse_int("limit", query.get("limit"), default=PAGE_MAX, minimum=0) or PAGE_MAX
+        if limit > PAGE_MAX:
+            raise Refused(f"Invalid value for parameter limit: must be at most {PAGE_MAX}")
         token = query.get("page_token")
-        if token:
-            offset = _offset_of(token)
-        else:
-            offset = _parse_int("offset", query.get("offset"), default=0, minimum=0)
+        offset = offset_of(token) if token else parse_int("offset", query.get("offset"), default=0, minimum=0)
         job_id = query.get("job_id")
-        job_filter = None if job_id is None else _parse_int("job_id", job_id)
+        job_filter = None if job_id is None else parse_int("job_id", job_id)
         run_type = query.get("run_type")
         if run_type is not None and run_type not in ("JOB_RUN", "WORKFLOW_RUN", "SUBMIT_RUN"):
-            raise _Refused(f"Invalid value for parameter run_type: {run_type!r}")
+            raise Refused(f"Invalid value for parameter run_type: {run_type!r}")
         low = query.get("start_time_from")
         high = query.get("start_time_to")
-        low_ms = None if low is None else _parse_int("start_time_from", low)
-        high_ms = None if high is None else _parse_int("start_time_to", high)
+        low_ms = None if low is None else parse_int("start_time_from", low)
+        high_ms = None if high is None else parse_int("start_time_to", high)
         now = self.clock()
-        chosen: list[_Run] = []
+        chosen: list[RunRecord] = []
         for run in sorted(self._runs.values(), key=lambda r: (r.start_ms, r.run_id), reverse=True):
             terminal = self._view(run, now).terminal
             if (active and terminal) or (completed and not terminal):
@@ -1106,12 +866,12 @@ class DatabricksEmulator(Emulator):
         if page:
             answer["runs"] = [self._run_json(run, tasks=expand, now=now) for run in page]
         if more:
-            answer["next_page_token"] = _page_token(offset + limit)
+            answer["next_page_token"] = page_token(offset + limit)
         if offset > 0:
-            answer["prev_page_token"] = _page_token(max(offset - limit, 0))
+            answer["prev_page_token"] = page_token(max(offset - limit, 0))
         return answer
 
-    def _cancel_run(self, run: _Run) -> None:
+    def _cancel_run(self, run: RunRecord) -> None:
         view = self._view(run)
         if view.terminal or (view.life == "TERMINATING" and run.forced is None):
             return  # ended, being cancelled, or finished and cleaning up: nothing to cancel
@@ -1129,7 +889,7 @@ class DatabricksEmulator(Emulator):
         job_id = body.get("job_id")
         queued_only = body.get("all_queued_runs") is True
         if job_id is None and not queued_only:
-            raise _Refused("Missing required field: job_id")
+            raise Refused("Missing required field: job_id")
         job = None if job_id is None else self._job(job_id)
         for run in list(self._runs.values()):
             if job is not None and run.job_id != job.job_id:
@@ -1143,7 +903,7 @@ class DatabricksEmulator(Emulator):
         run, task = self._run_by_id(request.query.get("run_id"), tasks_too=True)
         if task is None:
             if len(run.tasks) != 1:
-                raise _Refused(
+                raise Refused(
                     "Retrieving the output of runs with multiple tasks is not supported. You must "
                     "retrieve the output of each individual task run instead."
                 )
@@ -1163,22 +923,20 @@ class DatabricksEmulator(Emulator):
             settings["parameters"] = [dict(p) for p in job.parameters]
         return {
             "job_id": job.job_id,
-            "creator_user_name": _USER,
-            "run_as_user_name": _USER,
+            "creator_user_name": USER,
+            "run_as_user_name": USER,
             "settings": settings,
             "created_time": job.created_time,
         }
 
     async def _list_jobs(self, request: web.Request) -> dict[str, Any]:
         query = request.query
-        limit = _parse_int("limit", query.get("limit"), default=20, minimum=0) or 20
-        if limit > _JOBS_PAGE_MAX:
-            raise _Refused(f"Invalid value for parameter limit: must be at most {_JOBS_PAGE_MAX}")
+        limit = parse_int("limit", query.get("limit"), default=20, minimum=0) or 20
+        if limit > JOBS_PAGE_MAX:
+            raise Refused(f"Invalid value for parameter limit: must be at most {JOBS_PAGE_MAX}")
         token = query.get("page_token")
-        offset = (
-            _offset_of(token) if token else _parse_int("offset", query.get("offset"), default=0, minimum=0)
-        )
-        expand = _parse_bool("expand_tasks", query.get("expand_tasks"))
+        offset = offset_of(token) if token else parse_int("offset", query.get("offset"), default=0, minimum=0)
+        expand = parse_bool("expand_tasks", query.get("expand_tasks"))
         name = query.get("name")
         jobs = [job for job in self.jobs if name is None or job.name.lower() == name.lower()]
         page = jobs[offset : offset + limit]
@@ -1187,7 +945,7 @@ class DatabricksEmulator(Emulator):
         if page:
             answer["jobs"] = [self._job_json(job, tasks=expand) for job in page]
         if more:
-            answer["next_page_token"] = _page_token(offset + limit)
+            answer["next_page_token"] = page_token(offset + limit)
         return answer
 
     async def _get_job(self, request: web.Request) -> dict[str, Any]:
