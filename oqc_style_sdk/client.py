@@ -14,7 +14,7 @@ an open Sdk: outside ``async with`` every verb raises :class:`SdkNotStartedError
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
@@ -24,6 +24,7 @@ from anyio.abc import TaskGroup
 
 from .backends.base import Backend, RunSpec, create_backend
 from .exceptions import ConfigurationError, JobValidationError, SdkNotStartedError
+from .finding import OwnJobs, find_job, list_jobs, query
 from .polling import Poller, PollingPolicy
 
 if TYPE_CHECKING:
@@ -69,6 +70,8 @@ class Sdk:
         self._poller = Poller(self._backend, polling)
         self._tg: TaskGroup | None = None
         self._open = False
+        #: The jobs this Sdk made or loaded, listed by ``jobs()`` where the vendor has no job list.
+        self._own_jobs = OwnJobs()
 
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"
@@ -228,11 +231,13 @@ class Sdk:
             if isinstance(value, list | tuple)
         }
         if not lists:
-            return Job(
+            job = Job(
                 self,
                 self._validate_spec(_spec(program, target, config, tag)),
                 fetch_diagnostics=fetch_diagnostics,
             )
+            self._keep(job)
+            return job
         sizes = {name: len(value) for name, value in lists.items()}
         if len(set(sizes.values())) != 1:
             raise JobValidationError(f"lists of different lengths for a composite job: {sizes}")
@@ -258,7 +263,14 @@ class Sdk:
                     exc.add_note(f"(in child {i} of the composite job)")
                     raise
             children.append(Job(self, spec, fetch_diagnostics=fetch_diagnostics))
-        return CompositeJob(self, children)
+        composite = CompositeJob(self, children)
+        self._keep(composite)
+        return composite
+
+    def _keep(self, made: Job | CompositeJob) -> None:
+        """Remember a job for ``jobs()``/``job()`` where the backend has no job list to ask."""
+        if not self._backend.has_job_list:
+            self._own_jobs.add(made)
 
     async def load(
         self, path: str | Path, *, lost_runs: Literal["raise", "fail"] = "raise"
@@ -272,7 +284,48 @@ class Sdk:
         from .persistence import load_jobs
 
         self._require_open()
-        return await load_jobs(self, path, lost_runs=lost_runs)
+        loaded = await load_jobs(self, path, lost_runs=lost_runs)
+        self._keep(loaded)
+        return loaded
+
+    # ------------------------------------------------------------------ finding jobs
+    async def job(self, task_id: str) -> Job:
+        """The job of an existing vendor run, whoever made it (this SDK elsewhere, the vendor's own
+        client or web page): its state read from the vendor, an ended run's outcome in its history.
+
+        Then it is a job like any other: ``wait``, ``result``, ``cancel``, ``save`` ... and
+        ``execute()`` runs it again where the vendor returned its program. An unknown id raises
+        :class:`JobNotFoundError`; an id of the wrong shape for the vendor
+        :class:`JobValidationError`, before any request. On the local backend: a job of this Sdk.
+        """
+        self._require_open()
+        return await find_job(self, task_id)
+
+    def jobs(
+        self,
+        *,
+        state: Any = None,
+        target: str | None = None,
+        since: Any = None,
+        tag: str | None = None,
+        limit: int | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Job]:
+        """The backend's jobs, newest first, as an async iterator: ``async for job in sdk.jobs():``.
+
+        The vendor's list is read one page (``page_size`` runs) at a time, only as the loop asks for
+        more. Filters: ``state`` (a JobState or its name, ``"active"``, ``"ended"``, or several),
+        ``target``, ``since`` (a datetime, or a timedelta before now), ``tag``; each is applied at the
+        vendor where its API takes it and on our side always. ``limit`` stops after that many jobs.
+        An ended job's result is read by its first ``wait()`` (a listing costs its pages only).
+        Bad filters raise :class:`JobValidationError` here, before any request. On the local
+        backend: the jobs of this Sdk.
+        """
+        self._require_open()
+        q, most = query(
+            self, state=state, target=target, since=since, tag=tag, limit=limit, page_size=page_size
+        )
+        return list_jobs(self, q, most)
 
 
 def _spec(program: Any, target: Any, config: Any, tag: str | None) -> RunSpec:

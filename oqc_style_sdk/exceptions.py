@@ -17,6 +17,7 @@ SdkError
 │   ├── RateLimitedError                   429 beyond what retries may wait for
 │   ├── ServerError                        5xx beyond retries
 │   ├── NotFoundError                      the vendor does not know the job
+│   │   └── JobNotFoundError               ... asked for by task id (sdk.job, oqcs attach)
 │   └── ProtocolError                      a response we cannot understand
 └── PersistenceError (OSError)             saving or loading a job file
     ├── JobFileNotFoundError (FileNotFoundError)
@@ -47,6 +48,7 @@ __all__ = [
     "JobCancelledError",
     "JobFailed",
     "JobFileNotFoundError",
+    "JobNotFoundError",
     "JobNotResumableError",
     "JobStateError",
     "JobTimeoutError",
@@ -176,6 +178,15 @@ class ServerError(BackendError):
 
 class NotFoundError(BackendError):
     """The vendor does not know the job (or target) asked about."""
+
+
+class JobNotFoundError(NotFoundError):
+    """No run of that task id at the vendor (``sdk.job(task_id)``); names the backend."""
+
+    def __init__(self, task_id: str, backend: str, why: str | None = None, **kw: Any) -> None:
+        self.task_id = task_id
+        self.backend = backend
+        super().__init__(f"{backend} has no job {task_id!r}{f': {why}' if why else ''}", **kw)
 
 
 class ProtocolError(BackendError):

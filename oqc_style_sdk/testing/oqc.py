@@ -192,6 +192,24 @@ def _parse_date(name: str, value: str) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def _task_page(query: Mapping[str, str], tasks: list[_Task]) -> list[_Task] | None:
+    """The page ``page``/``per_page`` ask for, newest first; None when neither is given (the whole
+    list, oldest first, as the published client reads it). Paging is an emulator choice (OQC
+    documents none for this list), in the style of ``/admin/qpu``."""
+    if "page" not in query and "per_page" not in query:
+        return None
+    try:
+        per_page = int(query.get("per_page", "50"))
+        page = int(query.get("page", "1"))
+    except ValueError:
+        raise ApiError(400, "page and per_page must be integers") from None
+    if per_page < 1 or page < 1:
+        raise ApiError(400, "page and per_page must be positive")
+    per_page = min(per_page, MAX_PER_PAGE)
+    start = (page - 1) * per_page
+    return tasks[::-1][start : start + per_page]
+
+
 def shots_from_config(config: object) -> tuple[int, str | None]:
     """(shots, error) of a task's ``config``: a CompilerConfig JSON *string* (or its parsed dict).
 
@@ -303,7 +321,9 @@ class OqcEmulator(Emulator):
         "task_error", "execution_metadata", "metadata", "timings"}``.
         ``GET /tasks?start_date=&end_date=`` → ``[{"task_id", "qpu_id", "status", "tag",
         "created_at"}, ...]`` of this QPU, oldest first, ``created_at`` within the (inclusive,
-        ISO 8601, naive = UTC) bounds given; a bound that is not a date → 400.
+        ISO 8601, naive = UTC) bounds given; a bound that is not a date → 400. With ``page``
+        and/or ``per_page`` (emulator choice, as ``/admin/qpu``: default 50, at most
+        :data:`MAX_PER_PAGE`) the same list is paged, newest first.
         ``POST /tasks/cancel_many`` ``{"tasks": ["<id>", ...]}`` → 200 ``{"tasks": [{"task_id",
         "cancelled": bool, "status": "<status after>" | null, "detail"}]}`` in request order
         (emulator choice; the real body is unknown and the client does not read it): an active
@@ -807,12 +827,16 @@ class OqcEmulator(Emulator):
         end = request.query.get("end_date")
         low = _parse_date("start_date", start) if start else None
         high = _parse_date("end_date", end) if end else None
+        chosen = [
+            task
+            for task in list(self._tasks.values())
+            if task.qpu is qpu
+            and not (low is not None and task.created_at < low)
+            and not (high is not None and task.created_at > high)
+        ]
+        paged = _task_page(request.query, chosen)
         listing = []
-        for task in list(self._tasks.values()):
-            if task.qpu is not qpu:
-                continue
-            if (low is not None and task.created_at < low) or (high is not None and task.created_at > high):
-                continue
+        for task in chosen if paged is None else paged:
             status, _ = await self._observe(task)
             listing.append(
                 {
