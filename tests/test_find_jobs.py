@@ -34,11 +34,24 @@ async def emulator(vendor: str, **options: Any) -> AsyncIterator[Emulator]:
 
 
 def settings(emu: Emulator) -> dict[str, Any]:
-    return {**emu.credentials, "allow_insecure_http": True} if emu.vendor != "oqc" else dict(emu.credentials)
+    return dict(emu.credentials)
 
 
 async def listed(sdk: Sdk, **filters: Any) -> list[Any]:
     return [job async for job in sdk.jobs(**filters)]
+
+
+CLUSTER = "0923-164208-meows279"
+NOTEBOOK: dict[str, Any] = {
+    "run_name": "sdk-nb",
+    "tasks": [
+        {
+            "task_key": "main",
+            "existing_cluster_id": CLUSTER,
+            "notebook_task": {"notebook_path": "/Users/me@example.com/nb", "base_parameters": {"x": "1"}},
+        }
+    ],
+}
 
 
 # ------------------------------------------------------------------------------------------- OQC
@@ -184,3 +197,84 @@ async def test_local_jobs_are_the_jobs_of_this_sdk() -> None:
                 await sdk.job("nope")
         async with Sdk() as other:
             assert await listed(other) == []
+
+
+# ------------------------------------------------------------------------------------ Databricks
+async def test_databricks_a_run_of_one_sdk_is_found_by_a_fresh_one_and_run_again() -> None:
+    with anyio.fail_after(60):
+        async with emulator("databricks", job_duration_s=0.2, pending_s=0) as emu:
+            async with Sdk("databricks", **settings(emu)) as first:
+                made = first.create_job(program=NOTEBOOK)
+                await made.submit()
+                task_id = made.task_id
+                assert task_id is not None
+            async with Sdk("databricks", **settings(emu)) as fresh:
+                found = await fresh.job(task_id)
+                assert found.program == NOTEBOOK  # the run's spec, as runs/get gives it
+                await found.wait(timeout_s=30)
+                assert found.state is JobState.COMPLETED
+                assert found.result is not None
+                assert task_id in [job.task_id for job in await listed(fresh)]
+                await found.execute(timeout_s=30)  # the spec is known: it runs again
+                assert found.run == 2
+                assert found.task_id != task_id
+                assert found.completed
+
+
+async def test_databricks_a_run_of_the_official_client_is_found_listed_and_cancelled() -> None:
+    def submit(host: str, token: str) -> int:
+        from databricks.sdk import WorkspaceClient
+        from databricks.sdk.service import jobs
+
+        client = WorkspaceClient(host=host, token=token, auth_type="pat")
+        waiter = client.jobs.submit(
+            run_name="official",
+            tasks=[
+                jobs.SubmitTask(
+                    task_key="main",
+                    existing_cluster_id=CLUSTER,
+                    notebook_task=jobs.NotebookTask(notebook_path="/Users/me@example.com/nb"),
+                )
+            ],
+        )
+        return int(waiter.run_id)
+
+    with anyio.fail_after(60):
+        async with emulator("databricks", job_duration_s=60, pending_s=0, cancel_duration_s=0.1) as emu:
+            run_id = await anyio.to_thread.run_sync(submit, emu.base_url, emu.token)
+            async with Sdk("databricks", **settings(emu)) as sdk:
+                found = await sdk.job(str(run_id))
+                assert found.state is JobState.RUNNING
+                assert found.program["run_name"] == "official"
+                active = await listed(sdk, state="active")
+                assert [job.task_id for job in active] == [str(run_id)]
+                assert await found.cancel(timeout_s=20) is JobState.CANCELLED
+                assert await listed(sdk, state="active") == []
+                (ended,) = await listed(sdk, state="cancelled")
+                assert ended.task_id == str(run_id)
+
+
+async def test_databricks_bad_ids_and_filters() -> None:
+    with anyio.fail_after(30):
+        async with emulator("databricks") as emu, Sdk("databricks", **settings(emu)) as sdk:
+            sent = len(emu.requests)
+            with pytest.raises(JobValidationError, match="whole number"):
+                await sdk.job("run-7")
+            with pytest.raises(JobValidationError, match="tag"):
+                sdk.jobs(tag="x")  # Databricks runs carry no tag: refused, not ignored
+            assert len(emu.requests) == sent
+            with pytest.raises(JobNotFoundError, match="databricks"):
+                await sdk.job("987654321")
+
+
+async def test_databricks_listing_pages_of_25_lazily() -> None:
+    with anyio.fail_after(60):
+        async with emulator("databricks", job_duration_s=0.05, pending_s=0) as emu:
+            async with Sdk("databricks", **settings(emu)) as sdk:
+                composite = sdk.create_job(program=[NOTEBOOK] * 30)
+                await composite.submit()
+                before = len(emu.requests)
+                jobs = await listed(sdk, page_size=100)
+                assert len(jobs) == 30
+                assert len(emu.requests) - before == 2  # 25 + 5
+                assert {job.task_id for job in jobs} == {child.task_id for child in composite}
