@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .backends.base import FoundRun, RunQuery
-from .exceptions import JobNotFoundError, JobValidationError
+from .exceptions import JobNotFoundError, JobValidationError, NotFoundError
 from .state import JobState
 
 if TYPE_CHECKING:
@@ -156,7 +156,13 @@ async def find_job(sdk: Sdk, task_id: str) -> Job:
             raise JobNotFoundError(task_id, backend.name, "no job of this Sdk has that task id")
         return own
     backend.check_task_id(task_id)
-    return await Job._attach(sdk, await backend.find_run(task_id))
+    try:
+        found = await backend.find_run(task_id)
+    except JobNotFoundError:
+        raise
+    except NotFoundError as exc:  # the vendor's 404, named for what was asked
+        raise JobNotFoundError(task_id, backend.name, str(exc), status=exc.status) from exc
+    return await Job._attach(sdk, found)
 
 
 async def list_jobs(sdk: Sdk, q: RunQuery, limit: int | None) -> AsyncIterator[Job]:

@@ -21,6 +21,7 @@ from oqc_style_sdk import JobState, Sdk
 from oqc_style_sdk.exceptions import JobNotFoundError, JobValidationError, UnknownTargetError
 from oqc_style_sdk.testing.emulator import Emulator, start_emulator
 from oqc_style_sdk.testing.oqc import LUCY_QPU_ID, SIMULATOR_QPU_ID, OqcEmulator
+from oqc_style_sdk.testing.windmill import QUICK_SCRIPT, SLOW_SCRIPT
 
 PROGRAM = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg c[1]; h q[0]; measure q[0] -> c[0];'
 
@@ -269,12 +270,77 @@ async def test_databricks_bad_ids_and_filters() -> None:
 
 async def test_databricks_listing_pages_of_25_lazily() -> None:
     with anyio.fail_after(60):
-        async with emulator("databricks", job_duration_s=0.05, pending_s=0) as emu:
-            async with Sdk("databricks", **settings(emu)) as sdk:
-                composite = sdk.create_job(program=[NOTEBOOK] * 30)
-                await composite.submit()
-                before = len(emu.requests)
-                jobs = await listed(sdk, page_size=100)
-                assert len(jobs) == 30
-                assert len(emu.requests) - before == 2  # 25 + 5
-                assert {job.task_id for job in jobs} == {child.task_id for child in composite}
+        async with (
+            emulator("databricks", job_duration_s=0.05, pending_s=0) as emu,
+            Sdk("databricks", **settings(emu)) as sdk,
+        ):
+            composite = sdk.create_job(program=[NOTEBOOK] * 30)
+            await composite.submit()
+            before = len(emu.requests)
+            jobs = await listed(sdk, page_size=100)
+            assert len(jobs) == 30
+            assert len(emu.requests) - before == 2  # 25 + 5
+            assert {job.task_id for job in jobs} == {child.task_id for child in composite}
+
+
+# -------------------------------------------------------------------------------------- Windmill
+async def test_windmill_a_job_of_one_sdk_is_found_by_a_fresh_one_and_run_again() -> None:
+    program = {"path": QUICK_SCRIPT, "args": {"x": 3}}
+    with anyio.fail_after(60):
+        async with emulator("windmill", job_duration_s=0.2) as emu:
+            async with Sdk("windmill", **settings(emu)) as first:
+                made = first.create_job(program=program)
+                await made.submit()
+                task_id = made.task_id
+                assert task_id is not None
+            async with Sdk("windmill", **settings(emu)) as fresh:
+                found = await fresh.job(task_id)
+                assert found.program == program
+                await found.wait(timeout_s=30)
+                assert found.result.data == {"ok": True, "args": {"x": 3}}  # type: ignore[union-attr]
+                assert task_id in [job.task_id for job in await listed(fresh)]
+                await found.execute(timeout_s=30)
+                assert found.run == 2
+                assert found.completed
+
+
+async def test_windmill_a_job_of_the_official_client_is_found_listed_and_cancelled() -> None:
+    def run(base_url: str, token: str, workspace: str) -> tuple[str, str]:
+        from wmill import Windmill
+
+        client = Windmill(base_url=base_url, token=token, workspace=workspace)  # type: ignore[no-untyped-call]
+        try:
+            quick = client.run_script_by_path_async(QUICK_SCRIPT, args={"x": 1})
+            client.wait_job(quick, timeout=30, cleanup=False)
+            slow = client.run_script_by_path_async(SLOW_SCRIPT, args={})
+        finally:
+            client.client.close()
+        return str(quick), str(slow)
+
+    with anyio.fail_after(60):
+        async with emulator("windmill", job_duration_s=0.1, slow_duration_s=60) as emu:
+            quick, slow = await anyio.to_thread.run_sync(run, emu.base_url, emu.token, emu.workspace)  # type: ignore[attr-defined]
+            async with Sdk("windmill", **settings(emu)) as sdk:
+                done = await sdk.job(quick)
+                assert done.completed
+                assert done.result.data == {"ok": True, "args": {"x": 1}}  # type: ignore[union-attr]
+                assert [job.task_id for job in await listed(sdk)] == [slow, quick]
+                recent = await listed(sdk, since=timedelta(minutes=5))
+                assert [job.task_id for job in recent] == [slow, quick]
+                assert await listed(sdk, since=datetime.now(UTC) + timedelta(minutes=5)) == []
+                running = await sdk.job(slow)
+                assert running.active
+                assert await running.cancel(timeout_s=20) is JobState.CANCELLED
+                (cancelled,) = await listed(sdk, state="cancelled")
+                assert cancelled.task_id == slow
+
+
+async def test_windmill_bad_ids_and_filters() -> None:
+    with anyio.fail_after(30):
+        async with emulator("windmill") as emu, Sdk("windmill", **settings(emu)) as sdk:
+            with pytest.raises(JobValidationError, match="UUID"):
+                await sdk.job("u/demo/quick")
+            with pytest.raises(JobValidationError, match="tag"):
+                sdk.jobs(tag="x")
+            with pytest.raises(JobNotFoundError, match="windmill"):
+                await sdk.job("0f4c2d9e-0000-4000-8000-000000000000")

@@ -60,7 +60,6 @@ from ..exceptions import (
     AuthenticationError,
     BackendError,
     ConfigurationError,
-    JobNotFoundError,
     JobValidationError,
     NotFoundError,
     ProtocolError,
@@ -706,12 +705,7 @@ class DatabricksBackend(HttpBackend):
             raise JobValidationError(f"{task_id!r} is not a Databricks run id (a whole number)")
 
     async def find_run(self, task_id: str) -> FoundRun:
-        try:
-            run = await self._get_run(task_id)
-        except NotFoundError as exc:
-            raise JobNotFoundError(
-                task_id, self.name, f"{self.host} has no such run", status=exc.status
-            ) from exc
+        run = await self._get_run(task_id)  # "does not exist" is a NotFoundError: JobNotFoundError
         return _databricks_runs.found_run(run, self._observe(task_id, run))
 
     def list_runs(self, query: RunQuery) -> AsyncIterator[FoundRun]:
