@@ -344,3 +344,38 @@ async def test_windmill_bad_ids_and_filters() -> None:
                 sdk.jobs(tag="x")
             with pytest.raises(JobNotFoundError, match="windmill"):
                 await sdk.job("0f4c2d9e-0000-4000-8000-000000000000")
+
+
+# ---------------------------------------------------------------------------------- IBM Quantum
+IBM_DEVICE = "ibm_fez"
+
+
+async def test_ibm_a_job_of_one_sdk_is_found_listed_run_again_and_cancelled() -> None:
+    with anyio.fail_after(90):
+        async with emulator("ibm_quantum", job_duration_s=0.2) as emu:
+            async with Sdk("ibm_quantum", **settings(emu)) as first:
+                made = first.create_job(program=PROGRAM, target=IBM_DEVICE, config={"shots": 64}, tag="t1")
+                await made.submit()
+                task_id = made.task_id
+                assert task_id is not None
+            async with Sdk("ibm_quantum", **settings(emu)) as fresh:
+                found = await fresh.job(task_id)
+                assert (found.target, found.tag, found.config) == (IBM_DEVICE, "t1", {"shots": 64})
+                assert "OPENQASM 3" in found.program  # the sampler's PUB, as IBM keeps it
+                await found.wait(timeout_s=30)
+                assert found.completed
+                assert sum(next(iter(found.result.data.values())).values()) == 64  # type: ignore[union-attr]
+                assert [job.task_id for job in await listed(fresh, tag="t1")] == [task_id]
+                assert await listed(fresh, tag="other") == []
+                emu.job_duration_s = 60.0
+                await found.submit()  # the program is known: it runs again
+                again = found.task_id
+                assert again != task_id
+                (active,) = await listed(fresh, state="active", target=IBM_DEVICE)
+                assert active.task_id == again
+                assert await active.cancel(timeout_s=20) is JobState.CANCELLED
+            async with Sdk("ibm_quantum", **settings(emu)) as third:
+                with pytest.raises(JobValidationError, match="IBM Quantum job id"):
+                    await third.job("no/such")
+                with pytest.raises(JobNotFoundError, match="ibm_quantum"):
+                    await third.job("d0000000000000000000")

@@ -88,11 +88,12 @@ from ..exceptions import (
     UnknownTargetError,
 )
 from ..state import JobState
+from . import _ibm_runs
 from ._http_backend import HttpBackend
 
 # The local simulator's qiskit discipline: qiskit is first imported by its parked loader thread.
 from ._qiskit import qasm_major_version, qiskit_imported
-from .base import Diagnostics, Observation, RunRef, RunSpec
+from .base import Diagnostics, FoundRun, Observation, RunQuery, RunRef, RunSpec
 
 __all__ = [
     "CONFIG_KEYS",
@@ -835,6 +836,19 @@ class IbmQuantumBackend(HttpBackend):
                 break
             params["offset"] = offset
         return found
+
+    # ------------------------------------------------------------------ finding jobs (_ibm_runs.py)
+    has_job_list = True
+
+    def check_task_id(self, task_id: str) -> None:
+        _ibm_runs.check_job_id(task_id)
+
+    async def find_run(self, task_id: str) -> FoundRun:
+        body = (await self._http.get(_job_path(task_id))).json()
+        return _ibm_runs.found_run(self, body, SUBMISSION_TAG_PREFIX)
+
+    def list_runs(self, query: RunQuery) -> AsyncIterator[FoundRun]:
+        return _ibm_runs.list_runs(self, query, LIST_PAGE_LIMIT, SUBMISSION_TAG_PREFIX)
 
     async def cancel(self, ref: RunRef, reason: str | None = None) -> None:
         """``POST /jobs/{id}/cancel``; a 409 (the job has already ended) is left to the next read."""
