@@ -379,3 +379,44 @@ async def test_ibm_a_job_of_one_sdk_is_found_listed_run_again_and_cancelled() ->
                     await third.job("no/such")
                 with pytest.raises(JobNotFoundError, match="ibm_quantum"):
                     await third.job("d0000000000000000000")
+
+
+# -------------------------------------------------------------------------------- Azure Quantum
+QUANTINUUM = "quantinuum.sim.h1-1sc"
+IONQ = "ionq.simulator"
+
+
+async def test_azure_a_job_of_one_sdk_is_found_read_listed_run_again_and_cancelled() -> None:
+    with anyio.fail_after(90):
+        async with emulator("azure_quantum", job_duration_s=0.2) as emu:
+            async with Sdk("azure_quantum", **settings(emu)) as first:
+                made = first.create_job(program=PROGRAM, target=QUANTINUUM, config={"shots": 50}, tag="az")
+                other = first.create_job(program=PROGRAM, target=IONQ, config={"shots": 20})
+                await made.submit()
+                await other.execute(timeout_s=30)
+                task_id = made.task_id
+                assert task_id is not None
+            async with Sdk("azure_quantum", **settings(emu)) as fresh:
+                found = await fresh.job(task_id.upper())  # GUIDs in either case
+                assert (found.target, found.tag, found.config) == (QUANTINUUM, "az", {"shots": 50})
+                assert found.program == PROGRAM  # read back from the input blob
+                await found.wait(timeout_s=30)
+                assert found.completed
+                assert sum(found.result.data["c"].values()) == 50  # type: ignore[union-attr]
+                ionq = await fresh.job(other.task_id or "")
+                assert ionq.completed
+                assert ionq.program is None  # IonQ's input is its circuit JSON
+                with pytest.raises(JobValidationError, match="not OpenQASM"):
+                    await ionq.execute(timeout_s=10)
+                assert [j.task_id for j in await listed(fresh)] == [other.task_id, task_id]
+                assert [j.task_id for j in await listed(fresh, target=IONQ)] == [other.task_id]
+                assert [j.task_id for j in await listed(fresh, tag="az")] == [task_id]
+                emu.job_duration_s = 60.0
+                await found.submit()
+                (active,) = await listed(fresh, state="active")
+                assert active.task_id == found.task_id
+                assert await active.cancel(timeout_s=20) is JobState.CANCELLED
+                with pytest.raises(JobValidationError, match="GUID"):
+                    await fresh.job("job-1")
+                with pytest.raises(JobNotFoundError, match="azure_quantum"):
+                    await fresh.job("0f4c2d9e-0000-4000-8000-000000000000")

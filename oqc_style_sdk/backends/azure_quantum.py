@@ -73,7 +73,7 @@ import os
 import re
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from ipaddress import ip_address
@@ -93,9 +93,10 @@ from ..exceptions import (
     UnknownTargetError,
 )
 from ..state import JobState
+from . import _azure_runs
 from ._http_backend import HttpBackend
 from ._qiskit import error_message, parse_qasm, qasm_major_version, qiskit_ready, start_qiskit_loader
-from .base import Diagnostics, Observation, RunRef, RunSpec
+from .base import Diagnostics, FoundRun, Observation, RunQuery, RunRef, RunSpec
 
 __all__ = [
     "API_KEY_HEADER",
@@ -1012,6 +1013,18 @@ class AzureQuantumBackend(HttpBackend):
                 break
             body = (await self._http.get(self._same_origin(page.next_link))).json()
         return items
+
+    # ------------------------------------------------------------------ finding jobs (_azure_runs.py)
+    has_job_list = True
+
+    def check_task_id(self, task_id: str) -> None:
+        _azure_runs.check_job_id(task_id, _JOB_ID)
+
+    async def find_run(self, task_id: str) -> FoundRun:
+        return await _azure_runs.find_run(self, task_id)
+
+    def list_runs(self, query: RunQuery) -> AsyncIterator[FoundRun]:
+        return _azure_runs.list_runs(self, query, AZURE_STATUS)
 
     # ------------------------------------------------------------------ cancel
     async def cancel(self, ref: RunRef, reason: str | None = None) -> None:
