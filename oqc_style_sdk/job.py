@@ -401,6 +401,11 @@ class Job:
         return None if self._ref is None else self._ref.task_id
 
     @property
+    def submitted_at(self) -> datetime | None:
+        """When the current run was submitted (for a run found at the vendor: when it was made)."""
+        return self._submitted_at
+
+    @property
     def vendor_status(self) -> str | None:
         """The vendor's own word for the current run's status, unmapped."""
         return self._vendor_status

@@ -263,6 +263,9 @@ class Backend(ABC):
         """The targets (QPUs, simulators, clusters ...) as dicts with at least ``id`` and ``name``."""
 
     # ------------------------------------------------------------------ finding runs
+    #: Whether a run goes on when this process ends (False for the local simulator: `oqcs submit`
+    #: is refused there, and an interrupted `oqcs run` leaves nothing behind).
+    runs_outlive_process: bool = True
     #: Whether the vendor has a job list (:meth:`find_run`, :meth:`list_runs`). Without one, an Sdk
     #: lists and finds the jobs it made itself.
     has_job_list: bool = False
