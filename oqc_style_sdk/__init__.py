@@ -39,6 +39,7 @@ from .exceptions import (
     SdkError,
     SdkNotStartedError,
     ServerError,
+    TargetUnavailableError,
     UnknownTargetError,
     UnsupportedSchemaError,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "SdkError",
     "SdkNotStartedError",
     "ServerError",
+    "TargetUnavailableError",
     "UnknownTargetError",
     "UnsupportedSchemaError",
     "__version__",

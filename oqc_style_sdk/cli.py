@@ -156,6 +156,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--target", help="QPU or simulator id (default: the backend's)")
         p.add_argument("--shots", type=int, help="number of shots (default 1000)")
         p.add_argument("--tag", help="a tag for the job (oqcs jobs --tag finds it where the vendor keeps it)")
+        p.add_argument(
+            "--queue",
+            action="store_true",
+            help="queue for a target the vendor lists as inactive or offline (refused otherwise)",
+        )
         p.add_argument("--save", type=Path, metavar="FILE", help="save the job to FILE")
         json_option(p)
         if name == "run":
@@ -328,6 +333,7 @@ _CLI_WORDS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"^tag must", "--tag must"),
         (r"^limit must", "--limit must"),
         (r"^unknown state", "--state: unknown state"),
+        (r"Pass config=\{'queue': True\} to queue", "Pass --queue to queue"),
         (r"cannot filter jobs by ([a-z, ]+):", r"cannot filter jobs by \1 (--\1):"),
         (
             r"give it with `job\.reconfigure\(program=\.\.\.\)` to run it again",
@@ -382,7 +388,9 @@ def _progress(args: argparse.Namespace) -> bool:
 
 async def _run(args: argparse.Namespace) -> int:
     program = read_program(args.program)
-    config = {} if args.shots is None else {"shots": args.shots}
+    config: dict[str, Any] = {} if args.shots is None else {"shots": args.shots}
+    if args.queue:
+        config["queue"] = True
     async with _sdk(args) as sdk:
         if args.command == "submit" and not sdk.backend.runs_outlive_process:
             raise JobValidationError(

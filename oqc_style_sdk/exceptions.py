@@ -5,7 +5,8 @@ SdkError
 ├── ConfigurationError (ValueError)        bad Sdk settings, unknown backend, missing credentials
 ├── SdkNotStartedError (RuntimeError)      Sdk used outside ``async with`` (or after it closed)
 ├── JobValidationError (ValueError)        bad input, refused before anything is sent
-│   └── UnknownTargetError                 a target the backend does not offer
+│   ├── UnknownTargetError                 a target the backend does not offer
+│   └── TargetUnavailableError             a target the vendor lists as inactive or offline
 ├── JobStateError (RuntimeError)           the verb does not fit the job's state
 │   └── InvalidTransitionError             a move the lifecycle table forbids
 ├── JobTimeoutError (TimeoutError)         a deadline passed; the job stays active and attached
@@ -32,6 +33,7 @@ Messages never contain secrets: backends pass only ids, states and vendor messag
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -60,6 +62,7 @@ __all__ = [
     "SdkError",
     "SdkNotStartedError",
     "ServerError",
+    "TargetUnavailableError",
     "UnknownTargetError",
     "UnsupportedSchemaError",
 ]
@@ -90,6 +93,25 @@ class UnknownTargetError(JobValidationError):
         shown = ", ".join(repr(k) for k in known[:10]) or "none"
         more = f" (and {len(known) - 10} more)" if len(known) > 10 else ""
         super().__init__(f"unknown target {target!r}; this backend offers {shown}{more}")
+
+
+class TargetUnavailableError(JobValidationError):
+    """The vendor lists the target as unable to run jobs now (inactive, offline ...).
+
+    Refused at ``create_job`` rather than left to wait unseen; ``config={"queue": True}`` (``oqcs
+    run --queue``) queues for it anyway where the vendor holds jobs until the target is back.
+    """
+
+    def __init__(self, target: str, state: str, *, next_window: datetime | None = None) -> None:
+        self.target = target
+        self.state = state
+        #: When the vendor says the target runs jobs next (OQC's next window), if it says.
+        self.next_window = next_window
+        when = f"; its next window starts {next_window:%Y-%m-%d %H:%M} UTC" if next_window else ""
+        super().__init__(
+            f"target {target!r} is {state} and cannot run jobs now{when}. "
+            "Pass config={'queue': True} to queue for it anyway"
+        )
 
 
 class JobStateError(SdkError, RuntimeError):

@@ -201,3 +201,17 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         cli.run(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.startswith("oqcs ")
+
+
+async def test_an_inactive_qpu_is_refused_unless_queued(
+    emu: OqcEmulator, bell: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from oqc_style_sdk.testing.oqc import INACTIVE_QPU_ID
+
+    assert await oqcs("submit", str(bell), "--backend", "oqc", "--target", INACTIVE_QPU_ID) == 2
+    err = capsys.readouterr().err
+    assert "INACTIVE" in err
+    assert "--queue" in err
+    assert "config=" not in err
+    assert await oqcs("submit", str(bell), "--backend", "oqc", "--target", INACTIVE_QPU_ID, "--queue") == 0
+    assert "SUBMITTED" in capsys.readouterr().out

@@ -420,3 +420,28 @@ async def test_azure_a_job_of_one_sdk_is_found_read_listed_run_again_and_cancell
                     await fresh.job("job-1")
                 with pytest.raises(JobNotFoundError, match="azure_quantum"):
                     await fresh.job("0f4c2d9e-0000-4000-8000-000000000000")
+
+
+# ------------------------------------------------------------------ a target that cannot run jobs
+async def test_an_inactive_qpu_is_refused_at_create_job_with_its_next_window() -> None:
+    from oqc_style_sdk import TargetUnavailableError
+    from oqc_style_sdk.testing.oqc import INACTIVE_QPU_ID
+
+    window = datetime(2030, 1, 2, 9, 30, tzinfo=UTC)
+    with anyio.fail_after(60):
+        async with emulator("oqc") as emu:
+            assert isinstance(emu, OqcEmulator)
+            await emu.set_qpu_active(INACTIVE_QPU_ID, False, next_window=window)
+            async with Sdk("oqc", **settings(emu)) as sdk:
+                sent = len(emu.requests)
+                with pytest.raises(TargetUnavailableError, match="INACTIVE") as refused:
+                    sdk.create_job(program=PROGRAM, target=INACTIVE_QPU_ID)
+                assert refused.value.next_window == window
+                assert "2030-01-02 09:30" in str(refused.value)
+                assert len(emu.requests) == sent  # nothing sent
+                queued = sdk.create_job(program=PROGRAM, target=INACTIVE_QPU_ID, config={"queue": True})
+                await queued.submit()
+                assert queued.state is JobState.SUBMITTED  # held by OQC until the QPU is back
+                await emu.set_qpu_active(INACTIVE_QPU_ID, True)
+                await queued.wait(timeout_s=30)
+                assert queued.completed

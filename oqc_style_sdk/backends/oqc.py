@@ -47,6 +47,7 @@ from ..exceptions import (
     JobValidationError,
     NotFoundError,
     ProtocolError,
+    TargetUnavailableError,
     UnknownTargetError,
 )
 from ..state import JobState
@@ -78,7 +79,7 @@ _PLAIN_OBSERVATION: Mapping[str, Observation] = {
 DEFAULT_SHOTS = 1000
 MAX_SHOTS = 1_000_000
 MAX_PROGRAM_BYTES = 1_000_000
-CONFIG_KEYS = frozenset({"shots", "compiler_config"})
+CONFIG_KEYS = frozenset({"shots", "compiler_config", "queue"})
 #: How far before a task's submission the task list is read from (the server's clock may differ,
 #: and ``created_at`` is the reservation time). A task outside the window is read on its own.
 LIST_WINDOW_SLACK = timedelta(hours=1)
@@ -160,6 +161,8 @@ class OqcBackend(HttpBackend):
         self.url = self._http.base_url
         self._qpus: dict[str, dict[str, Any]] = {}
         self._qpu_urls: dict[str, str] = {}  # qpu id -> its execution URL, from _qpus
+        #: When each inactive QPU's next window starts, as OQC said when the Sdk opened.
+        self._next_windows: dict[str, datetime] = {}
         #: False once a QPU's task list was refused or answered in a shape we do not know.
         self._task_list_usable = True
         self._odd_statuses: set[tuple[str, str]] = set()
@@ -171,6 +174,23 @@ class OqcBackend(HttpBackend):
     async def _check(self) -> None:
         await self._http.check_reachable("/admin/version")
         await self._refresh_qpus()
+        await self._read_windows()
+
+    async def _read_windows(self) -> None:
+        """The next window of each inactive QPU (``GET {qpu_url}/windows/next``), for the error that
+        refuses a job for it. Best effort: a window that cannot be read is left out."""
+        for qpu_id, qpu in self._qpus.items():
+            if qpu.get("active") is not False:
+                continue
+            try:
+                body = (await self._http.get(f"{self._qpu_url(qpu_id)}/windows/next")).json()
+            except BackendError as exc:
+                logger.debug("OQC: the next window of %s is unknown: %s", qpu_id, exc)
+                continue
+            window = body.get("next_window") if isinstance(body, dict) else None
+            starting = _parse_moment(window.get("starting", "")) if isinstance(window, dict) else None
+            if starting is not None:
+                self._next_windows[qpu_id] = starting
 
     def identity(self) -> dict[str, str]:
         return {"backend": self.name, "endpoint": self.url}
@@ -214,6 +234,14 @@ class OqcBackend(HttpBackend):
             )
         if self._qpus and spec.target not in self._qpus:
             raise UnknownTargetError(spec.target, sorted(self._qpus))
+        queue = spec.config.get("queue", False)
+        if not isinstance(queue, bool):
+            raise JobValidationError("queue must be True or False")
+        qpu = self._qpus.get(spec.target)
+        if qpu is not None and qpu.get("active") is False and not queue:
+            # As OQC's own client does (it offers only active QPUs): never a silent wait for a window.
+            state = str(qpu.get("status") or "INACTIVE")
+            raise TargetUnavailableError(spec.target, state, next_window=self._next_windows.get(spec.target))
         unknown = set(spec.config) - CONFIG_KEYS
         if unknown:
             raise JobValidationError(
@@ -228,6 +256,8 @@ class OqcBackend(HttpBackend):
         config: dict[str, Any] = {"shots": shots}
         if raw is not None:
             config["compiler_config"] = raw
+        if queue:
+            config["queue"] = True
         return RunSpec(program=program, target=spec.target, config=config, tag=spec.tag)
 
     async def new_idempotency_key(self, spec: RunSpec) -> str:

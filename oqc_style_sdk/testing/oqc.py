@@ -332,8 +332,10 @@ class OqcEmulator(Emulator):
         (``status`` null, ``detail`` "Task not found"). A body that is not ``{"tasks": [str]}`` → 400.
         Unknown task id on any GET → 404 ``{"response": {"errors": ["Task not found"]}}``; unknown
         QPU path → 404 ``QPU not found``; an undeclared route → 404, a wrong method → 405.
-        ``GET /windows/next`` → ``{}`` (no window: QPUs here are always on; the client reads this
-        as "no next window"). ``POST /monitoring/qpu_wait_time`` ``{"targets": [qpu ids]}`` →
+        ``GET /windows/next`` → ``{}`` (no window known; the client reads this as "no next
+        window"), or ``{"next_window": {"starting": "YYYY-MM-DDTHH:MM:SSZ"}}`` once
+        :meth:`set_qpu_active` gave one (the format the client's ``get_next_window`` accepts).
+        ``POST /monitoring/qpu_wait_time`` ``{"targets": [qpu ids]}`` →
         ``{"qpu_wait_times": [{"qpu_id", "tasks_in_queue", "average_processing_seconds",
         "estimated_availability_time", "timestamp", "windows": []}]}`` (qBraid's mock shape).
         Other ``/monitoring/*`` endpoints are not emulated (their shapes are unknown): 404.
@@ -386,6 +388,7 @@ class OqcEmulator(Emulator):
         self.expire_after_s = None if expire_after_s is None else _duration("expire_after_s", expire_after_s)
         self.version = version if version is not None else f"oqc-style-sdk-emulator {_sdk_version()}"
         self._active = {q.id: q.active for q in self.qpus}
+        self._next_windows: dict[str, datetime | None] = {}
         self._by_id = {q.id: q for q in self.qpus}
         self._by_path = {q.path: q for q in self.qpus}
         self._tasks: dict[str, _Task] = {}
@@ -505,12 +508,14 @@ class OqcEmulator(Emulator):
         """Make the task ``EXPIRED`` (its engine run, if any, is cancelled)."""
         await self.set_status(task_id, "EXPIRED")
 
-    async def set_qpu_active(self, qpu_id: str, active: bool) -> None:
-        """Mark a QPU ACTIVE or INACTIVE; activating runs the tasks held for it."""
+    async def set_qpu_active(self, qpu_id: str, active: bool, *, next_window: datetime | None = None) -> None:
+        """Mark a QPU ACTIVE or INACTIVE; activating runs the tasks held for it. ``next_window``:
+        when its next window starts (``GET /windows/next`` says it; None: no window known)."""
         qpu = self._by_id.get(qpu_id)
         if qpu is None:
             raise KeyError(f"the OQC emulator has no QPU {qpu_id!r}")
         self._active[qpu_id] = bool(active)
+        self._next_windows[qpu_id] = next_window
         if active:
             for task in list(self._tasks.values()):
                 if task.qpu is qpu and task.held and task.forced is None:
@@ -890,8 +895,11 @@ class OqcEmulator(Emulator):
         )
 
     async def _next_window(self, request: web.Request) -> web.Response:
-        self._qpu(request)
-        return web.json_response({})
+        starting = self._next_windows.get(self._qpu(request).id)
+        if starting is None:
+            return web.json_response({})
+        window = {"starting": starting.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        return web.json_response({"next_window": window})
 
     async def _qpu_wait_time(self, request: web.Request) -> web.Response:
         self._qpu(request)
