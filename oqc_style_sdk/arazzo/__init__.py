@@ -34,7 +34,8 @@ from .errors import (
     WorkflowTimeoutError,
 )
 from .operations import BUILTIN_BACKENDS, BuiltinBackend, OperationSpec
-from .runner import Pacing, StepRecord, WorkflowResult, run_workflow
+from .result import StepRecord, WorkflowResult
+from .runner import Pacing, run_workflow
 
 __all__ = [
     "BUILTIN_BACKENDS",

@@ -31,7 +31,8 @@ from .errors import (
     WorkflowTimeoutError,
 )
 from .operations import BUILTIN_BACKENDS
-from .runner import DEFAULT_MAX_STEPS, DEFAULT_TIMEOUT_S, Pacing, StepRecord, WorkflowResult, run_workflow
+from .result import StepRecord, WorkflowResult
+from .runner import DEFAULT_MAX_STEPS, DEFAULT_TIMEOUT_S, Pacing, run_workflow
 
 __all__ = ["add_workflow_parser", "run_workflow_command"]
 

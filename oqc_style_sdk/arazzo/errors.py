@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from ..exceptions import ConfigurationError, SdkError
 
 if TYPE_CHECKING:
-    from .runner import WorkflowResult
+    from .result import WorkflowResult
 
 __all__ = [
     "MissingInputError",

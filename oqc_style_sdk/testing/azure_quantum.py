@@ -29,7 +29,7 @@ from ..backends.base import Observation, RunRef, RunSpec
 from ..backends.local import MAX_SHOTS, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
-from .emulator import ApiError, Emulator, _duration
+from .emulator import ApiError, Emulator, duration_option
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -685,7 +685,7 @@ class AzureQuantumEmulator(Emulator):
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise ConfigurationError(f"page_size must be a positive int, got {page_size!r}")
         self.page_size = page_size
-        self.sas_ttl_s = _duration("sas_ttl_s", sas_ttl_s, positive=True)
+        self.sas_ttl_s = duration_option("sas_ttl_s", sas_ttl_s, positive=True)
         self._account_key = secrets.token_bytes(32)
         self._signatures: set[str] = set()
         self._secrets: tuple[str, ...] | None = None

@@ -27,7 +27,7 @@ from ..backends.databricks import (
     TERMINATION_CODES,
 )
 from ..exceptions import ConfigurationError
-from .emulator import Emulator, _duration
+from .emulator import Emulator, duration_option
 
 __all__ = [
     "DEFAULT_CLUSTER_ID",
@@ -415,11 +415,13 @@ class DatabricksEmulator(Emulator):
         self.jobs: tuple[EmulatedJob, ...] = tuple(DEFAULT_JOBS if jobs is None else jobs)
         if len({job.job_id for job in self.jobs}) != len(self.jobs):
             raise ConfigurationError("job ids must be unique")
-        self.queue_s = _duration("queue_s", queue_s)
-        self._pending_s = None if pending_s is None else _duration("pending_s", pending_s)
-        self._terminating_s = None if terminating_s is None else _duration("terminating_s", terminating_s)
+        self.queue_s = duration_option("queue_s", queue_s)
+        self._pending_s = None if pending_s is None else duration_option("pending_s", pending_s)
+        self._terminating_s = (
+            None if terminating_s is None else duration_option("terminating_s", terminating_s)
+        )
         self._cancel_s = (
-            None if cancel_duration_s is None else _duration("cancel_duration_s", cancel_duration_s)
+            None if cancel_duration_s is None else duration_option("cancel_duration_s", cancel_duration_s)
         )
         self._runs: dict[int, _Run] = {}
         self._tasks: dict[int, tuple[_Run, _Task]] = {}

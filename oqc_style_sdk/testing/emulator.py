@@ -91,6 +91,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
+from importlib import metadata
 from types import TracebackType
 from typing import Any, ClassVar, Final, Literal, Self
 
@@ -111,7 +112,9 @@ __all__ = [
     "LoggedRequest",
     "available_emulators",
     "create_emulator",
+    "duration_option",
     "register_emulator",
+    "sdk_version",
     "serve_forever",
     "start_emulator",
 ]
@@ -213,12 +216,21 @@ def _positive_count(n: object) -> int:
     return n
 
 
-def _duration(name: str, value: object, *, positive: bool = False) -> float:
+def duration_option(name: str, value: object, *, positive: bool = False) -> float:
+    """A knob in seconds, checked: finite, >= 0 (> 0 with ``positive``). For every emulator's options."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ConfigurationError(f"{name} must be a finite number of seconds, got {value!r}")
     if value < 0 or (positive and value == 0):
         raise ConfigurationError(f"{name} must be {'> 0' if positive else '>= 0'} seconds, got {value!r}")
     return float(value)
+
+
+def sdk_version() -> str:
+    """This package's version, as emulators put it in their version strings."""
+    try:
+        return metadata.version("oqc-style-sdk")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _status_code(status: object) -> int:
@@ -286,10 +298,10 @@ class Emulator:
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigurationError(f"port must be an int in 0..65535, got {port!r}")
-        self.job_duration_s = _duration("job_duration_s", job_duration_s)
-        self.latency_s = _duration("latency_s", latency_s)
-        self.max_lifetime_s = _duration("max_lifetime_s", max_lifetime_s, positive=True)
-        self.shutdown_timeout_s = _duration("shutdown_timeout_s", shutdown_timeout_s)
+        self.job_duration_s = duration_option("job_duration_s", job_duration_s)
+        self.latency_s = duration_option("latency_s", latency_s)
+        self.max_lifetime_s = duration_option("max_lifetime_s", max_lifetime_s, positive=True)
+        self.shutdown_timeout_s = duration_option("shutdown_timeout_s", shutdown_timeout_s)
         self.clock: Callable[[], float] = clock if clock is not None else anyio.current_time
         self.max_log = _positive_count(max_log)
         self._requested_port = port
@@ -664,7 +676,7 @@ class Emulator:
     ) -> Fault:
         """Wait ``delay_s`` before processing the next ``n`` matching requests."""
         return self._add(
-            Fault("slow", _positive_count(n), path, method, delay_s=_duration("delay_s", delay_s))
+            Fault("slow", _positive_count(n), path, method, delay_s=duration_option("delay_s", delay_s))
         )
 
     def _take_fault(self, method: str, path: str) -> Fault | None:

@@ -28,7 +28,7 @@ from ..backends.base import Observation, RunRef, RunSpec
 from ..backends.local import PARSE_ERROR, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
-from .emulator import REDACTED, ApiError, Emulator, _duration
+from .emulator import REDACTED, ApiError, Emulator, duration_option
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -295,7 +295,7 @@ class IbmQuantumEmulator(Emulator):
             if instance is not None
             else f"crn:v1:bluemix:public:quantum-computing:us-east:a/{uuid.uuid4().hex}:{uuid.uuid4()}::"
         )
-        self.token_ttl_s = _duration("token_ttl_s", token_ttl_s, positive=True)
+        self.token_ttl_s = duration_option("token_ttl_s", token_ttl_s, positive=True)
         if max_jobs_per_window is not None and (
             isinstance(max_jobs_per_window, bool)
             or not isinstance(max_jobs_per_window, int)
@@ -305,8 +305,8 @@ class IbmQuantumEmulator(Emulator):
                 f"max_jobs_per_window must be a positive int or None, got {max_jobs_per_window!r}"
             )
         self.max_jobs_per_window = max_jobs_per_window
-        self.rate_window_s = _duration("rate_window_s", rate_window_s, positive=True)
-        self.cancel_delay_s = _duration("cancel_delay_s", cancel_delay_s)
+        self.rate_window_s = duration_option("rate_window_s", rate_window_s, positive=True)
+        self.cancel_delay_s = duration_option("cancel_delay_s", cancel_delay_s)
         self.devices: tuple[IbmDevice, ...] = tuple(DEFAULT_DEVICES if devices is None else devices)
         if not self.devices or len({d.name for d in self.devices}) != len(self.devices):
             raise ConfigurationError("an IBM Quantum emulator needs devices with unique names")

@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from importlib import metadata
 from typing import Any, Final
 
 from aiohttp import web
@@ -25,7 +24,7 @@ from ..backends.base import Diagnostics, Observation, RunRef, RunSpec
 from ..backends.local import DEFAULT_SHOTS, MAX_SHOTS, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
-from .emulator import ApiError, Emulator, _duration
+from .emulator import ApiError, Emulator, duration_option, sdk_version
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -385,8 +384,10 @@ class OqcEmulator(Emulator):
             self.qpus
         ):
             raise ConfigurationError("QPU ids and paths must be unique")
-        self.expire_after_s = None if expire_after_s is None else _duration("expire_after_s", expire_after_s)
-        self.version = version if version is not None else f"oqc-style-sdk-emulator {_sdk_version()}"
+        self.expire_after_s = (
+            None if expire_after_s is None else duration_option("expire_after_s", expire_after_s)
+        )
+        self.version = version if version is not None else f"oqc-style-sdk-emulator {sdk_version()}"
         self._active = {q.id: q.active for q in self.qpus}
         self._next_windows: dict[str, datetime | None] = {}
         self._by_id = {q.id: q for q in self.qpus}
@@ -399,7 +400,7 @@ class OqcEmulator(Emulator):
         super().__init__(**options)
         if not simulate:
             longest = self.job_duration_s if job_duration_max_s is None else job_duration_max_s
-            longest = _duration("job_duration_max_s", longest)
+            longest = duration_option("job_duration_max_s", longest)
             if longest < self.job_duration_s:
                 raise ConfigurationError("job_duration_max_s must be at least job_duration_s")
             self._engine = _FixedEngine(self.job_duration_s, longest, seed)
@@ -976,10 +977,3 @@ class _FixedEngine:
         if time.time() >= ended:
             timings["ended_at"] = datetime.fromtimestamp(ended, UTC).isoformat()
         return Diagnostics(timings=timings)
-
-
-def _sdk_version() -> str:
-    try:
-        return metadata.version("oqc-style-sdk")
-    except metadata.PackageNotFoundError:
-        return "unknown"

@@ -15,14 +15,13 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib import metadata
 from typing import Any, Final, Literal
 
 from aiohttp import web
 
 from ..backends.windmill import SCRIPT_LANGUAGES
 from ..exceptions import ConfigurationError
-from .emulator import ApiError, Emulator, _duration
+from .emulator import ApiError, Emulator, duration_option, sdk_version
 
 __all__ = [
     "DEFAULT_SCRIPTS",
@@ -271,11 +270,11 @@ class WindmillEmulator(Emulator):
         for script in self.scripts.values():
             if script.language not in _LANGUAGES:
                 raise ConfigurationError(f"script {script.path}: unknown language {script.language!r}")
-        self.queue_s = None if queue_s is None else _duration("queue_s", queue_s)
-        self.slow_duration_s = _duration("slow_duration_s", slow_duration_s)
-        self.cancel_delay_s = _duration("cancel_delay_s", cancel_delay_s)
+        self.queue_s = None if queue_s is None else duration_option("queue_s", queue_s)
+        self.slow_duration_s = duration_option("slow_duration_s", slow_duration_s)
+        self.cancel_delay_s = duration_option("cancel_delay_s", cancel_delay_s)
         self.duplicate_job_id = duplicate_job_id
-        self.version = version if version is not None else f"CE v1.743.0 (oqc-style-sdk {_sdk_version()})"
+        self.version = version if version is not None else f"CE v1.743.0 (oqc-style-sdk {sdk_version()})"
         self._jobs: dict[str, _Job] = {}
         super().__init__(**options)
 
@@ -740,10 +739,3 @@ class WindmillEmulator(Emulator):
     async def _list_completed(self, request: web.Request) -> web.Response:
         jobs = self._paged(request, [job for job in self._filtered(request) if job.final is not None])
         return web.json_response([self._record(job, with_type=False) for job in jobs])
-
-
-def _sdk_version() -> str:
-    try:
-        return metadata.version("oqc-style-sdk")
-    except metadata.PackageNotFoundError:
-        return "unknown"
