@@ -215,3 +215,31 @@ async def test_an_inactive_qpu_is_refused_unless_queued(
     assert "config=" not in err
     assert await oqcs("submit", str(bell), "--backend", "oqc", "--target", INACTIVE_QPU_ID, "--queue") == 0
     assert "SUBMITTED" in capsys.readouterr().out
+
+
+async def test_ctrl_c_on_a_real_run_prints_the_commands_to_resume(emu: OqcEmulator, bell: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    emu.job_duration_s = 60.0
+    argv = [sys.executable, "-c", "from oqc_style_sdk.cli import main; main()"]
+    argv += ["run", str(bell), "--backend", "oqc", "--target", LUCY_QPU_ID, "--quiet"]
+    with anyio.fail_after(60):
+        async with await anyio.open_process(argv, env=dict(os.environ), stderr=subprocess.PIPE) as proc:
+            for _ in range(600):  # until the task is at OQC (the emulator has no event for it)
+                if emu.task_ids and await emu.status_of(emu.task_ids[0]) in ("SUBMITTED", "RUNNING"):
+                    break
+                await anyio.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            assert proc.stderr is not None
+            err = b"".join([chunk async for chunk in proc.stderr]).decode()
+            assert await proc.wait() == 130
+    (task_id,) = emu.task_ids
+    assert f"oqcs wait {task_id} --backend oqc" in err
+    assert f"oqcs cancel {task_id} --backend oqc" in err
+    assert await emu.status_of(task_id) in (
+        "SUBMITTED",
+        "RUNNING",
+    )  # left running, not cancelled behind the user's back
