@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..exceptions import JobValidationError, ProtocolError
 from ..state import JobState
-from .base import FoundRun, RunQuery, RunSpec
+from .base import FoundRun, RunQuery, RunSpec, parse_moment
 
 if TYPE_CHECKING:
     from .ibm_quantum import IbmQuantumBackend
@@ -31,16 +31,6 @@ _ENDED: Final = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELL
 def check_job_id(task_id: str) -> None:
     if not isinstance(task_id, str) or not _JOB_ID.match(task_id):
         raise JobValidationError(f"{task_id!r} is not an IBM Quantum job id (letters and digits)")
-
-
-def _moment(raw: object) -> datetime | None:
-    if not isinstance(raw, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _spec(body: Mapping[str, Any], submission_prefix: str) -> tuple[RunSpec, str | None]:
@@ -73,7 +63,7 @@ def found_run(backend: IbmQuantumBackend, body: Any, submission_prefix: str) -> 
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
         raise ProtocolError("IBM Quantum described a job without an id")
     spec, why = _spec(body, submission_prefix)
-    created = _moment(body.get("created"))
+    created = parse_moment(body.get("created"))
     return FoundRun(
         ref=backend._ref(body["id"], spec.target or "", created or datetime.now(UTC)),
         observation=backend.observation(body),

@@ -15,7 +15,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
@@ -36,6 +36,7 @@ __all__ = [
     "RunSpec",
     "available_backends",
     "create_backend",
+    "parse_moment",
     "register_backend",
 ]
 
@@ -112,6 +113,17 @@ class RunQuery:
     tag: str | None = None
     #: How many runs one request asks for (the vendor's own maximum caps it).
     page_size: int = 100
+
+
+def parse_moment(raw: object) -> datetime | None:
+    """A vendor's ISO 8601 time (``Z`` or an offset; naive is UTC) as a datetime; None if it is not one."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class Backend(ABC):

@@ -47,7 +47,7 @@ from ..exceptions import (
 )
 from ..state import JobState
 from ._http_backend import HttpBackend
-from .base import Diagnostics, FoundRun, Observation, RunQuery, RunRef, RunSpec
+from .base import Diagnostics, FoundRun, Observation, RunQuery, RunRef, RunSpec, parse_moment
 
 __all__ = [
     "CONFIG_KEYS",
@@ -506,7 +506,7 @@ class WindmillBackend(HttpBackend):
         tag = record.get("tag")
         if isinstance(tag, str) and tag and tag != language:  # a language's own group is the default
             config["worker_tag"] = tag
-        created = _moment(record.get("created_at"))
+        created = parse_moment(record.get("created_at"))
         kind = "path" if program is not None and "path" in program else "preview"
         return FoundRun(
             ref=RunRef(task_id=str(record["id"]), extra={"workspace": self.workspace, "kind": kind}),
@@ -579,16 +579,6 @@ class WindmillBackend(HttpBackend):
                 "canceled_reason",
             ),
         )
-
-
-def _moment(raw: object) -> datetime | None:
-    if not isinstance(raw, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 #: Job reads leave out the logs and the code: the adapter needs neither.

@@ -42,6 +42,15 @@ async def listed(sdk: Sdk, **filters: Any) -> list[Any]:
     return [job async for job in sdk.jobs(**filters)]
 
 
+async def submitted_elsewhere(emu: Emulator, **job: Any) -> str:
+    """The task id of a job another Sdk (another process, as far as the next one knows) submitted."""
+    async with Sdk(emu.vendor, **settings(emu)) as first:
+        made = first.create_job(**job)
+        await made.submit()
+    assert made.task_id is not None
+    return made.task_id
+
+
 CLUSTER = "0923-164208-meows279"
 NOTEBOOK: dict[str, Any] = {
     "run_name": "sdk-nb",
@@ -59,13 +68,9 @@ NOTEBOOK: dict[str, Any] = {
 async def test_oqc_a_task_of_one_sdk_is_found_waited_on_and_listed_by_a_fresh_one() -> None:
     with anyio.fail_after(60):
         async with emulator("oqc", job_duration_s=0.3) as emu:
-            async with Sdk("oqc", **settings(emu)) as first:
-                made = first.create_job(
-                    program=PROGRAM, target=LUCY_QPU_ID, config={"shots": 300}, tag="exp-1"
-                )
-                await made.submit()
-                task_id = made.task_id
-                assert task_id is not None
+            task_id = await submitted_elsewhere(
+                emu, program=PROGRAM, target=LUCY_QPU_ID, config={"shots": 300}, tag="exp-1"
+            )
             async with Sdk("oqc", **settings(emu)) as fresh:
                 found = await fresh.job(task_id)
                 assert found.task_id == task_id
@@ -204,11 +209,7 @@ async def test_local_jobs_are_the_jobs_of_this_sdk() -> None:
 async def test_databricks_a_run_of_one_sdk_is_found_by_a_fresh_one_and_run_again() -> None:
     with anyio.fail_after(60):
         async with emulator("databricks", job_duration_s=0.2, pending_s=0) as emu:
-            async with Sdk("databricks", **settings(emu)) as first:
-                made = first.create_job(program=NOTEBOOK)
-                await made.submit()
-                task_id = made.task_id
-                assert task_id is not None
+            task_id = await submitted_elsewhere(emu, program=NOTEBOOK)
             async with Sdk("databricks", **settings(emu)) as fresh:
                 found = await fresh.job(task_id)
                 assert found.program == NOTEBOOK  # the run's spec, as runs/get gives it
@@ -288,11 +289,7 @@ async def test_windmill_a_job_of_one_sdk_is_found_by_a_fresh_one_and_run_again()
     program = {"path": QUICK_SCRIPT, "args": {"x": 3}}
     with anyio.fail_after(60):
         async with emulator("windmill", job_duration_s=0.2) as emu:
-            async with Sdk("windmill", **settings(emu)) as first:
-                made = first.create_job(program=program)
-                await made.submit()
-                task_id = made.task_id
-                assert task_id is not None
+            task_id = await submitted_elsewhere(emu, program=program)
             async with Sdk("windmill", **settings(emu)) as fresh:
                 found = await fresh.job(task_id)
                 assert found.program == program
@@ -353,11 +350,9 @@ IBM_DEVICE = "ibm_fez"
 async def test_ibm_a_job_of_one_sdk_is_found_listed_run_again_and_cancelled() -> None:
     with anyio.fail_after(90):
         async with emulator("ibm_quantum", job_duration_s=0.2) as emu:
-            async with Sdk("ibm_quantum", **settings(emu)) as first:
-                made = first.create_job(program=PROGRAM, target=IBM_DEVICE, config={"shots": 64}, tag="t1")
-                await made.submit()
-                task_id = made.task_id
-                assert task_id is not None
+            task_id = await submitted_elsewhere(
+                emu, program=PROGRAM, target=IBM_DEVICE, config={"shots": 64}, tag="t1"
+            )
             async with Sdk("ibm_quantum", **settings(emu)) as fresh:
                 found = await fresh.job(task_id)
                 assert (found.target, found.tag, found.config) == (IBM_DEVICE, "t1", {"shots": 64})
