@@ -220,11 +220,7 @@ class Sdk:
         from .job import Job
 
         self._require_open()
-        if target is not None and qpu_id is not None and target != qpu_id:
-            raise JobValidationError("target and qpu_id name the same setting; give one")
-        target = target if target is not None else qpu_id
-        if not isinstance(fetch_diagnostics, bool):
-            raise JobValidationError("fetch_diagnostics must be True or False")
+        target = check_job_args(target, qpu_id, fetch_diagnostics)
         lists = {
             name: value
             for name, value in (("program", program), ("target", target), ("config", config))
@@ -233,7 +229,7 @@ class Sdk:
         if not lists:
             job = Job(
                 self,
-                self._validate_spec(_spec(program, target, config, tag)),
+                self._validate_spec(make_spec(program, target, config, tag)),
                 fetch_diagnostics=fetch_diagnostics,
             )
             self._keep(job)
@@ -258,7 +254,7 @@ class Sdk:
             spec = validated.get(key)
             if spec is None:
                 try:
-                    spec = validated[key] = self._validate_spec(_spec(*child, tag))
+                    spec = validated[key] = self._validate_spec(make_spec(*child, tag))
                 except JobValidationError as exc:
                     exc.add_note(f"(in child {i} of the composite job)")
                     raise
@@ -281,10 +277,20 @@ class Sdk:
         process) raises :class:`JobNotResumableError`; ``lost_runs="fail"`` loads it as FAILED
         instead, with its history, ready for a fresh ``execute()``.
         """
-        from .persistence import load_jobs
+        from .composite import CompositeJob
+        from .job import Job
+        from .persistence import read
 
         self._require_open()
-        loaded = await load_jobs(self, path, lost_runs=lost_runs)
+        if lost_runs not in ("raise", "fail"):
+            raise ValueError("lost_runs is 'raise' or 'fail'")
+        document = await read(path, identity=self._backend.identity())
+        jobs = [Job._restored(self, snap, lost_runs=lost_runs) for snap in document.jobs]
+        loaded: Job | CompositeJob = (
+            jobs[0]
+            if document.composite_id is None
+            else CompositeJob(self, jobs, composite_id=document.composite_id)
+        )
         self._keep(loaded)
         return loaded
 
@@ -328,7 +334,18 @@ class Sdk:
         return list_jobs(self, q, most)
 
 
-def _spec(program: Any, target: Any, config: Any, tag: str | None) -> RunSpec:
+# The argument checks of create_job and Job.reconfigure, written once.
+def check_job_args(target: Any, qpu_id: Any, fetch_diagnostics: Any) -> Any:
+    """Check the settings every job takes; return the target (``qpu_id`` is its alias)."""
+    if target is not None and qpu_id is not None and target != qpu_id:
+        raise JobValidationError("target and qpu_id name the same setting; give one")
+    if not isinstance(fetch_diagnostics, bool):
+        raise JobValidationError("fetch_diagnostics must be True or False")
+    return target if target is not None else qpu_id
+
+
+def make_spec(program: Any, target: Any, config: Any, tag: str | None) -> RunSpec:
+    """One run's settings, checked for type (the backend's ``validate`` checks the rest)."""
     if target is not None and not isinstance(target, str):
         raise JobValidationError(f"target must be a string, not {type(target).__name__}")
     if config is None:

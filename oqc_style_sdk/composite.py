@@ -11,22 +11,23 @@ from __future__ import annotations
 import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 import anyio
 
+from ._waiting import deadline
 from .backends.base import Observation
-from .exceptions import (
-    BackendError,
-    JobStateError,
-    JobTimeoutError,
-    JobValidationError,
-    NotFoundError,
-    ProtocolError,
+from .exceptions import JobStateError, JobTimeoutError, JobValidationError
+from .job import (
+    DEFAULT_CANCEL_TIMEOUT_S,
+    Job,
+    Reading,
+    await_submissions,
+    save_jobs,
+    send_cancels,
+    start_batch_submission,
 )
-from .job import DEFAULT_CANCEL_TIMEOUT_S, Job, check_timeout, start_batch_submission
 from .job_output import JobOutput, JobOutputProxy, JobPending
 from .state import JobState
 
@@ -160,10 +161,13 @@ class CompositeJob(Sequence[Job]):
             await self._in_bulk(timeout_s, "did not all end", max_concurrency, submit=True, rerun=rerun)
             return self.outputs
 
+        batch = self._sdk.backend.batch_submit
+
         async def one(child: Job, limiter: anyio.CapacityLimiter) -> None:
             if rerun or child.active:
-                # Submitted by this call, unless a batch submission has it or it is at the vendor.
-                if child._submitting is None and child.state not in _AT_VENDOR:
+                if batch:  # its part of the batch started above: waited for, never sent again
+                    await child.submit()
+                elif child.state not in _AT_VENDOR:  # sent by this call, a few at a time
                     async with limiter:
                         await child.submit()
                 await child.wait()
@@ -227,13 +231,15 @@ class CompositeJob(Sequence[Job]):
         """
         from .backends.base import RunRef
 
-        to_cancel: list[tuple[Job, RunRef]] = []
+        to_cancel: list[Job] = []
+        refs: list[RunRef] = []
 
         async def prepare(child: Job, limiter: anyio.CapacityLimiter) -> None:
             async with limiter:
                 ref = await child._cancel_prepare(reason)
             if ref is not None:
-                to_cancel.append((child, ref))
+                to_cancel.append(child)
+                refs.append(ref)
 
         async def confirm(child: Job, limiter: anyio.CapacityLimiter) -> None:
             if child.active:
@@ -242,16 +248,7 @@ class CompositeJob(Sequence[Job]):
         with self._deadline(timeout_s, "were not all confirmed cancelled"):
             await self._all(prepare, None, max_concurrency, "")
             if to_cancel:
-                for child, _ in to_cancel:
-                    child._cancel_reason, child._cancel_sent = reason, True
-                try:
-                    await self._sdk.backend.cancel_many([ref for _, ref in to_cancel], reason)
-                except BaseException:
-                    for child, _ in to_cancel:
-                        child._cancel_sent = False
-                    raise
-                for _, ref in to_cancel:
-                    self._sdk.poller.expect_change(ref.task_id)
+                await send_cancels(to_cancel, refs, reason)
             await self._all(confirm, None, len(self._children), "")
         return self.summary()
 
@@ -274,32 +271,23 @@ class CompositeJob(Sequence[Job]):
 
     async def save(self, path: str | Path) -> Path:
         """Write every child to one file, atomically (see ``Job.save``)."""
-        from .persistence import save_jobs
-
-        return await save_jobs(self._sdk, list(self._children), path, composite=True, composite_id=self.id)
+        return await save_jobs(self._children, path, composite_id=self.id)
 
     # ------------------------------------------------------------------ internals
-    @contextmanager
-    def _deadline(self, timeout_s: float | None, what: str) -> Iterator[None]:
+    def _deadline(self, timeout_s: float | None, what: str) -> deadline:
         """One deadline over a whole verb; on expiry a JobTimeoutError carrying the outputs."""
-        timeout_s = check_timeout(timeout_s)
-        with anyio.move_on_after(_inf_if_none(timeout_s)) as scope:
-            yield
-        if scope.cancelled_caught:
-            raise JobTimeoutError(
-                f"{self!r} {what} after {timeout_s:g} s", state=self.state.value, outputs=self.outputs
-            )
+        return deadline(
+            timeout_s,
+            lambda: f"{self!r} {what}",
+            lambda message: JobTimeoutError(message, state=self.state.value, outputs=self.outputs),
+        )
 
     def _start_batch(self, rerun: bool) -> None:
         """Where the backend has a batch submission, send the children that need it together;
         each child's own ``submit()`` then waits for its part of the batch."""
         self._sdk._require_open()
-        if not self._sdk.backend.batch_submit:
-            return
-        for child in self._children:
-            if rerun and child.state.is_terminal and child._submitting is None:
-                child._start_new_run()
-        start_batch_submission(self._children)
+        if self._sdk.backend.batch_submit:
+            start_batch_submission(self._children, rerun=rerun)
 
     async def _in_bulk(
         self, timeout_s: float | None, what: str, max_concurrency: int, *, submit: bool, rerun: bool = False
@@ -313,19 +301,11 @@ class CompositeJob(Sequence[Job]):
             raise JobValidationError("max_concurrency must be a positive whole number")
         errors: list[tuple[int, Exception]] = []
         with self._deadline(timeout_s, what):
-            loose: list[tuple[int, Job]] = []  # to submit one by one (no batch submission has them)
-            # The batch submissions as they are now: each ends (and is cleared) with its batch.
-            flights = [child._submitting for child in self._children]
-            for i, (child, flight) in enumerate(zip(self._children, flights, strict=True)):
-                if submit and not (rerun or child.active):
-                    continue
-                if flight is not None:
-                    try:
-                        await flight.wait()
-                    except Exception as exc:  # collected, raised below with the child's index
-                        errors.append((i, exc))
-                elif submit and child.state not in _AT_VENDOR:
-                    loose.append((i, child))
+            idle = await await_submissions(
+                self._children, lambda child: not submit or rerun or child.active, errors
+            )
+            # To submit one by one (no batch submission has them).
+            loose = [(i, child) for i, child in idle if submit and child.state not in _AT_VENDOR]
             if loose:
                 await self._submit_each(loose, max_concurrency, errors)
             await _follow_to_the_end(self._sdk, self._children, errors)
@@ -389,10 +369,10 @@ OUTCOME_READERS = 64
 async def _follow_to_the_end(sdk: Sdk, children: Sequence[Job], errors: list[tuple[int, Exception]]) -> None:
     """Wait until every child at the vendor has ended, following them all through the poller.
 
-    A reading of an active child is applied on the spot; an ended child's outcome is read by one
-    of :data:`OUTCOME_READERS` workers (through ``Job._accept``, so a concurrent ``child.wait()``
-    shares it). A child whose outcome cannot be read yet, or whose reads fail for a while, is
-    handed to its own ``wait()``, which retries as a single job does.
+    Each reading goes to its child's ``Job._take`` (applied on the spot, with a single job's rule
+    for a failed read); an ended child's outcome is read by one of :data:`OUTCOME_READERS` workers
+    through the child's own ``wait()``, which starts from that reading (so a concurrent
+    ``child.wait()`` shares it) and retries as a single job does.
     """
     waiting: dict[str, int] = {}  # task id -> the child's index
     for i, child in enumerate(children):
@@ -410,7 +390,7 @@ async def _follow_to_the_end(sdk: Sdk, children: Sequence[Job], errors: list[tup
 
     # Ended children waiting for a reader, and the event the idle readers wait on: set (and
     # replaced) when children are queued, and at the end.
-    ended: deque[tuple[int, Job, Observation]] = deque()
+    ended: deque[tuple[int, Job]] = deque()
     queued = anyio.Event()
     finished = False
 
@@ -421,15 +401,9 @@ async def _follow_to_the_end(sdk: Sdk, children: Sequence[Job], errors: list[tup
                     return
                 await queued.wait()
                 continue
-            i, child, obs = ended.popleft()
+            i, child = ended.popleft()
             try:
-                try:
-                    await child._accept(obs)
-                except BackendError as exc:
-                    if not (exc.transient or isinstance(exc, ProtocolError)):
-                        raise
-                if child.active:  # not read yet: as a single job does, with its retries
-                    await child.wait()
+                await child.wait()
             except Exception as exc:  # collected, raised with the child's index
                 errors.append((i, exc))
 
@@ -447,26 +421,17 @@ async def _follow_to_the_end(sdk: Sdk, children: Sequence[Job], errors: list[tup
         if i < 0:
             return
         child = children[i]
-        ref = child._ref
-        if ref is None or ref.task_id != task_id or not child.active:
-            done(task_id)  # ended (or started another run) by other means
-        elif error is not None:  # as a single job's wait() takes a failed read:
-            if isinstance(error, NotFoundError):  # the run is lost: it ends FAILED
-                child._lost(ref, error)
-                done(task_id)
-            elif not (
-                isinstance(error, BackendError) and (error.transient or isinstance(error, ProtocolError))
-            ):
-                done(task_id)  # waiting will not fix it: raised (the child stays active)
-                if isinstance(error, Exception):
-                    errors.append((i, error))
-            # a transient or garbled read: the next tick reads it again
-        elif obs is not None and obs.state.is_active:
-            if not obs.same_as(child._last_obs):
-                child._apply_active(obs)
-        elif obs is not None:  # its outcome is read by a reader (and its own wait)
+        try:
+            reading = child._take(task_id, obs, error)
+        except Exception as exc:  # waiting will not fix it: raised (the child stays active)
             done(task_id)
-            ended.append((i, child, obs))
+            errors.append((i, exc))
+            return
+        if reading is Reading.GONE:
+            done(task_id)
+        elif reading is Reading.ENDED:  # its outcome is read by a reader (and its own wait)
+            done(task_id)
+            ended.append((i, child))
 
     try:
         async with anyio.create_task_group() as tg:
@@ -488,7 +453,3 @@ async def _follow_to_the_end(sdk: Sdk, children: Sequence[Job], errors: list[tup
                 queued.set()
     finally:
         following.close()
-
-
-def _inf_if_none(timeout_s: float | None) -> float:
-    return float("inf") if timeout_s is None else timeout_s

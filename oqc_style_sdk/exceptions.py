@@ -171,6 +171,24 @@ class BackendError(SdkError):
     #: Whether trying again later may succeed.
     transient: bool = False
 
+    @property
+    def rereadable(self) -> bool:
+        """Whether a *read* that failed so is worth sending again: a transient error, or a garbled
+        answer (the next answer may be whole). Elsewhere only transient errors are retried."""
+        return self.transient or isinstance(self, ProtocolError)
+
+    @property
+    def refused(self) -> bool:
+        """Whether the vendor refused the request outright (a 4xx other than timeout and rate
+        limit, credentials aside): nothing was created, and asking again will not help."""
+        status = self.status
+        return (
+            status is not None
+            and 400 <= status < 500
+            and status not in (408, 429)
+            and not isinstance(self, AuthenticationError)
+        )
+
 
 class BackendUnavailableError(BackendError, ConnectionError):
     """The backend cannot be reached (refused, reset, DNS, closed)."""

@@ -13,28 +13,29 @@ what makes ``execute()`` and ``submit()`` single-flight and a timed-out ``execut
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from ._waiting import _Flight, deadline
 from .backends.base import Diagnostics, FoundRun, Observation, RunRef, RunSpec
 from .exceptions import (
-    AuthenticationError,
     BackendError,
     JobCancelledError,
     JobFailed,
+    JobNotResumableError,
     JobStateError,
     JobTimeoutError,
     JobValidationError,
     NotFoundError,
-    ProtocolError,
+    SdkError,
     SdkNotStartedError,
 )
 from .job_output import (
@@ -44,8 +45,8 @@ from .job_output import (
     JobOutputProxy,
     JobResult,
 )
-from .polling import state_rank
-from .state import JobState, check_transition
+from .persistence import DiagnosticsSnapshot, JobSnapshot, RefSnapshot
+from .state import JobState, check_transition, state_rank
 
 if TYPE_CHECKING:
     from .client import Sdk
@@ -54,107 +55,24 @@ __all__ = ["DEFAULT_CANCEL_TIMEOUT_S", "Job"]
 
 logger = logging.getLogger("oqc_style_sdk.job")
 
-T = TypeVar("T")
-Ts = TypeVarTuple("Ts")
-
 #: How long ``cancel()`` waits, by default, for the vendor to confirm the run ended.
 DEFAULT_CANCEL_TIMEOUT_S = 60.0
 
 _RECONFIGURABLE = frozenset({"program", "target", "qpu_id", "config", "fetch_diagnostics", "tag"})
 
 
-def check_timeout(timeout_s: float | None, name: str = "timeout_s") -> float | None:
-    """A timeout is None (no deadline) or a positive number of seconds."""
-    if timeout_s is None:
-        return None
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float):
-        raise JobValidationError(f"{name} must be a number of seconds or None, not {timeout_s!r}")
-    if not timeout_s > 0 or math.isnan(timeout_s):
-        raise JobValidationError(f"{name} must be > 0 seconds (or None for no deadline)")
-    return float(timeout_s)
-
-
-class deadline:
-    """Bound a block by ``timeout_s``; on expiry raise :class:`JobTimeoutError` with ``what()``.
-
-    A class rather than a generator context manager: every verb of every job enters one, and
-    without a timeout it costs nothing.
-    """
-
-    __slots__ = ("_scope", "_timeout_s", "_what")
-
-    def __init__(self, timeout_s: float | None, what: Callable[[], str]) -> None:
-        self._timeout_s = check_timeout(timeout_s)
-        self._what = what
-        self._scope: anyio.CancelScope | None = None
-
-    def __enter__(self) -> None:
-        if self._timeout_s is not None:
-            self._scope = anyio.move_on_after(self._timeout_s)
-            self._scope.__enter__()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
-        scope = self._scope
-        if scope is None:
-            return False
-        suppressed = bool(scope.__exit__(exc_type, exc, tb))
-        if scope.cancelled_caught:
-            raise JobTimeoutError(f"{self._what()} after {self._timeout_s:g} s") from None
-        return suppressed
-
-
-class _Flight(Generic[T]):
-    """Work shared by every caller that asks for it while it runs; survives any one caller."""
-
-    __slots__ = ("_done", "_ended", "_error", "_tb", "_value")
-
-    def __init__(self) -> None:
-        self._ended = False
-        self._done: anyio.Event | None = None  # made by the first waiter that has to wait
-        self._value: T | None = None
-        self._error: BaseException | None = None
-        self._tb: TracebackType | None = None
-
-    def _end(self) -> None:
-        self._ended = True
-        if self._done is not None:
-            self._done.set()
-
-    async def run(self, fn: Callable[[*Ts], Awaitable[T]], *args: *Ts) -> None:
-        try:
-            self._value = await fn(*args)
-        except Exception as exc:  # re-raised to every waiter
-            self._error, self._tb = exc, exc.__traceback__
-        finally:
-            self._end()
-
-    def fail(self, error: BaseException) -> None:
-        """End the flight with ``error`` if it has not ended."""
-        if not self._ended:
-            self._error, self._tb = error, error.__traceback__
-            self._end()
-
-    async def wait(self) -> T:
-        if not self._ended:
-            if self._done is None:
-                self._done = anyio.Event()
-            await self._done.wait()
-        if self._error is not None:
-            # Each waiter raises it from where it failed (asyncio's futures do the same), so a
-            # traceback does not grow by one raise per waiter.
-            raise self._error.with_traceback(self._tb)
-        return self._value  # type: ignore[return-value]
-
-
-def start_batch_submission(jobs: Sequence[Job]) -> None:
-    """Start submitting the CREATED ``jobs`` (of one Sdk) through the backend's batch submission.
+def start_batch_submission(jobs: Sequence[Job], *, rerun: bool = False) -> None:
+    """Start submitting the CREATED ``jobs`` (of one Sdk) through the backend's batch submission;
+    with ``rerun``, the ended ones start fresh runs first and go too.
 
     Each job keeps its own single flight (``job.submit()`` waits for the batch, never sends a
     second time) and its own key, made before anything is sent and reused by any resend; each
     job's outcome is its own (one refused job ends FAILED, the others are submitted).
     """
+    if rerun:
+        for job in jobs:
+            if job._state.is_terminal and job._submitting is None:
+                job._start_new_run()
     todo = [job for job in jobs if job._state is JobState.CREATED and job._submitting is None]
     if todo:
         for job in todo:
@@ -197,6 +115,98 @@ async def _run_batch(todo: list[Job]) -> None:
                 job._submitting = None
 
 
+async def await_submissions(
+    jobs: Sequence[Job], wanted: Callable[[Job], bool], errors: list[tuple[int, Exception]]
+) -> list[tuple[int, Job]]:
+    """Wait, in turn, for the submissions in flight now (a batch's, or a job's own) of the
+    ``wanted`` jobs; collect their errors with the job's index. Returns the wanted jobs that had
+    none in flight. The flights are taken before the first wait: each is cleared as its batch
+    ends, and a job whose batch failed must not count as one never sent."""
+    flights = [job._submitting for job in jobs]
+    idle: list[tuple[int, Job]] = []
+    for i, (job, flight) in enumerate(zip(jobs, flights, strict=True)):
+        if not wanted(job):
+            continue
+        if flight is None:
+            idle.append((i, job))
+            continue
+        try:
+            await flight.wait()
+        except Exception as exc:  # collected: the caller raises it with the job's index
+            errors.append((i, exc))
+    return idle
+
+
+async def reserve_keys(jobs: Sequence[Job]) -> None:
+    """Give each CREATED job of ``jobs`` (of one Sdk) without one its run's idempotency key.
+
+    Called before a save (DESIGN.md: a key is made while CREATED and saved with the job), so a
+    process killed mid-submission is followed by one that resends the same key — the vendor's
+    same run — rather than a second run. A key that cannot be had now (the vendor unreachable) is
+    left to the submission, which makes its own.
+    """
+
+    def keyless(job: Job) -> bool:
+        return job._state is JobState.CREATED and job._key is None and job._submitting is None
+
+    waiting = [job for job in jobs if keyless(job)]
+    if not waiting:
+        return
+    try:  # one reservation request where the vendor has one (OQC)
+        keys = await waiting[0]._sdk.backend.new_idempotency_keys([job._spec for job in waiting])
+    except SdkError as exc:
+        logger.debug("no idempotency keys for %d job(s) before saving them: %s", len(waiting), exc)
+        return
+    for job, key in zip(waiting, keys, strict=True):
+        if keyless(job):  # a submission that started meanwhile made its own key
+            job._key = key
+
+
+async def save_jobs(jobs: Sequence[Job], path: str | Path, *, composite_id: str | None = None) -> Path:
+    """Save ``jobs`` (one job, or a composite's children) to one file: keys reserved first, then
+    each job's snapshot taken on the event loop, so the picture is consistent, and written."""
+    from .persistence import write
+
+    await reserve_keys(jobs)
+    snapshots = [job._snapshot() for job in jobs]
+    return await write(path, jobs[0]._sdk.backend.identity(), snapshots, composite_id=composite_id)
+
+
+async def send_cancels(jobs: Sequence[Job], refs: Sequence[RunRef], reason: str | None) -> None:
+    """Ask the vendor to cancel the runs ``refs`` of ``jobs`` (read active by
+    ``Job._cancel_prepare``) in one ``Backend.cancel_many``: one request where the vendor takes a
+    list. The poller then confirms them."""
+    backend = jobs[0]._sdk.backend
+    await _cancelling(jobs, refs, reason, lambda: backend.cancel_many(list(refs), reason))
+
+
+async def _cancelling(
+    jobs: Sequence[Job], refs: Sequence[RunRef], reason: str | None, send: Callable[[], Awaitable[None]]
+) -> None:
+    """The one rule of a cancel request: marked sent before it goes (a reading that comes back
+    meanwhile is known to answer it), unmarked if it fails, then the runs are read quickly."""
+    for job in jobs:
+        job._cancel_reason, job._cancel_sent = reason, True
+    try:
+        await send()
+    except BaseException:
+        for job in jobs:
+            job._cancel_sent = False
+        raise
+    poller = jobs[0]._sdk.poller
+    for ref in refs:
+        poller.expect_change(ref.task_id)  # its end is near: confirm it quickly
+
+
+class Reading(Enum):
+    """What :meth:`Job._take` made of one reading of a followed run."""
+
+    ACTIVE = "active"  #: applied; the run goes on
+    RETRY = "retry"  #: the read failed in a way worth reading again
+    ENDED = "ended"  #: terminal: its outcome is read by ``wait()``
+    GONE = "gone"  #: not this job's run any more, or lost (it ended FAILED): stop following
+
+
 class _Ids(random.Random):
     """128 random bits per id, from a generator seeded by the OS (anew in a forked child, so two
     processes never share a sequence): an id per job without a system call per job."""
@@ -219,12 +229,8 @@ def _now() -> datetime:
 
 
 def _is_rejection(exc: BaseException) -> bool:
-    """The vendor refused the submission outright: nothing was created, retrying will not help."""
-    if isinstance(exc, JobValidationError):
-        return True
-    if isinstance(exc, BackendError) and not isinstance(exc, AuthenticationError):
-        return exc.status is not None and 400 <= exc.status < 500 and exc.status not in (408, 429)
-    return False
+    """The submission was refused outright: nothing was created, retrying will not help."""
+    return isinstance(exc, JobValidationError) or (isinstance(exc, BackendError) and exc.refused)
 
 
 class Job:
@@ -294,61 +300,6 @@ class Job:
         self._unread: Observation | None = None
         #: Why the program of a run attached from the vendor is not known (None: it is).
         self._unknown_program: str | None = None
-
-    @classmethod
-    def _following(cls, sdk: Sdk, found: FoundRun) -> Job:
-        """A job following a run made elsewhere: SUBMITTED with its vendor reference, nothing read."""
-        job = cls(sdk, found.spec)
-        job._state = JobState.SUBMITTED
-        job._vendor_status = "SUBMITTED"
-        job._ref = found.ref
-        job._submit_attempted = True
-        job._submitted_at = found.created_at
-        job._unknown_program = found.unknown_program
-        return job
-
-    @classmethod
-    async def _attach(cls, sdk: Sdk, found: FoundRun) -> Job:
-        """``sdk.job(task_id)``: the vendor's reading applied; an ended run gets its one history
-        entry (its result or error read now)."""
-        job = cls._following(sdk, found)
-        await job._accept(found.observation)
-        return job
-
-    @classmethod
-    def _listed(cls, sdk: Sdk, found: FoundRun) -> Job:
-        """``sdk.jobs()``: the listed state, no request. An ended run's outcome is read by the first
-        verb that needs it (``wait``, ``refresh``, ``execute``, ``save``), so a listing of thousands
-        of ended runs costs its pages only."""
-        job = cls._following(sdk, found)
-        obs = found.observation
-        if obs.state.is_active:
-            job._apply_active(obs)
-        else:
-            job._state, job._vendor_status, job._unread = obs.state, obs.vendor_status, obs
-        return job
-
-    async def _read_unread(self) -> None:
-        """Read the outcome of a listed run that ended (its status, then its result or error), once."""
-        obs = self._unread
-        if obs is None:
-            return
-        self._unread = None
-        self._state = JobState.SUBMITTED
-        assert self._ref is not None
-        try:  # read again: a listing leaves out what a status read says (a failure's message ...)
-            await self._read(self._ref)
-        except BaseException:
-            if self._state is JobState.SUBMITTED:  # nothing recorded: the next verb reads again
-                self._unread, self._state = obs, obs.state
-            raise
-
-    def _check_rerunnable(self) -> None:
-        if self._unknown_program is not None and self._spec.program is None:
-            raise JobValidationError(
-                f"{self!r} follows a run made elsewhere whose program is not known "
-                f"({self._unknown_program}); give it with `job.reconfigure(program=...)` to run it again"
-            )
 
     # ------------------------------------------------------------------ properties (no I/O)
     @property
@@ -599,23 +550,18 @@ class Job:
                 f"memento must be an output of this job (from history or execute()), "
                 f"not {type(memento).__name__}"
             )
-        program = self._spec.program if memento is None else memento.program
-        target = self._spec.target if memento is None else memento.target
-        config: Mapping[str, Any] = self._spec.config if memento is None else memento.config
-        if "target" in overrides and "qpu_id" in overrides and overrides["target"] != overrides["qpu_id"]:
-            raise JobValidationError("target and qpu_id name the same setting; give one")
-        program = overrides.get("program", program)
-        target = overrides.get("target", overrides.get("qpu_id", target))
-        config = overrides.get("config", config)
-        if config is None:
-            config = {}
-        if not isinstance(config, Mapping):
-            raise JobValidationError(f"config must be a mapping, not {type(config).__name__}")
-        tag = overrides.get("tag", self._spec.tag)
+        from .client import check_job_args, make_spec
+
         fetch = overrides.get("fetch_diagnostics", self._fetch_diagnostics)
-        if not isinstance(fetch, bool):
-            raise JobValidationError("fetch_diagnostics must be True or False")
-        spec = self._sdk._validate_spec(RunSpec(program=program, target=target, config=dict(config), tag=tag))
+        given = check_job_args(overrides.get("target"), overrides.get("qpu_id"), fetch)
+        program = overrides.get("program", self._spec.program if memento is None else memento.program)
+        if "target" in overrides or "qpu_id" in overrides:
+            target = given
+        else:
+            target = self._spec.target if memento is None else memento.target
+        config = overrides.get("config", self._spec.config if memento is None else memento.config)
+        tag = overrides.get("tag", self._spec.tag)
+        spec = self._sdk._validate_spec(make_spec(program, target, config, tag))
         self._spec = spec
         self._fetch_diagnostics = fetch
         if self._state.is_terminal:
@@ -638,10 +584,161 @@ class Job:
 
     async def save(self, path: str | Path) -> Path:
         """Write the job to ``path`` as versioned JSON, atomically, readable by its owner only."""
-        from .persistence import save_jobs
-
         await self._read_unread()
-        return await save_jobs(self._sdk, [self], path, composite=False)
+        return await save_jobs((self,), path)
+
+    # ------------------------------------------------------------------ record (data in, data out)
+    def _snapshot(self) -> JobSnapshot:
+        """The job as data: everything a later process needs to carry on (no secret, no code)."""
+        ref = self._ref
+        diag = self._diagnostics
+        return JobSnapshot(
+            id=self.id,
+            program=self._spec.program,
+            target=self._spec.target,
+            config=dict(self._spec.config),
+            tag=self._spec.tag,
+            fetch_diagnostics=self._fetch_diagnostics,
+            state=self._state,
+            run=self._run,
+            idempotency_key=self._key,
+            submit_attempted=self._submit_attempted,
+            ref=None if ref is None else RefSnapshot(task_id=ref.task_id, extra=dict(ref.extra)),
+            vendor_status=self._vendor_status,
+            cancel_reason=self._cancel_reason,
+            cancel_sent=self._cancel_sent,
+            submitted_at=self._submitted_at,
+            history=list(self._history),  # type: ignore[arg-type]
+            diagnostics=None
+            if diag is None
+            else DiagnosticsSnapshot(timings=diag.timings, metrics=diag.metrics, metadata=diag.metadata),
+        )
+
+    @classmethod
+    def _restored(cls, sdk: Sdk, snap: JobSnapshot, *, lost_runs: Literal["raise", "fail"] = "raise") -> Job:
+        """A job of ``sdk`` made from ``snap`` (validated by ``persistence``), as it was saved.
+
+        An active run this backend cannot follow from here (a local simulation of another
+        process) raises :class:`JobNotResumableError`, or with ``lost_runs="fail"`` ends FAILED
+        (``LOST``), its history kept, ready for a fresh run.
+        """
+        spec = RunSpec(program=snap.program, target=snap.target, config=snap.config, tag=snap.tag)
+        job = cls(sdk, spec, fetch_diagnostics=snap.fetch_diagnostics, job_id=snap.id)
+        job._state = snap.state
+        job._run = snap.run
+        job._key = snap.idempotency_key
+        job._submit_attempted = snap.submit_attempted
+        ref = job._ref = None if snap.ref is None else RunRef(snap.ref.task_id, dict(snap.ref.extra))
+        job._vendor_status = snap.vendor_status
+        job._cancel_reason = snap.cancel_reason
+        job._cancel_sent = snap.cancel_sent
+        job._submitted_at = snap.submitted_at
+        job._history = [o.model_copy() for o in snap.history]
+        for output in job._history:
+            output._bind(job)
+        if snap.state.is_terminal:
+            job._output = job._history[-1]
+        if snap.diagnostics is not None:
+            d = snap.diagnostics
+            job._diagnostics = Diagnostics(timings=d.timings, metrics=d.metrics, metadata=d.metadata)
+        if ref is not None and snap.state.is_active and not sdk.backend.can_resume(ref):
+            why = sdk.backend.describe_unresumable(ref)
+            if lost_runs == "raise":
+                raise JobNotResumableError(
+                    f"job {snap.id} was saved while {snap.state.value} (task {ref.task_id}) and "
+                    f"cannot be resumed: {why}. Load it with lost_runs='fail' to keep its history "
+                    "and run it again."
+                )
+            lost = JobError(message=f"the run was lost: {why}", code="LOST", **job._output_fields())
+            job._end_locally(lost)
+        return job
+
+    # ------------------------------------------------------------------ runs found at the vendor
+    @classmethod
+    def _following(cls, sdk: Sdk, found: FoundRun) -> Job:
+        """A job following a run made elsewhere: SUBMITTED with its vendor reference, nothing read."""
+        job = cls(sdk, found.spec)
+        job._state = JobState.SUBMITTED
+        job._vendor_status = "SUBMITTED"
+        job._ref = found.ref
+        job._submit_attempted = True
+        job._submitted_at = found.created_at
+        job._unknown_program = found.unknown_program
+        return job
+
+    @classmethod
+    async def _attach(cls, sdk: Sdk, found: FoundRun) -> Job:
+        """``sdk.job(task_id)``: the vendor's reading applied; an ended run gets its one history
+        entry (its result or error read now)."""
+        job = cls._following(sdk, found)
+        await job._accept(found.observation)
+        return job
+
+    @classmethod
+    def _listed(cls, sdk: Sdk, found: FoundRun) -> Job:
+        """``sdk.jobs()``: the listed state, no request. An ended run's outcome is read by the first
+        verb that needs it (``wait``, ``refresh``, ``execute``, ``save``), so a listing of thousands
+        of ended runs costs its pages only."""
+        job = cls._following(sdk, found)
+        obs = found.observation
+        if obs.state.is_active:
+            job._apply_active(obs)
+        else:
+            job._state, job._vendor_status, job._unread = obs.state, obs.vendor_status, obs
+        return job
+
+    async def _read_unread(self) -> None:
+        """Read the outcome of a listed run that ended (its status, then its result or error), once."""
+        obs = self._unread
+        if obs is None:
+            return
+        self._unread = None
+        self._state = JobState.SUBMITTED
+        assert self._ref is not None
+        try:  # read again: a listing leaves out what a status read says (a failure's message ...)
+            await self._read(self._ref)
+        except BaseException:
+            if self._state is JobState.SUBMITTED:  # nothing recorded: the next verb reads again
+                self._unread, self._state = obs, obs.state
+            raise
+
+    def _check_rerunnable(self) -> None:
+        if self._unknown_program is not None and self._spec.program is None:
+            raise JobValidationError(
+                f"{self!r} follows a run made elsewhere whose program is not known "
+                f"({self._unknown_program}); give it with `job.reconfigure(program=...)` to run it again"
+            )
+
+    # ------------------------------------------------------------------ a composite's children
+    def _take(self, task_id: str, obs: Observation | None, error: BaseException | None) -> Reading:
+        """Apply one reading of run ``task_id`` (or its failed read, ``error``), as a composite
+        following many runs delivers it; a failed read goes by :meth:`_failed_read`, the rule a
+        single job's wait follows too. Raises a failed read's error that reading again will not
+        fix (the job stays active). A terminal reading is kept for :meth:`wait` to finish with."""
+        ref = self._ref
+        if ref is None or ref.task_id != task_id or not self._state.is_active:
+            return Reading.GONE  # ended (or started another run) by other means
+        if error is not None:
+            return Reading.RETRY if self._failed_read(ref, error) else Reading.GONE
+        assert obs is not None
+        if obs.state.is_active:
+            if not obs.same_as(self._last_obs):
+                self._apply_active(obs)
+            return Reading.ACTIVE
+        self._last_obs = obs  # an ended run's reading, its outcome not read yet: _wait_terminal's
+        return Reading.ENDED
+
+    def _failed_read(self, ref: RunRef, exc: BaseException) -> bool:
+        """The one rule for a read of ``ref`` that failed. A run the vendor no longer knows ends
+        FAILED (NOT_FOUND): False, nothing more to read. A re-readable error (transient, or a
+        garbled answer): True, read again. Any other error is raised."""
+        if isinstance(exc, NotFoundError):
+            self._lost(ref, exc)
+            return False
+        if isinstance(exc, BackendError) and exc.rereadable:
+            logger.debug("reading %r failed, will try again: %s", self, exc)
+            return True
+        raise exc
 
     # ------------------------------------------------------------------ internals
     def _output_fields(self) -> dict[str, Any]:
@@ -709,14 +806,8 @@ class Job:
         return None
 
     async def _cancel_send(self, ref: RunRef, reason: str | None) -> None:
-        self._cancel_reason = reason
-        self._cancel_sent = True
-        try:
-            await self._sdk.backend.cancel(ref, reason)
-        except BaseException:
-            self._cancel_sent = False
-            raise
-        self._sdk.poller.expect_change(ref.task_id)  # its end is near: confirm it quickly
+        backend = self._sdk.backend
+        await _cancelling((self,), (ref,), reason, lambda: backend.cancel(ref, reason))
 
     async def _read(self, ref: RunRef) -> None:
         """One status read, applied. A run the vendor no longer knows ends FAILED (NOT_FOUND)."""
@@ -792,7 +883,10 @@ class Job:
 
     async def _wait_terminal(self) -> None:
         poller = self._sdk.poller
-        retry: Observation | None = None  # a terminal reading whose result could not be read yet
+        # A terminal reading whose outcome is not read yet: one a composite's follower took
+        # (``_take``), or one whose result could not be read on the last try.
+        last = self._last_obs
+        retry = last if last is not None and last.state.is_terminal else None
         pause = poller.policy.min_interval_s  # grows while the outcome cannot be read
         while self._state.is_active:
             ref = self._ref
@@ -804,15 +898,9 @@ class Job:
                     obs = await poller.next_observation(ref, self._last_obs)
                 retry = None
                 await self._accept(obs)
-            except NotFoundError as exc:
-                self._lost(ref, exc)
-                return
             except BackendError as exc:
-                # A garbled answer to a read is worth reading again; elsewhere only transient
-                # errors are.
-                if not (exc.transient or isinstance(exc, ProtocolError)):
-                    raise
-                logger.debug("reading %r failed, will try again: %s", self, exc)
+                if not self._failed_read(ref, exc):
+                    return
                 if obs is not None and obs.state.is_terminal:
                     retry = obs
                     pause = poller.policy.next_interval(pause, changed=False)

@@ -9,6 +9,10 @@ Writing goes to a temporary file beside the target (created owner-only), is flus
 renamed over the target, and the directory is fsynced: a reader sees the old file or the new one,
 never half of one. All file I/O runs in a worker thread.
 
+This module works on data only: ``Job._snapshot()`` makes a :class:`JobSnapshot`,
+``Job._restored()`` makes a job of one, and ``Sdk.load`` builds the job or composite from what
+:func:`read` returns. Nothing here touches a job.
+
 Versions: ``SCHEMA_VERSION`` is what this SDK writes. Older files are brought forward by the
 functions in ``MIGRATIONS`` (version → its successor) before validation; newer ones are refused with
 :class:`UnsupportedSchemaError`.
@@ -18,35 +22,26 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .backends.base import Diagnostics, RunRef, RunSpec
 from .exceptions import (
     CorruptJobFileError,
     ForeignJobFileError,
     JobFileNotFoundError,
-    JobNotResumableError,
     PersistenceError,
-    SdkError,
     UnsupportedSchemaError,
 )
 from .job_output import JobCancellation, JobError, JobResult
 from .state import JobState
-
-if TYPE_CHECKING:
-    from .client import Sdk
-    from .composite import CompositeJob
-    from .job import Job
 
 __all__ = [
     "FORMAT",
@@ -55,8 +50,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "JobFile",
     "JobSnapshot",
-    "load_jobs",
-    "save_jobs",
+    "read",
+    "write",
 ]
 
 FORMAT: Literal["oqc-style-sdk/job-file"] = "oqc-style-sdk/job-file"
@@ -68,8 +63,6 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 Output = Annotated[JobResult | JobError | JobCancellation, Field(discriminator="kind")]
-
-logger = logging.getLogger(__name__)
 
 
 class _Model(BaseModel):
@@ -162,113 +155,29 @@ def _sdk_version() -> str:
     return _SDK_VERSION
 
 
-# ---------------------------------------------------------------------------------- snapshots
-def snapshot(job: Job) -> JobSnapshot:
-    ref = job._ref
-    diag = job._diagnostics
-    return JobSnapshot(
-        id=job.id,
-        program=job._spec.program,
-        target=job._spec.target,
-        config=dict(job._spec.config),
-        tag=job._spec.tag,
-        fetch_diagnostics=job._fetch_diagnostics,
-        state=job._state,
-        run=job._run,
-        idempotency_key=job._key,
-        submit_attempted=job._submit_attempted,
-        ref=None if ref is None else RefSnapshot(task_id=ref.task_id, extra=dict(ref.extra)),
-        vendor_status=job._vendor_status,
-        cancel_reason=job._cancel_reason,
-        cancel_sent=job._cancel_sent,
-        submitted_at=job._submitted_at,
-        history=list(job._history),  # type: ignore[arg-type]
-        diagnostics=None
-        if diag is None
-        else DiagnosticsSnapshot(timings=diag.timings, metrics=diag.metrics, metadata=diag.metadata),
-    )
-
-
-def restore(sdk: Sdk, snap: JobSnapshot, lost_runs: Literal["raise", "fail"]) -> Job:
-    from .job import Job
-
-    spec = RunSpec(program=snap.program, target=snap.target, config=snap.config, tag=snap.tag)
-    job = Job(sdk, spec, fetch_diagnostics=snap.fetch_diagnostics, job_id=snap.id)
-    job._state = snap.state
-    job._run = snap.run
-    job._key = snap.idempotency_key
-    job._submit_attempted = snap.submit_attempted
-    job._ref = None if snap.ref is None else RunRef(snap.ref.task_id, dict(snap.ref.extra))
-    job._vendor_status = snap.vendor_status
-    job._cancel_reason = snap.cancel_reason
-    job._cancel_sent = snap.cancel_sent
-    job._submitted_at = snap.submitted_at
-    job._history = [o.model_copy() for o in snap.history]
-    for output in job._history:
-        output._bind(job)
-    if snap.state.is_terminal:
-        job._output = job._history[-1]
-    if snap.diagnostics is not None:
-        d = snap.diagnostics
-        job._diagnostics = Diagnostics(timings=d.timings, metrics=d.metrics, metadata=d.metadata)
-    ref = job._ref
-    if ref is not None and snap.state.is_active and not sdk.backend.can_resume(ref):
-        why = sdk.backend.describe_unresumable(ref)
-        if lost_runs == "raise":
-            raise JobNotResumableError(
-                f"job {snap.id} was saved while {snap.state.value} (task {ref.task_id}) and cannot "
-                f"be resumed: {why}. Load it with lost_runs='fail' to keep its history and run "
-                "it again."
-            )
-        job._end_locally(
-            JobError(
-                message=f"the run was lost: {why}",
-                code="LOST",
-                **job._output_fields(),
-            )
-        )
-    return job
-
-
 # ---------------------------------------------------------------------------------- save
-async def save_jobs(
-    sdk: Sdk,
-    jobs: list[Job],
+async def write(
     path: str | Path,
+    identity: dict[str, str],
+    snapshots: list[JobSnapshot],
     *,
-    composite: bool,
     composite_id: str | None = None,
 ) -> Path:
-    """Snapshot ``jobs`` now (on the event loop, so the picture is consistent) and write them.
+    """Write ``snapshots`` (one job's, or a composite's children's) to ``path`` as one file.
 
-    A job not yet submitted gets its run's idempotency key first (DESIGN.md: made while CREATED,
-    saved with the job), so a process killed mid-submission is followed by one that resends the
-    same key — the vendor's same run — rather than a second run. A key that cannot be had now
-    (the vendor unreachable) is left to the submission; the save goes ahead.
+    ``identity`` is the backend's (its name and endpoint, never a secret); ``composite_id`` is
+    None for a single job. The snapshots are taken by the caller (``Job._snapshot``), on the event
+    loop, so the picture is consistent; the file is written in a worker thread.
     """
     target = _as_path(path)
-
-    def keyless(job: Job) -> bool:
-        return job._state is JobState.CREATED and job._key is None and job._submitting is None
-
-    waiting = [job for job in jobs if keyless(job)]
-    if waiting:
-        try:  # one reservation request where the vendor has one (OQC)
-            keys = await sdk.backend.new_idempotency_keys([job._spec for job in waiting])
-        except SdkError as exc:
-            logger.debug("no idempotency keys for %d job(s) before saving them: %s", len(waiting), exc)
-        else:
-            for job, key in zip(waiting, keys, strict=True):
-                if keyless(job):  # a submission that started meanwhile made its own key
-                    job._key = key
     document = JobFile(
         format=FORMAT,
         schema_version=SCHEMA_VERSION,
         saved_at=datetime.now(UTC),
         sdk_version=_sdk_version(),
-        backend=sdk.backend.identity(),
-        composite_id=composite_id if composite else None,
-        jobs=[snapshot(job) for job in jobs],
+        backend=identity,
+        composite_id=composite_id,
+        jobs=snapshots,
     )
     return await anyio.to_thread.run_sync(_write_atomically, target, document)
 
@@ -358,26 +267,20 @@ def read_document(path: Path) -> JobFile:
         raise CorruptJobFileError(f"{path} is not a valid job file: {where}") from exc
 
 
-async def load_jobs(
-    sdk: Sdk, path: str | Path, *, lost_runs: Literal["raise", "fail"] = "raise"
-) -> Job | CompositeJob:
-    """Read ``path`` and attach its job(s) to ``sdk``."""
-    from .composite import CompositeJob
+async def read(path: str | Path, *, identity: dict[str, str]) -> JobFile:
+    """Read, migrate and validate the job file at ``path``, saved from the backend ``identity``.
 
-    if lost_runs not in ("raise", "fail"):
-        raise ValueError("lost_runs is 'raise' or 'fail'")
+    A file of another backend or endpoint is refused (:class:`ForeignJobFileError`): what a file
+    says is data, and never decides where this Sdk's credentials go.
+    """
     source = _as_path(path)
     document = await anyio.to_thread.run_sync(read_document, source)
-    mine = sdk.backend.identity()
-    if document.backend != mine:
+    if document.backend != identity:
         raise ForeignJobFileError(
             f"{source} was saved from backend {_describe(document.backend)}; this Sdk is "
-            f"{_describe(mine)}. Load it with an Sdk for the same backend and endpoint."
+            f"{_describe(identity)}. Load it with an Sdk for the same backend and endpoint."
         )
-    jobs = [restore(sdk, snap, lost_runs) for snap in document.jobs]
-    if document.composite_id is None:
-        return jobs[0]
-    return CompositeJob(sdk, jobs, composite_id=document.composite_id)
+    return document
 
 
 def _describe(identity: dict[str, str]) -> str:

@@ -34,9 +34,9 @@ import anyio
 
 from .backends.base import Backend, Observation, RunRef
 from .exceptions import BackendUnavailableError
-from .state import JobState
+from .state import state_rank
 
-__all__ = ["Poller", "PollingPolicy", "RateLimiter", "state_rank"]
+__all__ = ["Poller", "PollingPolicy", "RateLimiter"]
 
 logger = logging.getLogger("oqc_style_sdk.polling")
 
@@ -45,14 +45,6 @@ logger = logging.getLogger("oqc_style_sdk.polling")
 HURRIED_READS = 20
 #: With a batch read, a newly watched run waits this long for its first read, to share it.
 _GATHER_S = 0.05
-
-
-_RANK = {JobState.CREATED: 0, JobState.SUBMITTED: 1, JobState.RUNNING: 2}
-
-
-def state_rank(state: JobState) -> int:
-    """How far along the lifecycle a state is; all terminal states share the last rank."""
-    return _RANK.get(state, 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,11 +223,6 @@ class Poller:
         self.reads = 0
         #: Calls of ``Backend.statuses`` (ticks that read anything).
         self.ticks = 0
-
-    @property
-    def watching(self) -> int:
-        """How many runs are being watched."""
-        return len(self._watches)
 
     def poke(self, task_id: str) -> None:
         """Read ``task_id`` at the next opportunity (the backend says it changed)."""

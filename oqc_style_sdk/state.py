@@ -27,6 +27,7 @@ __all__ = [
     "JobState",
     "check_transition",
     "is_allowed",
+    "state_rank",
 ]
 
 
@@ -80,3 +81,11 @@ def check_transition(source: JobState, target: JobState) -> None:
     """Raise :class:`InvalidTransitionError` unless ``source → target`` is legal."""
     if not is_allowed(source, target):
         raise InvalidTransitionError(source.value, target.value)
+
+
+_RANK = {JobState.CREATED: 0, JobState.SUBMITTED: 1, JobState.RUNNING: 2}
+
+
+def state_rank(state: JobState) -> int:
+    """How far along the lifecycle a state is; all terminal states share the last rank."""
+    return _RANK.get(state, 3)

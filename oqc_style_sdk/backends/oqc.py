@@ -319,7 +319,7 @@ class OqcBackend(HttpBackend):
                 except BackendError as exc:
                     for i in chunk:
                         out[i] = exc
-                    if _refused(exc):
+                    if exc.refused:
                         # A refused batch submitted nothing: which task was refused is found by
                         # sending each on its own (same ids); a refused one ends FAILED and its
                         # reserved id is released, so none is left behind.
@@ -368,7 +368,7 @@ class OqcBackend(HttpBackend):
                 idempotent=True,  # the reserved task id makes a resend harmless
             )
         except BackendError as exc:
-            if _refused(exc):  # the job ends FAILED: its reserved id must not be left behind
+            if exc.refused:  # the job ends FAILED: its reserved id must not be left behind
                 await self._release(qpu_url, idempotency_key)
             raise
         body = response.json()
@@ -477,7 +477,7 @@ class OqcBackend(HttpBackend):
             except BackendError as exc:
                 if exc.transient or isinstance(exc, AuthenticationError):
                     out.update({ref.task_id: exc for ref in group})
-                elif isinstance(exc, ProtocolError):  # a garbled answer: this time, one by one
+                elif exc.rereadable:  # a garbled answer: this time, one by one
                     alone.extend(group)
                 else:  # refused: this server has no such list
                     self._stop_task_list(url, exc)
@@ -657,16 +657,6 @@ class OqcBackend(HttpBackend):
             value = body.get(path, body) if isinstance(body, dict) else None
             parts[name] = value if isinstance(value, dict) else None
         return Diagnostics(**parts)
-
-
-def _refused(exc: BackendError) -> bool:
-    """The server refused the request outright (a 4xx that retrying or new credentials will not fix)."""
-    return (
-        not isinstance(exc, AuthenticationError)
-        and exc.status is not None
-        and 400 <= exc.status < 500
-        and exc.status not in (408, 429)
-    )
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
