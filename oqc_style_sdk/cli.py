@@ -333,7 +333,7 @@ _CLI_WORDS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"^tag must", "--tag must"),
         (r"^limit must", "--limit must"),
         (r"^unknown state", "--state: unknown state"),
-        (r"Pass config=\{'queue': True\} to queue", "Pass --queue to queue"),
+        (r"Pass queue=True to create_job to queue", "Pass --queue to queue"),
         (r"cannot filter jobs by ([a-z, ]+):", r"cannot filter jobs by \1 (--\1):"),
         (
             r"give it with `job\.reconfigure\(program=\.\.\.\)` to run it again",
@@ -389,15 +389,15 @@ def _progress(args: argparse.Namespace) -> bool:
 async def _run(args: argparse.Namespace) -> int:
     program = read_program(args.program)
     config: dict[str, Any] = {} if args.shots is None else {"shots": args.shots}
-    if args.queue:
-        config["queue"] = True
     async with _sdk(args) as sdk:
         if args.command == "submit" and not sdk.backend.runs_outlive_process:
             raise JobValidationError(
                 f"`oqcs submit` on {sdk.backend.name} would lose the job: its runs live in the process "
                 "that runs them and end when oqcs exits. Use `oqcs run` (it waits for the result)."
             )
-        job = sdk.create_job(program=program, target=args.target, config=config, tag=args.tag)
+        job = sdk.create_job(
+            program=program, target=args.target, config=config, tag=args.tag, queue=args.queue
+        )
         args.following = job
         if args.command == "submit":
             await job.submit()

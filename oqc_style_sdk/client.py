@@ -23,7 +23,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .backends.base import Backend, RunSpec, create_backend
-from .exceptions import ConfigurationError, JobValidationError, SdkNotStartedError
+from .exceptions import ConfigurationError, JobValidationError, SdkNotStartedError, TargetUnavailableError
 from .finding import OwnJobs, find_job, list_jobs, query
 from .polling import Poller, PollingPolicy
 
@@ -188,6 +188,7 @@ class Sdk:
         config: Mapping[str, Any] | None = None,
         fetch_diagnostics: bool = False,
         tag: str | None = None,
+        queue: bool = False,
     ) -> Job: ...
     @overload
     def create_job(
@@ -199,6 +200,7 @@ class Sdk:
         config: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
         fetch_diagnostics: bool = False,
         tag: str | None = None,
+        queue: bool = False,
     ) -> CompositeJob: ...
     def create_job(
         self,
@@ -209,29 +211,33 @@ class Sdk:
         config: Any = None,
         fetch_diagnostics: bool = False,
         tag: str | None = None,
+        queue: bool = False,
     ) -> Job | CompositeJob:
         """Make a job; nothing is sent. A list in program/target/config makes a CompositeJob.
 
         Lists are taken element-wise (child ``i`` gets ``program[i]``, ``target[i]``,
         ``config[i]``); a single value applies to every child. ``qpu_id`` is an alias of ``target``.
-        Bad input raises :class:`JobValidationError` here, before anything is sent.
+        Bad input raises :class:`JobValidationError` here, before anything is sent. A target the
+        vendor lists as inactive or offline raises :class:`TargetUnavailableError` (its state, and
+        when it runs next where the vendor says) unless ``queue=True`` asks to wait for it.
         """
         from .composite import CompositeJob
         from .job import Job
 
         self._require_open()
         target = check_job_args(target, qpu_id, fetch_diagnostics)
+        if not isinstance(queue, bool):
+            raise JobValidationError("queue must be True or False")
         lists = {
             name: value
             for name, value in (("program", program), ("target", target), ("config", config))
             if isinstance(value, list | tuple)
         }
         if not lists:
-            job = Job(
-                self,
-                self._validate_spec(make_spec(program, target, config, tag)),
-                fetch_diagnostics=fetch_diagnostics,
-            )
+            single = self._validate_spec(make_spec(program, target, config, tag))
+            if not queue:
+                self._check_available(single)
+            job = Job(self, single, fetch_diagnostics=fetch_diagnostics)
             self._keep(job)
             return job
         sizes = {name: len(value) for name, value in lists.items()}
@@ -255,6 +261,8 @@ class Sdk:
             if spec is None:
                 try:
                     spec = validated[key] = self._validate_spec(make_spec(*child, tag))
+                    if not queue:
+                        self._check_available(spec)
                 except JobValidationError as exc:
                     exc.add_note(f"(in child {i} of the composite job)")
                     raise
@@ -262,6 +270,14 @@ class Sdk:
         composite = CompositeJob(self, children)
         self._keep(composite)
         return composite
+
+    def _check_available(self, spec: RunSpec) -> None:
+        """Refuse a target the vendor lists as unable to run jobs now (no I/O: from its last list)."""
+        if spec.target is not None:
+            unavailable = self._backend.target_unavailable(spec.target)
+            if unavailable is not None:
+                state, next_window = unavailable
+                raise TargetUnavailableError(spec.target, state, next_window=next_window)
 
     def _keep(self, made: Job | CompositeJob) -> None:
         """Remember a job for ``jobs()``/``job()`` where the backend has no job list to ask."""

@@ -98,8 +98,8 @@ class UnknownTargetError(JobValidationError):
 class TargetUnavailableError(JobValidationError):
     """The vendor lists the target as unable to run jobs now (inactive, offline ...).
 
-    Refused at ``create_job`` rather than left to wait unseen; ``config={"queue": True}`` (``oqcs
-    run --queue``) queues for it anyway where the vendor holds jobs until the target is back.
+    Refused at ``create_job`` rather than left to wait unseen; ``create_job(..., queue=True)``
+    (``oqcs run --queue``) queues for it anyway, where the vendor holds jobs until it is back.
     """
 
     def __init__(self, target: str, state: str, *, next_window: datetime | None = None) -> None:
@@ -110,7 +110,7 @@ class TargetUnavailableError(JobValidationError):
         when = f"; its next window starts {next_window:%Y-%m-%d %H:%M} UTC" if next_window else ""
         super().__init__(
             f"target {target!r} is {state} and cannot run jobs now{when}. "
-            "Pass config={'queue': True} to queue for it anyway"
+            "Pass queue=True to create_job to queue for it anyway"
         )
 
 

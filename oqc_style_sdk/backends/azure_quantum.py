@@ -1026,6 +1026,14 @@ class AzureQuantumBackend(HttpBackend):
     def list_runs(self, query: RunQuery) -> AsyncIterator[FoundRun]:
         return _azure_runs.list_runs(self, query, AZURE_STATUS)
 
+    def target_unavailable(self, target: str) -> tuple[str, datetime | None] | None:
+        """A target (or its provider) Azure lists as ``Unavailable``; ``Degraded`` still runs jobs."""
+        listed = self._targets.get(target, {})
+        for key in ("status", "provider_status"):
+            if str(listed.get(key)).lower() == "unavailable":
+                return "Unavailable", None
+        return None
+
     # ------------------------------------------------------------------ cancel
     async def cancel(self, ref: RunRef, reason: str | None = None) -> None:
         """``POST …:cancel`` (200 JobDetails or 204) from api-version 2025-12-01-preview, ``DELETE``

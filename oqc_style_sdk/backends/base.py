@@ -300,6 +300,11 @@ class Backend(ABC):
         Backends without a job list raise :class:`JobValidationError` (the Sdk then lists its own)."""
         raise JobValidationError(f"the {self.name} backend has no job list")
 
+    def target_unavailable(self, target: str) -> tuple[str, datetime | None] | None:
+        """``(state, next window)`` when the vendor lists ``target`` as unable to run jobs now
+        (inactive, offline ...), from what it last listed (no I/O); None when it can run them."""
+        return None
+
     def can_resume(self, ref: RunRef) -> bool:
         """Whether an active run saved elsewhere can be followed from this backend."""
         return True

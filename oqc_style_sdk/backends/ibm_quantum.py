@@ -850,6 +850,11 @@ class IbmQuantumBackend(HttpBackend):
     def list_runs(self, query: RunQuery) -> AsyncIterator[FoundRun]:
         return _ibm_runs.list_runs(self, query, LIST_PAGE_LIMIT, SUBMISSION_TAG_PREFIX)
 
+    def target_unavailable(self, target: str) -> tuple[str, datetime | None] | None:
+        """A device IBM lists as ``offline`` (a ``paused`` one keeps and later runs its queue)."""
+        status = self._devices.get(target, {}).get("status")
+        return (str(status), None) if isinstance(status, str) and status.lower() == "offline" else None
+
     async def cancel(self, ref: RunRef, reason: str | None = None) -> None:
         """``POST /jobs/{id}/cancel``; a 409 (the job has already ended) is left to the next read."""
         try:

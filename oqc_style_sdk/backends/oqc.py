@@ -47,7 +47,6 @@ from ..exceptions import (
     JobValidationError,
     NotFoundError,
     ProtocolError,
-    TargetUnavailableError,
     UnknownTargetError,
 )
 from ..state import JobState
@@ -79,7 +78,7 @@ _PLAIN_OBSERVATION: Mapping[str, Observation] = {
 DEFAULT_SHOTS = 1000
 MAX_SHOTS = 1_000_000
 MAX_PROGRAM_BYTES = 1_000_000
-CONFIG_KEYS = frozenset({"shots", "compiler_config", "queue"})
+CONFIG_KEYS = frozenset({"shots", "compiler_config"})
 #: How far before a task's submission the task list is read from (the server's clock may differ,
 #: and ``created_at`` is the reservation time). A task outside the window is read on its own.
 LIST_WINDOW_SLACK = timedelta(hours=1)
@@ -209,6 +208,13 @@ class OqcBackend(HttpBackend):
     async def list_targets(self) -> list[dict[str, Any]]:
         return [dict(item) for item in await self._refresh_qpus()]
 
+    def target_unavailable(self, target: str) -> tuple[str, datetime | None] | None:
+        """An inactive QPU (as OQC's own client, which offers active QPUs only) and its next window."""
+        qpu = self._qpus.get(target)
+        if qpu is None or qpu.get("active") is not False:
+            return None
+        return str(qpu.get("status") or "INACTIVE"), self._next_windows.get(target)
+
     def _qpu_url(self, qpu_id: str) -> str:
         url = self._qpu_urls.get(qpu_id)
         if url is None:
@@ -234,14 +240,6 @@ class OqcBackend(HttpBackend):
             )
         if self._qpus and spec.target not in self._qpus:
             raise UnknownTargetError(spec.target, sorted(self._qpus))
-        queue = spec.config.get("queue", False)
-        if not isinstance(queue, bool):
-            raise JobValidationError("queue must be True or False")
-        qpu = self._qpus.get(spec.target)
-        if qpu is not None and qpu.get("active") is False and not queue:
-            # As OQC's own client does (it offers only active QPUs): never a silent wait for a window.
-            state = str(qpu.get("status") or "INACTIVE")
-            raise TargetUnavailableError(spec.target, state, next_window=self._next_windows.get(spec.target))
         unknown = set(spec.config) - CONFIG_KEYS
         if unknown:
             raise JobValidationError(
@@ -256,8 +254,6 @@ class OqcBackend(HttpBackend):
         config: dict[str, Any] = {"shots": shots}
         if raw is not None:
             config["compiler_config"] = raw
-        if queue:
-            config["queue"] = True
         return RunSpec(program=program, target=spec.target, config=config, tag=spec.tag)
 
     async def new_idempotency_key(self, spec: RunSpec) -> str:

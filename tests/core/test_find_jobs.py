@@ -434,9 +434,42 @@ async def test_an_inactive_qpu_is_refused_at_create_job_with_its_next_window() -
                 assert refused.value.next_window == window
                 assert "2030-01-02 09:30" in str(refused.value)
                 assert len(emu.requests) == sent  # nothing sent
-                queued = sdk.create_job(program=PROGRAM, target=INACTIVE_QPU_ID, config={"queue": True})
+                queued = sdk.create_job(program=PROGRAM, target=INACTIVE_QPU_ID, queue=True)
                 await queued.submit()
                 assert queued.state is JobState.SUBMITTED  # held by OQC until the QPU is back
                 await emu.set_qpu_active(INACTIVE_QPU_ID, True)
                 await queued.wait(timeout_s=30)
                 assert queued.completed
+
+
+async def test_offline_ibm_devices_and_unavailable_azure_targets_are_refused_unless_queued() -> None:
+    import dataclasses
+
+    from oqc_style_sdk import TargetUnavailableError
+    from oqc_style_sdk.testing.azure_quantum import DEFAULT_PROVIDERS
+    from oqc_style_sdk.testing.ibm_quantum import DEFAULT_DEVICES, IbmDevice
+
+    devices = (*DEFAULT_DEVICES, IbmDevice("ibm_gone", 27, status="offline"))
+    ionq = DEFAULT_PROVIDERS[0]
+    down = dataclasses.replace(
+        ionq, targets=tuple(dataclasses.replace(t, availability="Unavailable") for t in ionq.targets)
+    )
+    with anyio.fail_after(60):
+        async with (
+            emulator("ibm_quantum", devices=devices) as emu,
+            Sdk("ibm_quantum", **settings(emu)) as sdk,
+        ):
+            with pytest.raises(TargetUnavailableError, match="offline"):
+                sdk.create_job(program=PROGRAM, target="ibm_gone")
+            sdk.create_job(program=PROGRAM, target="ibm_gone", queue=True)
+            sdk.create_job(program=PROGRAM, target=IBM_DEVICE)  # online: fine
+        async with (
+            emulator("azure_quantum", providers=(down, *DEFAULT_PROVIDERS[1:])) as emu,
+            Sdk("azure_quantum", **settings(emu)) as sdk,
+        ):
+            with pytest.raises(TargetUnavailableError, match="Unavailable") as refused:
+                sdk.create_job(program=[PROGRAM, PROGRAM], target=[QUANTINUUM, IONQ])
+            assert "child 1" in str(refused.value.__notes__)
+            sdk.create_job(program=PROGRAM, target=IONQ, queue=True)
+            with pytest.raises(JobValidationError, match="queue must be"):
+                sdk.create_job(program=PROGRAM, target=IONQ, queue="yes")  # type: ignore[call-overload]
