@@ -703,10 +703,13 @@ class Job:
             raise
 
     def _check_rerunnable(self) -> None:
-        if self._unknown_program is not None and self._spec.program is None:
+        """A run found at the vendor (or loaded from its saved file) whose program the vendor did
+        not return cannot run again until it is given one. No backend takes None as a program."""
+        if self._spec.program is None:
+            why = self._unknown_program or "the vendor did not return it"
             raise JobValidationError(
                 f"{self!r} follows a run made elsewhere whose program is not known "
-                f"({self._unknown_program}); give it with `job.reconfigure(program=...)` to run it again"
+                f"({why}); give it with `job.reconfigure(program=...)` to run it again"
             )
 
     # ------------------------------------------------------------------ a composite's children

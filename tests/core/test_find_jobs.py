@@ -12,6 +12,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -473,3 +474,19 @@ async def test_offline_ibm_devices_and_unavailable_azure_targets_are_refused_unl
             sdk.create_job(program=PROGRAM, target=IONQ, queue=True)
             with pytest.raises(JobValidationError, match="queue must be"):
                 sdk.create_job(program=PROGRAM, target=IONQ, queue="yes")  # type: ignore[call-overload]
+
+
+async def test_a_saved_found_job_without_its_program_still_refuses_to_rerun(tmp_path: Path) -> None:
+    with anyio.fail_after(60):
+        async with emulator("oqc") as emu:
+            task_id = await submitted_elsewhere(emu, program=PROGRAM, target=LUCY_QPU_ID)
+            async with Sdk("oqc", **settings(emu)) as sdk:
+                found = await sdk.job(task_id)
+                await found.wait(timeout_s=30)
+                path = await found.save(tmp_path / "found.json")
+            async with Sdk("oqc", **settings(emu)) as sdk:
+                loaded = await sdk.load(path)
+                sent = len(emu.requests)
+                with pytest.raises(JobValidationError, match="program is not known"):
+                    await loaded.execute(timeout_s=10)
+                assert len(emu.requests) == sent  # nothing sent
