@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Final
 
-from ..exceptions import JobValidationError
+from ..exceptions import JobValidationError, ProtocolError
 from .base import FoundRun, Observation, RunQuery, RunRef, RunSpec
 
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ async def list_runs(
     if clauses:
         params["filter"] = " and ".join(clauses)
     body = (await backend.http.get(f"{backend._ws}/jobs", params=backend._params(**params))).json()
+    followed: set[str] = set()
     while True:
         page: _Paged = _model(_Paged, body, "the jobs list")
         for item in page.value:
@@ -89,4 +90,7 @@ async def list_runs(
             yield _found(details, backend._observe(details), None, "a listing does not read the input blob")
         if not page.next_link:
             return
+        if page.next_link in followed:  # the vendor's answer decides nothing: no endless loop
+            raise ProtocolError("Azure Quantum sent a nextLink it had sent before; it was not followed")
+        followed.add(page.next_link)
         body = (await backend.http.get(backend._same_origin(page.next_link))).json()

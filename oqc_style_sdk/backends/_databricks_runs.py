@@ -120,4 +120,6 @@ async def list_runs(
         token = body.get("next_page_token")
         if not isinstance(token, str) or not token or body.get("has_more") is False:
             return
+        if token == params.get("page_token"):  # the vendor's answer decides nothing: no endless loop
+            raise ProtocolError("Azure Databricks answered runs/list with the same page token again")
         params["page_token"] = token

@@ -490,3 +490,29 @@ async def test_a_saved_found_job_without_its_program_still_refuses_to_rerun(tmp_
                 with pytest.raises(JobValidationError, match="program is not known"):
                     await loaded.execute(timeout_s=10)
                 assert len(emu.requests) == sent  # nothing sent
+
+
+async def test_a_listing_whose_vendor_repeats_its_page_token_stops_with_an_error() -> None:
+    from types import SimpleNamespace
+
+    from oqc_style_sdk.backends import _databricks_runs
+    from oqc_style_sdk.backends.base import Observation, RunQuery
+    from oqc_style_sdk.exceptions import ProtocolError
+
+    page = {"runs": [{"run_id": 1, "run_type": "SUBMIT_RUN", "tasks": []}], "has_more": True}
+    page["next_page_token"] = "same"
+
+    async def get(path: str, params: Any) -> Any:
+        return SimpleNamespace(json=lambda: page)
+
+    backend: Any = SimpleNamespace(_get=get)
+    seen: list[str] = []
+
+    async def drain() -> None:
+        observe = lambda key, run: Observation(JobState.RUNNING, "RUNNING")  # noqa: E731
+        async for found in _databricks_runs.list_runs(backend, RunQuery(), observe):
+            seen.append(found.ref.task_id)
+
+    with pytest.raises(ProtocolError, match="same page token"):
+        await drain()
+    assert seen == ["1", "1"]  # the first page, the page its token led to, then no more
