@@ -516,3 +516,41 @@ async def test_a_listing_whose_vendor_repeats_its_page_token_stops_with_an_error
     with pytest.raises(ProtocolError, match="same page token"):
         await drain()
     assert seen == ["1", "1"]  # the first page, the page its token led to, then no more
+
+
+async def test_found_runs_of_existing_jobs_and_vendor_side_filters() -> None:
+    """A Databricks run of an existing job comes back as {"job_id", "job_parameters"}; state and
+    since filters reach IBM, Azure and Databricks as their own query parameters."""
+    with anyio.fail_after(90):
+        async with emulator("databricks", job_duration_s=0.05, pending_s=0) as emu:
+            program = {"job_id": 101, "job_parameters": {"date": "2026-12-01"}}
+            task_id = await submitted_elsewhere(emu, program=program)
+            async with Sdk("databricks", **settings(emu)) as sdk:
+                found = await sdk.job(task_id)
+                assert found.program == program
+                await found.wait(timeout_s=30)
+                (done,) = await listed(sdk, state=["completed", JobState.FAILED], since=timedelta(hours=1))
+                assert done.task_id == task_id
+                assert await listed(sdk, state=JobState.RUNNING) == []
+            asked = [r.query for r in emu.requests if r.path.endswith("runs/list")]
+            assert any(q.get("completed_only") == "true" and "start_time_from" in q for q in asked)
+            assert any(q.get("active_only") == "true" for q in asked)
+        async with emulator("ibm_quantum") as emu:
+            task_id = await submitted_elsewhere(emu, program=PROGRAM, target=IBM_DEVICE)
+            async with Sdk("ibm_quantum", **settings(emu)) as sdk:
+                await (await sdk.job(task_id)).wait(timeout_s=30)
+                (done,) = await listed(sdk, state="ended", since=timedelta(hours=1))
+                assert done.task_id == task_id
+            asked = [r.query for r in emu.requests if r.path.endswith("/jobs") and r.method == "GET"]
+            assert any(q.get("pending") == "false" and "created_after" in q for q in asked)
+        async with emulator("azure_quantum") as emu:
+            task_id = await submitted_elsewhere(emu, program=PROGRAM, target=QUANTINUUM)
+            async with Sdk("azure_quantum", **settings(emu)) as sdk:
+                await (await sdk.job(task_id)).wait(timeout_s=30)
+                (done,) = await listed(sdk, state="completed", since=timedelta(hours=1), target=QUANTINUUM)
+                assert done.task_id == task_id
+                assert await listed(sdk, state="active") == []
+            asked = [r.query.get("filter", "") for r in emu.requests if r.path.endswith("/jobs")]
+            assert any(
+                "CreationTime ge" in f and "Status eq 'Succeeded'" in f and "Target eq" in f for f in asked
+            )
