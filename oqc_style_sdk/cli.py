@@ -558,22 +558,24 @@ def _fail(code: str, message: str) -> int:
 
 
 def resume_hint(args: argparse.Namespace) -> str | None:
-    """What an interrupted ``run``/``wait`` leaves behind, and the commands that follow or cancel it."""
+    """What an interrupted ``run``/``wait`` leaves behind, and the commands that follow or cancel it:
+    by its file where there is one (``--save``, or the file being waited on), else by its task id."""
     job = getattr(args, "following", None)
     if job is None or not job.active:
         return None
     name = job.sdk.backend.name
     if not job.sdk.backend.runs_outlive_process:
         return f"the {name} run ended with oqcs; nothing is left behind"
-    if isinstance(job, CompositeJob) or job.task_id is None:
-        handle = str(args.job) if getattr(args, "job", None) else None
-        if handle is None:
-            return "the job may have reached the vendor; `oqcs jobs` lists it"
-    else:
-        handle = job.task_id
+    waited = getattr(args, "job", None)
     if getattr(args, "save", None):
         handle = str(args.save)
-    where = "" if Path(handle).suffix == ".json" else f" --backend {name}"
+    elif waited is not None and Path(waited).suffix.lower() == ".json":
+        handle = str(waited)
+    elif isinstance(job, Job) and job.task_id is not None:
+        handle = job.task_id
+    else:
+        return "the job may have reached the vendor; `oqcs jobs` lists it"
+    where = "" if handle.endswith(".json") else f" --backend {name}"
     return (
         f"the job is still {job.state.value} at {name} ({handle}):\n"
         f"  oqcs wait {handle}{where}     follows it\n"

@@ -243,3 +243,22 @@ async def test_ctrl_c_on_a_real_run_prints_the_commands_to_resume(emu: OqcEmulat
         "SUBMITTED",
         "RUNNING",
     )  # left running, not cancelled behind the user's back
+
+
+async def test_an_interrupted_wait_on_a_file_names_the_file(
+    emu: OqcEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu.job_duration_s = 60.0
+    async with Sdk("oqc", **emu.credentials) as sdk:
+        job = sdk.create_job(program=BELL, target=LUCY_QPU_ID)
+        await job.submit()
+        saved = await job.save(tmp_path / "job.json")
+
+    async def interrupted(self: Job) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Job, "_wait_terminal", interrupted)
+    assert await oqcs("wait", str(saved), "--quiet") == 130
+    err = capsys.readouterr().err
+    assert f"oqcs wait {saved}     follows it" in err
+    assert f"oqcs cancel {saved}   cancels it" in err
