@@ -26,6 +26,8 @@ Wire facts (``specs/VENDORS.md`` §1)
 - ``GET /backends`` → ``{"devices": [...]}``; ``POST /jobs`` (program ``sampler``) → ``{"id",
   "backend"}``; ``GET /jobs/{id}`` → the job, whose ``state.status`` is ``Queued``, ``Running``,
   ``Completed``, ``Failed`` or ``Cancelled`` (top-level ``status`` also ``Cancelled - Ran too long``);
+  ``GET /backends/{name}/configuration`` and ``/properties`` → the device's gates, coupling map and
+  calibration (qiskit-ibm-runtime's ``QasmBackendConfiguration`` and ``BackendProperties`` shapes);
   ``GET /jobs?pending=true`` lists queued and running jobs; ``POST /jobs/{id}/cancel`` → empty (409 once
   the job has ended); ``GET /jobs/{id}/results`` → plain-JSON SamplerV2 results (hex samples per shot).
 - Job creation is rate limited ("5 jobs per minute per user"). A 429 is retried after its
@@ -37,9 +39,18 @@ How this adapter uses them
   its life, at most 5 minutes, remains), and once more when a request is answered 401. Refreshes are
   single-flight: concurrent requests refused with the same token cause one IAM call. The API key and
   tokens are :class:`~oqc_style_sdk._http.Secret` values: never in a repr, a log line or a message.
-- **Programs.** OpenQASM 3 is sent as is; OpenQASM 2 is converted (``qiskit.qasm2.loads`` then
-  ``qiskit.qasm3.dumps``) when the job is submitted. The circuit is not transpiled: real devices take
-  only ISA circuits (their native gates on physical qubits).
+- **Programs** are OpenQASM 2 or 3 text, or a qiskit ``QuantumCircuit`` with every parameter bound.
+  IBM's devices run only ISA circuits (their native gates, two-qubit gates on coupled qubits), so
+  each program is transpiled before it is sent, as qiskit-ibm-runtime's users do it: the device's
+  ``Target`` is built from ``GET /backends/{name}/configuration`` and ``/properties`` (once per
+  device and backend), and a preset pass manager of ``config["optimization_level"]`` (0-3; default 1,
+  the level IBM's documentation and its non-ISA error message use) lowers the circuit to it, in a
+  worker thread. ``config={"transpile": False}`` sends an ISA circuit as written (it is still
+  checked against the Target). The ISA circuit goes as OpenQASM 3; its depth, two-qubit gate
+  count, gate counts and layout are in the job's ``metrics["transpilation"]``
+  (``fetch_diagnostics=True``). A circuit wider than the device, with unbound parameters, or with a
+  gate the device cannot run after transpilation is refused with JobValidationError, before any job
+  is created at IBM.
 - **Shots** go in ``params.options.default_shots`` — accepted by IBM's JSON schema and by its current
   Pydantic model (which forbids a top-level ``shots``). Without ``shots`` IBM's default applies (4096).
 - **No idempotency key.** IBM takes none, so :attr:`IbmQuantumBackend.idempotent_submit` is False and
@@ -61,6 +72,7 @@ How this adapter uses them
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -92,7 +104,8 @@ from . import _ibm_runs
 from ._http_backend import HttpBackend
 
 # The local simulator's qiskit discipline: qiskit is first imported by its parked loader thread.
-from ._qiskit import qasm_major_version, qiskit_imported
+from ._ibm_target import DEFAULT_OPTIMIZATION_LEVEL, target_from_ibm, transpile_for
+from ._qiskit import as_circuit, as_qasm3, error_message, is_circuit, qasm_major_version, qiskit_imported
 from .base import Diagnostics, FoundRun, Observation, RunQuery, RunRef, RunSpec
 
 __all__ = [
@@ -141,8 +154,9 @@ _STATUS_BY_FOLDED: Final = {name.casefold(): name for name in IBM_STATUS}
 MAX_SHOTS: Final = 100_000
 #: The largest program accepted, in UTF-8 bytes (SDK choice; IBM documents no limit).
 MAX_PROGRAM_BYTES: Final = 1_000_000
-#: ``shots`` (sent as ``options.default_shots``) and ``options`` (the sampler's options, sent as is).
-CONFIG_KEYS: Final = ("shots", "options")
+#: ``shots`` (sent as ``options.default_shots``), ``options`` (the sampler's options, sent as is),
+#: ``optimization_level`` (0-3, of the preset pass manager) and ``transpile`` (False: send as written).
+CONFIG_KEYS: Final = ("shots", "options", "optimization_level", "transpile")
 
 #: The job tag that names a submission, so that one whose answer was lost can be found again.
 SUBMISSION_TAG_PREFIX: Final = "oqcs-submission:"
@@ -286,8 +300,6 @@ class _IamTokens:
         self._api_key = api_key
         self._token: _Token | None = None
         self._lock: anyio.Lock | None = None
-        #: IAM token requests sent (each attempt counts once).
-        self.fetches = 0
 
     def __repr__(self) -> str:
         return f"<IBM Cloud IAM tokens at {self._iam_url!r}>"
@@ -335,7 +347,6 @@ class _IamTokens:
 
     async def _fetch(self) -> _Token:
         form = urlencode({"grant_type": IAM_GRANT_TYPE, "apikey": self._api_key.reveal()}).encode()
-        self.fetches += 1
         started = anyio.current_time()
         try:
             response = await self._http.post(
@@ -515,6 +526,9 @@ class IbmQuantumBackend(HttpBackend):
         self.url: str = self._http.base_url
         self.iam_url: str = self._iam_http.base_url
         self._devices: dict[str, dict[str, Any]] = {}
+        #: Each device's qiskit Target (read on first use; the Sdk's backend is its cache).
+        self._targets: dict[str, Any] = {}
+        self._target_locks: dict[str, anyio.Lock] = {}
         self._job_list_usable = True
         self._undocumented: set[str] = set()
         #: Idempotency keys whose job creation went unanswered (it may have happened), and when.
@@ -545,11 +559,6 @@ class IbmQuantumBackend(HttpBackend):
 
     def identity(self) -> dict[str, str]:
         return {"backend": self.name, "endpoint": self.url, "instance": self.instance}
-
-    @property
-    def token_requests(self) -> int:
-        """How many IAM token requests this backend has made."""
-        return self._tokens.fetches
 
     # ------------------------------------------------------------------ targets
     async def _refresh_devices(self) -> list[dict[str, Any]]:
@@ -582,18 +591,26 @@ class IbmQuantumBackend(HttpBackend):
     # ------------------------------------------------------------------ jobs
     def validate(self, spec: RunSpec) -> RunSpec:
         program = spec.program
-        if not isinstance(program, str):
-            raise JobValidationError(f"an IBM Quantum program is OpenQASM text, not {type(program).__name__}")
-        if not program.strip():
+        if is_circuit(program):
+            self._check_circuit(program, spec.target)
+        elif not isinstance(program, str):
+            raise JobValidationError(
+                "an IBM Quantum program is OpenQASM text or a qiskit QuantumCircuit, "
+                f"not {type(program).__name__}"
+            )
+        elif not program.strip():
             raise JobValidationError("the program is empty")
-        if (
-            len(program) * 4 > MAX_PROGRAM_BYTES
-            and len(program.encode("utf-8", "replace")) > MAX_PROGRAM_BYTES
-        ):
-            raise JobValidationError(f"the program is over the {MAX_PROGRAM_BYTES:,}-byte limit")
-        version = qasm_major_version(program)
-        if version not in (None, 2, 3):
-            raise JobValidationError(f"IBM Quantum runs OpenQASM 2 or 3; this program is OPENQASM {version}")
+        else:
+            if (
+                len(program) * 4 > MAX_PROGRAM_BYTES
+                and len(program.encode("utf-8", "replace")) > MAX_PROGRAM_BYTES
+            ):
+                raise JobValidationError(f"the program is over the {MAX_PROGRAM_BYTES:,}-byte limit")
+            version = qasm_major_version(program)
+            if version not in (None, 2, 3):
+                raise JobValidationError(
+                    f"IBM Quantum runs OpenQASM 2 or 3; this program is OPENQASM {version}"
+                )
         if spec.target is None:
             raise JobValidationError(
                 "no IBM backend for this job: pass target=... to create_job, or default_target=... to Sdk"
@@ -620,27 +637,66 @@ class IbmQuantumBackend(HttpBackend):
             if "shots" in config and "default_shots" in options:
                 raise JobValidationError("give shots or options['default_shots'], not both")
             config["options"] = dict(options)
+        config.update(_transpilation(spec.config))
         return RunSpec(program=program, target=spec.target, config=config, tag=spec.tag)
 
-    async def _qasm3(self, program: str) -> str:
-        """The program as OpenQASM 3 (IBM's sampler takes QASM 3 strings)."""
-        if qasm_major_version(program) != 2:
-            return program
-        await qiskit_imported()
-        import qiskit.qasm2
-        import qiskit.qasm3
+    def _check_circuit(self, circuit: Any, target: object) -> None:
+        """What is known of a circuit without parsing or I/O: bound parameters, and as many qubits
+        as the device has (when the backend list has been read)."""
+        if circuit.num_parameters:
+            names = ", ".join(sorted(p.name for p in circuit.parameters))
+            raise JobValidationError(f"the circuit has parameters without values: {names[:200]}")
+        qubits = self._devices.get(target, {}).get("qubits") if isinstance(target, str) else None
+        if isinstance(qubits, int) and circuit.num_qubits > qubits:
+            raise JobValidationError(f"the circuit has {circuit.num_qubits} qubits; {target} has {qubits}")
 
-        try:
-            circuit = qiskit.qasm2.loads(program)
-        except Exception as exc:  # the program's fault: refused before anything is sent
-            raise JobValidationError(f"the OpenQASM 2 program does not parse: {_message(exc)}") from None
-        try:
-            text: str = qiskit.qasm3.dumps(circuit)
-        except Exception as exc:
-            raise JobValidationError(
-                f"the program cannot be written as OpenQASM 3: {_message(exc)}"
-            ) from None
-        return text
+    async def _device_target(self, name: str) -> Any:
+        """The qiskit ``Target`` of a device, read once per backend (its configuration and
+        properties) and cached; concurrent first uses make one read."""
+        target = self._targets.get(name)
+        if target is not None:
+            return target
+        lock = self._target_locks.setdefault(name, anyio.Lock())
+        async with lock:
+            if name not in self._targets:
+                path = f"/backends/{quote(name, safe='')}"
+                configuration = (await self._http.get(f"{path}/configuration")).json()
+                properties = (await self._http.get(f"{path}/properties")).json()
+                if not isinstance(configuration, dict) or not isinstance(properties, dict | None):
+                    raise ProtocolError(
+                        f"IBM Quantum answered the configuration of {name} in an unknown shape"
+                    )
+                await qiskit_imported()
+                self._targets[name] = await anyio.to_thread.run_sync(
+                    target_from_ibm, configuration, properties
+                )
+        return self._targets[name]
+
+    async def _isa_program(self, spec: RunSpec) -> tuple[str, dict[str, Any]]:
+        """The program as IBM runs it — an ISA circuit for the device, as OpenQASM 3 — and its
+        metrics. Parsing and transpiling run in a worker thread."""
+        device = str(spec.target)
+        target = await self._device_target(device)
+        level = spec.config.get("optimization_level", DEFAULT_OPTIMIZATION_LEVEL)
+        if spec.config.get("transpile") is False:
+            level = None
+
+        def lower() -> tuple[str, dict[str, Any]]:
+            try:
+                circuit = as_circuit(spec.program)
+            except Exception as exc:  # the program's fault: refused before anything is sent
+                raise JobValidationError(f"the program does not parse: {error_message(exc)[:300]}") from None
+            transpiled = transpile_for(circuit, target, device, level)
+            try:
+                text = as_qasm3(transpiled.circuit)
+            except Exception as exc:
+                raise JobValidationError(
+                    f"the circuit cannot be written as OpenQASM 3: {error_message(exc)[:300]}"
+                ) from None
+            return text, transpiled.metrics
+
+        await qiskit_imported()
+        return await anyio.to_thread.run_sync(lower)
 
     def job_body(self, spec: RunSpec, program: str, idempotency_key: str | None = None) -> dict[str, Any]:
         """The ``POST /jobs`` body of a (validated) spec whose program is already OpenQASM 3.
@@ -665,7 +721,7 @@ class IbmQuantumBackend(HttpBackend):
     async def submit(self, spec: RunSpec, idempotency_key: str) -> RunRef:
         """Create the job — once: a job whose creation may have happened (its answer was lost) is
         looked up by its submission tag before anything is sent again."""
-        program = await self._qasm3(spec.program)
+        program, metrics = await self._isa_program(spec)
         earlier = self._unanswered.get(idempotency_key)
         if earlier is not None:
             found = await self._find_submission(idempotency_key, earlier)
@@ -679,7 +735,7 @@ class IbmQuantumBackend(HttpBackend):
             if found is not None:
                 del self._unanswered[idempotency_key]
                 self._last_sent.pop(idempotency_key, None)
-                return found
+                return self._ref(found.task_id, found.extra.get("backend", ""), earlier, metrics)
         body = self.job_body(spec, program, idempotency_key)
         async with self._creation_turn():
             submitted_at = datetime.now(UTC)
@@ -697,7 +753,7 @@ class IbmQuantumBackend(HttpBackend):
         self._last_sent.pop(idempotency_key, None)
         created = _parse(_CreatedJob, response.json(), "the job creation")
         logger.debug("IBM Quantum job %s created on %s", created.id, created.backend or spec.target)
-        return self._ref(created.id, created.backend or str(spec.target), submitted_at)
+        return self._ref(created.id, created.backend or str(spec.target), submitted_at, metrics)
 
     @asynccontextmanager
     async def _creation_turn(self) -> AsyncIterator[None]:
@@ -711,8 +767,12 @@ class IbmQuantumBackend(HttpBackend):
             yield
 
     @staticmethod
-    def _ref(job_id: str, backend: str, submitted_at: datetime) -> RunRef:
+    def _ref(
+        job_id: str, backend: str, submitted_at: datetime, metrics: Mapping[str, Any] | None = None
+    ) -> RunRef:
         extra = {"backend": backend, "submitted_at": submitted_at.isoformat(timespec="seconds")}
+        if metrics is not None:  # saved with the job: diagnostics of a loaded job have them too
+            extra["transpilation"] = json.dumps(metrics, separators=(",", ":"))
         return RunRef(task_id=job_id, extra=extra)
 
     async def _find_submission(self, idempotency_key: str, submitted_at: datetime) -> RunRef | None:
@@ -885,10 +945,28 @@ class IbmQuantumBackend(HttpBackend):
             metadata = dict(body) if isinstance(body, dict) else None
         except Exception as exc:
             logger.debug("IBM Quantum job %s unavailable for metadata: %s", ref.task_id, exc)
+        transpilation = ref.extra.get("transpilation")
+        if transpilation:
+            metrics = {**(metrics or {}), "transpilation": json.loads(transpilation)}
         return Diagnostics(timings=timings, metrics=metrics, metadata=metadata)
 
 
-def _message(exc: BaseException) -> str:
-    message = getattr(exc, "message", None)
-    text = message if isinstance(message, str) and message else (str(exc) or type(exc).__name__)
-    return text if len(text) <= 300 else text[:299] + "…"
+def _transpilation(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``optimization_level`` (0-3) and ``transpile`` (bool) of a config, checked."""
+    out: dict[str, Any] = {}
+    if "transpile" in config:
+        if not isinstance(config["transpile"], bool):
+            raise JobValidationError(
+                "transpile must be True (transpile for the device) or False (send ISA as is)"
+            )
+        out["transpile"] = config["transpile"]
+    if "optimization_level" in config:
+        level = config["optimization_level"]
+        if isinstance(level, bool) or level not in (0, 1, 2, 3):
+            raise JobValidationError(f"optimization_level must be 0, 1, 2 or 3, not {level!r}")
+        if out.get("transpile") is False:
+            raise JobValidationError(
+                "optimization_level needs transpile=True; an ISA circuit is sent as written"
+            )
+        out["optimization_level"] = level
+    return out

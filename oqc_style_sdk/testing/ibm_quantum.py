@@ -6,7 +6,6 @@ documented (``VENDORS.md`` §1 and §7 list what is known; the rest is marked "e
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
@@ -15,26 +14,32 @@ import string
 import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any, Final
 
+import anyio.to_thread
 from aiohttp import web
 from anyio.abc import TaskGroup
 
-from ..backends._qiskit import qasm_major_version
+from ..backends._qiskit import qiskit_imported
 from ..backends.base import Observation, RunRef, RunSpec
 from ..backends.local import PARSE_ERROR, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
 from .emulator import REDACTED, ApiError, Emulator, duration_option
+from .ibm_devices import VALIDATION_ERROR_CODE, IbmDevice, PubRefused, device_program
+from .ibm_encoding import EncodingError, decode_array, qiskit_result
+from .ibm_platform import IAM_GRANT_TYPE, IAM_PATH, IbmCloudPlatform, read_json
+from .ibm_sessions import SessionRegistry
 
 __all__ = [
     "ACTIVE_STATUSES",
     "API_PREFIX",
     "DEFAULT_DEVICES",
     "DEFAULT_SHOTS",
+    "IAM_GRANT_TYPE",
     "IAM_PATH",
     "JOB_STATUSES",
     "MAX_SHOTS",
@@ -46,9 +51,6 @@ __all__ = [
 
 #: Where the API lives on the emulator (``IBM_QUANTUM_URL`` is ``{base_url}/api/v1``).
 API_PREFIX: Final = "/api/v1"
-#: Where the IAM token endpoint lives on the emulator (``IBM_QUANTUM_IAM_URL``).
-IAM_PATH: Final = "/identity/token"
-IAM_GRANT_TYPE: Final = "urn:ibm:params:oauth:grant-type:apikey"
 
 #: ``state.status`` values (qrmi ``JobState``).
 STATE_STATUSES: Final = ("Queued", "Running", "Completed", "Cancelled", "Failed")
@@ -68,7 +70,6 @@ MAX_LIST_LIMIT: Final = 1000
 #: ``state.reason_code`` of a job whose circuit was refused, whose run broke, or that was failed by
 #: :meth:`IbmQuantumEmulator.set_status` (IBM's error registry: 1002 "Error in the validation
 #: process of the job", 1010 "Error returned at backend level").
-VALIDATION_ERROR_CODE: Final = 1002
 BACKEND_ERROR_CODE: Final = 1010
 
 _MORE_INFO: Final = "https://quantum.cloud.ibm.com/docs/errors"
@@ -90,30 +91,21 @@ _JOB_ID_ALPHABET: Final = string.ascii_lowercase + string.digits
 _FORM_API_KEY: Final = re.compile(r"(\bapikey=)[^&\s]+")
 
 
-@dataclass(frozen=True, slots=True)
-class IbmDevice:
-    """One device of the emulator's ``GET /backends`` list (each runs on the embedded simulator)."""
-
-    name: str
-    qubits: int
-    status: str = "online"
-    reason: str = "available"
-    is_simulator: bool = False
-    processor_type: Mapping[str, str] = field(default_factory=dict)
-
-
-#: The devices an emulator lists unless given others.
+#: The devices an emulator lists unless given others (heavy-hex lattices of Heron's size).
 DEFAULT_DEVICES: Final = (
     IbmDevice("ibm_fez", 156, processor_type={"family": "Heron", "revision": "2"}),
-    IbmDevice("ibm_torino", 133, processor_type={"family": "Heron", "revision": "1"}),
+    IbmDevice("ibm_torino", 133, processor_type={"family": "Heron", "revision": "1"}, row_width=15),
     IbmDevice("ibm_kingston", 156, processor_type={"family": "Heron", "revision": "2"}),
 )
 
 
 @dataclass(slots=True, eq=False)
 class _Pub:
-    program: str
+    #: As sent: OpenQASM 3 text or a Qiskit-encoded (QPY) circuit.
+    circuit: str | dict[str, Any]
     shots: int
+    #: The OpenQASM 3 the engine runs: the circuit's active qubits only (set once it is accepted).
+    program: str | None = None
     spec: RunSpec | None = None
     ref: RunRef | None = None
 
@@ -129,6 +121,8 @@ class _Job:
     session_id: str | None
     created: datetime
     pubs: list[_Pub]
+    #: Results in the Qiskit-encoded form (``support_qiskit: true``), else plain JSON.
+    support_qiskit: bool = False
     #: A status decided by the emulator itself (knob, cancel, refused circuit).
     forced: str | None = None
     reason: str | None = None
@@ -186,11 +180,17 @@ def _format_retry_after(seconds: float) -> str:
 
 
 class IbmQuantumEmulator(Emulator):
-    """IBM Quantum (Qiskit Runtime REST, sampler) and IBM Cloud IAM on 127.0.0.1.
+    """IBM Quantum (Qiskit Runtime REST, sampler) and IBM Cloud (IAM, Global Search, Global Catalog)
+    on 127.0.0.1, as strict as IBM about circuits and good enough for qiskit-ibm-runtime itself.
 
     Jobs run on a :class:`~oqc_style_sdk.backends.local.LocalBackend` (each PUB lasting at least
-    ``job_duration_s``), so results are real simulations, returned in the plain-JSON SamplerV2 format.
-    Every fault knob of :class:`~oqc_style_sdk.testing.emulator.Emulator` works on every endpoint.
+    ``job_duration_s``), so results are real simulations, returned in the plain-JSON SamplerV2 format
+    or Qiskit-encoded (``support_qiskit: true``, :mod:`~oqc_style_sdk.testing.ibm_encoding`). Devices
+    (:mod:`~oqc_style_sdk.testing.ibm_devices`) are heavy-hex lattices with IBM's native gates and run
+    only ISA circuits. Sessions and batches: :mod:`~oqc_style_sdk.testing.ibm_sessions`. IAM's JWTs and
+    the account look-ups qiskit-ibm-runtime makes: :mod:`~oqc_style_sdk.testing.ibm_platform`
+    (:attr:`cloud_env` points the official client at them). Every fault knob of
+    :class:`~oqc_style_sdk.testing.emulator.Emulator` works on every endpoint.
 
     :param api_key: the API key IAM accepts (default: random).
     :param instance: the service CRN the API accepts (default: a us-east CRN with a random id).
@@ -210,7 +210,8 @@ class IbmQuantumEmulator(Emulator):
     IAM (``POST /identity/token``, no credentials)
         Form body ``grant_type=urn:ibm:params:oauth:grant-type:apikey&apikey=<key>`` → 200
         ``{"access_token", "refresh_token": "not_supported", "token_type": "Bearer", "expires_in",
-        "expiration", "scope"}``. ``expires_in`` is ``token_ttl_s`` (a float when it is not whole:
+        "expiration", "scope"}``; the access token is a signed JWT whose ``exp`` is its expiry (the
+        official client decodes it). ``expires_in`` is ``token_ttl_s`` (a float when it is not whole:
         emulator choice, for fast tests). Wrong key → 400 ``{"errorCode": "BXNIM0415E",
         "errorMessage": "Provided API key could not be found.", "context": {...}}``; missing key or
         another grant type → 400 ``BXNIM0109E`` (IAM's error shape, not the API's).
@@ -226,19 +227,28 @@ class IbmQuantumEmulator(Emulator):
     Endpoints (under ``/api/v1``)
         ``GET /backends`` → ``{"devices": [{"name", "status": {"name", "reason"}, "is_simulator",
         "qubits", "queue_length", "processor_type"}]}``.
+        ``GET /backends/{name}/configuration``, ``/properties`` and ``/status``: the device's gates,
+        coupling map and calibration, and whether it takes jobs (404 for an unknown device).
+        ``GET /instances/usage`` → the instance's consumed seconds (no limit).
+        ``POST /sessions``, ``GET``/``PATCH /sessions/{id}``, ``DELETE /sessions/{id}/close``.
         ``POST /jobs`` ``{"program_id": "sampler", "backend", "params": {"pubs", "version"?,
         "support_qiskit"?, "options"?, "shots"?}, "tags"?, "cost"?, "session_id"?, ...}`` → 200
         ``{"id", "backend"}`` (plus ``session_id`` when given). Refused with 400 (nothing created):
         a body that is not an object, an unknown ``backend`` ("Backend not found"), ``params``
-        missing or not an object, ``remote_storage``, ``version`` other than 2,
-        ``support_qiskit: true`` (Qiskit-encoded results are not emulated: send false — omitted
-        means plain JSON here, as in IBM's REST guide), ``pubs`` not a non-empty list of 1-3 item
-        lists, a circuit that is not a string (QPY is not emulated), parameter values other than
-        null/{} (parameters are not emulated), shots not an int from 1 to :data:`MAX_SHOTS`. Another
+        missing or not an object, ``remote_storage``, ``version`` other than 2, ``support_qiskit``
+        not a boolean (omitted means plain JSON here, as in IBM's REST guide), ``pubs`` not a
+        non-empty list of 1-3 item lists, a circuit that is neither OpenQASM 3 text nor a
+        Qiskit-encoded (QPY) ``QuantumCircuit``, parameter values other than null/{}/an empty array
+        (parameters are not emulated), shots not an int from 1 to :data:`MAX_SHOTS`, a
+        ``session_id`` that is unknown (404), closed or on another device (400). Another
         ``program_id`` → 404 "Program not found". Shots: the PUB's, else ``params.shots``, else
         ``options.default_shots``, else 4096. Over the rate limit → 429 with ``Retry-After``
-        (nothing created). A circuit that is not OpenQASM 3 (an ``OPENQASM 2.0`` header) or does not
-        parse makes the job ``Failed`` (reason code 1002); a simulation error → ``Failed`` (1010).
+        (nothing created). A circuit that is not OpenQASM 3 (an ``OPENQASM 2.0`` header), does not
+        load or has unbound parameters makes the job ``Failed`` (reason code 1002); one that is not
+        ISA for the device (a gate that is not native, a two-qubit gate on uncoupled qubits, a qubit
+        beyond the device) makes it ``Failed`` with IBM's 1517 "Circuits do not match the target
+        definition (non-ISA circuits)"; a simulation error → ``Failed`` (1010). Circuit qubit ``i``
+        is physical qubit ``i``; only the qubits a circuit uses are simulated.
         ``GET /jobs/{id}`` (``?exclude_params=true``) → ``{"id", "backend", "state": {"status",
         "reason"?, "reason_code"?}, "status", "program": {"id": "sampler"}, "created", "runtime",
         "cost", "tags", "session_id", "user_id", "usage": {"seconds"}, "params"?}``.
@@ -311,19 +321,35 @@ class IbmQuantumEmulator(Emulator):
         if not self.devices or len({d.name for d in self.devices}) != len(self.devices):
             raise ConfigurationError("an IBM Quantum emulator needs devices with unique names")
         self._by_name = {device.name: device for device in self.devices}
-        self._tokens: dict[str, float] = {}
+        self._platform = IbmCloudPlatform(
+            api_key=self.api_key, instance=self.instance, token_ttl_s=self.token_ttl_s, clock=self._now
+        )
+        self._sessions = SessionRegistry(lambda: set(self._by_name), self._cancel_jobs)
         self._created_at: deque[float] = deque()
         self._jobs: dict[str, _Job] = {}
         self._seq = 0
         self._engine = LocalBackend(max_concurrency=max_concurrency, seed=seed)
         self._seed = seed
-        #: IAM tokens issued so far.
-        self.tokens_issued = 0
         #: PUBs handed to the engine.
         self.engine_runs = 0
         super().__init__(**options)
 
+    def _now(self) -> float:
+        return self.clock()
+
     # -- what clients need ----------------------------------------------------------------------
+
+    @property
+    def tokens_issued(self) -> int:
+        """IAM tokens issued so far."""
+        return self._platform.tokens_issued
+
+    @property
+    def cloud_env(self) -> dict[str, str]:
+        """The IBM Cloud SDK variables that point qiskit-ibm-runtime's IAM, Global Search and
+        Global Catalog calls at this emulator (``IAM_URL``, ``GLOBAL_SEARCH_URL``,
+        ``GLOBAL_CATALOG_URL``); the API itself is reached through its ``url_resolver``."""
+        return self._platform.env(self.base_url)
 
     @property
     def api_url(self) -> str:
@@ -351,7 +377,9 @@ class IbmQuantumEmulator(Emulator):
 
     @property
     def env(self) -> dict[str, str]:
-        """The variables the ``ibm_quantum`` backend reads, pointing at this emulator."""
+        """The variables the ``ibm_quantum`` backend reads, pointing at this emulator, and the IBM
+        Cloud SDK's (:attr:`cloud_env`), so that ``oqcs emulate ibm_quantum`` serves
+        qiskit-ibm-runtime too."""
         return {
             "IBM_QUANTUM_URL": self.api_url,
             "IBM_QUANTUM_IAM_URL": self.iam_url,
@@ -359,10 +387,11 @@ class IbmQuantumEmulator(Emulator):
             "IBM_QUANTUM_INSTANCE": self.instance,
             "IBM_QUANTUM_MAX_JOBS_PER_WINDOW": str(self.max_jobs_per_window or "none"),
             "IBM_QUANTUM_RATE_WINDOW_S": f"{self.rate_window_s:g}",
+            **self.cloud_env,
         }
 
     def secrets(self) -> tuple[str, ...]:
-        return (self.api_key, *self._tokens)
+        return (self.api_key, *self._platform.tokens)
 
     def _scrub(self, text: str) -> str:
         # Any API key sent to IAM is a secret, a wrong one too (the kit knows only the right one).
@@ -377,8 +406,13 @@ class IbmQuantumEmulator(Emulator):
 
     def setup_routes(self, app: web.Application) -> None:
         router = app.router
-        router.add_post(IAM_PATH, self._token)
+        self._platform.add_routes(router)
+        self._sessions.add_routes(router, API_PREFIX)
         router.add_get(f"{API_PREFIX}/backends", self._list_devices)
+        router.add_get(f"{API_PREFIX}/backends/{{name}}/configuration", self._device_configuration)
+        router.add_get(f"{API_PREFIX}/backends/{{name}}/properties", self._device_properties)
+        router.add_get(f"{API_PREFIX}/backends/{{name}}/status", self._device_status)
+        router.add_get(f"{API_PREFIX}/instances/usage", self._usage)
         router.add_post(f"{API_PREFIX}/jobs", self._create)
         router.add_get(f"{API_PREFIX}/jobs", self._list_jobs)
         router.add_get(f"{API_PREFIX}/jobs/{{job_id}}", self._get_job)
@@ -412,14 +446,11 @@ class IbmQuantumEmulator(Emulator):
         return web.json_response(body, status=status, headers=headers)
 
     def _auth_problem(self, request: web.Request) -> tuple[int, str] | None:
-        if request.path == IAM_PATH:
-            return None
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        expires = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
-        if expires is None:
-            return 401, "Invalid or missing bearer token"
-        if self.clock() >= expires:
-            return 401, "The bearer token has expired"
+        if self._platform.is_platform_path(request.path):
+            return None  # IAM needs no token; Global Search and Catalog check theirs
+        problem = self._platform.token_problem(request.headers.get("Authorization", ""))
+        if problem is not None:
+            return 401, problem
         crn = request.headers.get("Service-CRN")
         if not crn:
             return 400, "Missing Service-CRN header"
@@ -458,9 +489,7 @@ class IbmQuantumEmulator(Emulator):
 
     def expire_tokens(self) -> None:
         """Make every issued token invalid: the next request with one is answered 401."""
-        now = self.clock()
-        for token in self._tokens:
-            self._tokens[token] = min(self._tokens[token], now)
+        self._platform.expire_tokens()
 
     async def status_of(self, job_id: str) -> str:
         """The job's top-level ``status`` as a client would read it now."""
@@ -545,69 +574,104 @@ class IbmQuantumEmulator(Emulator):
                 total += float(run_s.get("run_s") or 0.0)
         return total
 
+    async def _run_span(self, job: _Job) -> tuple[datetime, datetime]:
+        """When the job's first PUB started and its last ended on the engine."""
+        starts: list[datetime] = []
+        ends: list[datetime] = []
+        for pub in job.pubs:
+            if pub.ref is not None and pub.spec is not None:
+                timings = (await self._engine.diagnostics(pub.ref, pub.spec)).timings or {}
+                starts += [datetime.fromisoformat(timings["started_at"])] if timings.get("started_at") else []
+                ends += [datetime.fromisoformat(timings["ended_at"])] if timings.get("ended_at") else []
+        started = min(starts, default=job.created)
+        return started, max(ends, default=started)
+
     async def _result_body(self, job: _Job) -> dict[str, Any] | None:
-        """The plain-JSON SamplerV2 result, or None unless every PUB completed on the engine."""
+        """The SamplerV2 result, Qiskit-encoded or plain JSON as the job asked, or None unless every
+        PUB completed on the engine. Samples are the engine's counts, one per shot, shuffled."""
         if job.results is not None:
             return job.results
         observations = await self._engine_observations(job)
         if len(observations) != len(job.pubs) or not all(o.state is JobState.COMPLETED for o in observations):
             return None
         rng = random.Random(f"{self._seed}:{job.id}")
-        pub_results = []
+        pubs: list[dict[str, tuple[list[int], int]]] = []
         for pub in job.pubs:
             assert pub.ref is not None
             assert pub.spec is not None
             counts = await self._engine.result(pub.ref, pub.spec)
-            data: dict[str, Any] = {}
+            registers: dict[str, tuple[list[int], int]] = {}
             for register, tally in counts.items():
-                width = len(next(iter(tally), ""))
-                samples = [
-                    hex(int(bits, 2)) if bits else "0x0" for bits, n in tally.items() for _ in range(n)
-                ]
+                samples = [int(bits, 2) if bits else 0 for bits, n in tally.items() for _ in range(n)]
                 rng.shuffle(samples)
-                data[register] = {"samples": samples, "num_bits": width}
-            pub_results.append({"data": data, "metadata": {"circuit_metadata": {}}})
-        job.results = {
-            "results": pub_results,
-            "metadata": {"execution": {"execution_spans": []}, "version": 2},
-        }
-        return job.results
-
-    # -- IAM ------------------------------------------------------------------------------------
-
-    async def _token(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        grant_type, api_key = form.get("grant_type"), form.get("apikey")
-        if grant_type != IAM_GRANT_TYPE:
-            return _iam_error("BXNIM0109E", "Property missing or empty. Property name is 'grant_type'.")
-        if not isinstance(api_key, str) or not api_key:
-            return _iam_error("BXNIM0109E", "Property missing or empty. Property name is 'apikey'.")
-        if not secrets.compare_digest(api_key.encode("utf-8", "surrogateescape"), self.api_key.encode()):
-            return _iam_error("BXNIM0415E", "Provided API key could not be found.")
-        token = secrets.token_urlsafe(32)
-        self._tokens[token] = self.clock() + self.token_ttl_s
-        self.tokens_issued += 1
-        ttl = self.token_ttl_s
-        expires_in: float | int = int(ttl) if float(ttl).is_integer() else ttl
-        return web.json_response(
-            {
-                "access_token": token,
-                "refresh_token": "not_supported",
-                "token_type": "Bearer",
-                "expires_in": expires_in,
-                "expiration": int(datetime.now(UTC).timestamp() + ttl),
-                "scope": "ibm openid",
+                registers[register] = (samples, len(next(iter(tally), "")))
+            pubs.append(registers)
+        if job.support_qiskit:
+            started, ended = await self._run_span(job)
+            job.results = qiskit_result(pubs, [pub.shots for pub in job.pubs], started, ended)
+        else:
+            job.results = {
+                "results": [
+                    {
+                        "data": {
+                            name: {"samples": [hex(value) for value in samples], "num_bits": width}
+                            for name, (samples, width) in registers.items()
+                        },
+                        "metadata": {"circuit_metadata": {}},
+                    }
+                    for registers in pubs
+                ],
+                "metadata": {"execution": {"execution_spans": []}, "version": 2},
             }
-        )
+        return job.results
 
     # -- endpoints ------------------------------------------------------------------------------
 
-    async def _list_devices(self, request: web.Request) -> web.Response:
+    async def _queued(self) -> dict[str, int]:
+        """Active jobs per device."""
         queued: dict[str, int] = {}
         for job in list(self._jobs.values()):
             status, _, _ = await self._observe(job)
             if status in ACTIVE_STATUSES:
                 queued[job.backend] = queued.get(job.backend, 0) + 1
+        return queued
+
+    def _device(self, request: web.Request) -> IbmDevice:
+        device = self._by_name.get(request.match_info["name"])
+        if device is None:
+            raise ApiError(404, "Backend not found")
+        return device
+
+    async def _device_configuration(self, request: web.Request) -> web.Response:
+        return web.json_response(self._device(request).configuration())
+
+    async def _device_properties(self, request: web.Request) -> web.Response:
+        return web.json_response(self._device(request).properties())
+
+    async def _device_status(self, request: web.Request) -> web.Response:
+        device = self._device(request)
+        return web.json_response(device.status_document((await self._queued()).get(device.name, 0)))
+
+    async def _usage(self, request: web.Request) -> web.Response:
+        """The instance's usage (``GET /instances/usage``): the emulator sets no limit."""
+        used = sum([await self._usage_s(job) for job in list(self._jobs.values())])
+        return web.json_response(
+            {
+                "instance_id": self.instance,
+                "usage_consumed_seconds": round(used, 3),
+                "usage_limit_reached": False,
+            }
+        )
+
+    async def _cancel_jobs(self, job_ids: list[str]) -> None:
+        """Cancel each active job of ``job_ids`` (a session was closed)."""
+        for job_id in job_ids:
+            job = self._jobs.get(job_id)
+            if job is not None and (await self._observe(job))[0] in ACTIVE_STATUSES:
+                await self._force(job, "Cancelled", None, None)
+
+    async def _list_devices(self, request: web.Request) -> web.Response:
+        queued = await self._queued()
         devices = [
             {
                 "name": device.name,
@@ -638,7 +702,7 @@ class IbmQuantumEmulator(Emulator):
 
     async def _create(self, request: web.Request) -> web.Response:
         self._check_rate()
-        body = await _json(request)
+        body = await read_json(request)
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object")
         program_id = body.get("program_id")
@@ -664,9 +728,12 @@ class IbmQuantumEmulator(Emulator):
         ):
             raise ApiError(400, "cost must be an integer and session_id a string")
         pubs = _pubs_of(params)
+        job_id = "".join(secrets.choice(_JOB_ID_ALPHABET) for _ in range(20))
+        if session_id is not None:
+            self._sessions.admit(session_id, backend, job_id)
         self._seq += 1
         job = _Job(
-            id="".join(secrets.choice(_JOB_ID_ALPHABET) for _ in range(20)),
+            id=job_id,
             seq=self._seq,
             backend=backend,
             params=params,
@@ -675,6 +742,7 @@ class IbmQuantumEmulator(Emulator):
             session_id=session_id,
             created=datetime.now(UTC),
             pubs=pubs,
+            support_qiskit=bool(params.get("support_qiskit", False)),
         )
         self._jobs[job.id] = job
         if self.max_jobs_per_window is not None:
@@ -686,16 +754,15 @@ class IbmQuantumEmulator(Emulator):
         return web.json_response(answer)
 
     async def _run(self, job: _Job) -> None:
-        """Hand the job's PUBs to the engine; a circuit that is not OpenQASM 3 fails the job."""
+        """Hand the job's PUBs to the engine; a PUB the device would not run fails the job
+        (reason code 1002 for a circuit that cannot be read, 1517 for one that is not ISA)."""
+        device = self._by_name[job.backend]
+        await qiskit_imported()
         for index, pub in enumerate(job.pubs):
-            version = qasm_major_version(pub.program)
-            if version not in (None, 3):
-                await self._force(
-                    job,
-                    "Failed",
-                    f"pubs[{index}]: the circuit must be OpenQASM 3 or QPY (got OPENQASM {version})",
-                    VALIDATION_ERROR_CODE,
-                )
+            try:
+                pub.program = await anyio.to_thread.run_sync(device_program, pub.circuit, device)
+            except PubRefused as exc:
+                await self._force(job, "Failed", f"pubs[{index}]: {exc.reason}", exc.code)
                 return
         for pub in job.pubs:
             spec = RunSpec(
@@ -813,23 +880,6 @@ class IbmQuantumEmulator(Emulator):
         )
 
 
-def _iam_error(code: str, message: str) -> web.Response:
-    return web.json_response(
-        {"errorCode": code, "errorMessage": message, "context": {"requestId": uuid.uuid4().hex}},
-        status=400,
-    )
-
-
-async def _json(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise ApiError(400, "The request body is not valid JSON") from None
-
-
 def _shots(value: object, where: str) -> int | None:
     if value is None:
         return None
@@ -843,11 +893,8 @@ def _pubs_of(params: dict[str, Any]) -> list[_Pub]:
     version = params.get("version", 2)
     if version != 2 or isinstance(version, bool):
         raise ApiError(400, f"params.version must be 2 for the sampler, got {version!r}")
-    support_qiskit = params.get("support_qiskit", False)
-    if not isinstance(support_qiskit, bool):
+    if not isinstance(params.get("support_qiskit", False), bool):
         raise ApiError(400, "params.support_qiskit must be a boolean")
-    if support_qiskit:
-        raise ApiError(400, "Qiskit-encoded results are not emulated: send support_qiskit false")
     options = params.get("options", {})
     if not isinstance(options, dict):
         raise ApiError(400, "params.options must be an object")
@@ -864,14 +911,24 @@ def _pubs_of(params: dict[str, Any]) -> list[_Pub]:
         if not isinstance(pub, list) or not 1 <= len(pub) <= 3:
             raise ApiError(400, f"pubs[{index}] must be [circuit, parameter_values?, shots?]")
         circuit = pub[0]
-        if isinstance(circuit, dict):
-            raise ApiError(400, f"pubs[{index}]: QPY circuits are not emulated; send an OpenQASM 3 string")
-        if not isinstance(circuit, str) or not circuit.strip():
-            raise ApiError(400, f"pubs[{index}]: the circuit must be an OpenQASM 3 string")
+        encoded = (
+            isinstance(circuit, dict)
+            and circuit.get("__type__") == "QuantumCircuit"
+            and isinstance(circuit.get("__value__"), str)
+        )
+        if not encoded and (not isinstance(circuit, str) or not circuit.strip()):
+            raise ApiError(
+                400, f"pubs[{index}]: the circuit must be OpenQASM 3 text or a Qiskit-encoded QuantumCircuit"
+            )
         if len(pub) > 1 and pub[1] not in (None, {}):
-            raise ApiError(400, f"pubs[{index}]: parameter values are not emulated")
+            try:
+                values = decode_array(pub[1])
+            except EncodingError as exc:
+                raise ApiError(400, f"pubs[{index}]: {exc}") from None
+            if values is not None and values.size:
+                raise ApiError(400, f"pubs[{index}]: parameter values are not emulated")
         shots = _shots(pub[2], f"pubs[{index}] shots") if len(pub) > 2 else None
-        pubs.append(_Pub(program=circuit, shots=shots if shots is not None else default))
+        pubs.append(_Pub(circuit=circuit, shots=shots if shots is not None else default))
     return pubs
 
 

@@ -31,7 +31,8 @@ WINDMILL_SEED = DATA / "004_89234a8ac85df44d.txt"
 
 FAST = Pacing(initial_s=0.02, max_s=0.1)
 BOUND_S = 15
-QASM3 = 'OPENQASM 3.0; include "stdgates.inc"; bit[1] c; qubit[1] q; h q[0]; c[0] = measure q[0];'
+#: An ISA circuit (ibm_fez's native gates on a physical qubit), so the job runs as a real one would.
+QASM3 = 'OPENQASM 3.0; include "stdgates.inc"; bit[1] c; rz(pi/2) $0; sx $0; rz(pi/2) $0; c[0] = measure $0;'
 
 
 async def call(method: str, url: str, **kw: Any) -> Any:

@@ -33,6 +33,10 @@ from tests.common import BELL3, DATA
 DATA = DATA / "ibm"
 INPUT_SCHEMA = json.loads((DATA / "ibm-quantum-sampler-v2-input.schema.json").read_text())
 RESULT_SCHEMA = json.loads((DATA / "ibm-quantum-sampler-v2-result.schema.json").read_text())
+#: IBM's Qiskit-encoded result model (``specs/``: generated from ibm-quantum-schemas' Pydantic models).
+QISKIT_RESULT_SCHEMA = json.loads(
+    (DATA / "ibm-quantum-sampler-v2-result-qiskit-encoded.generated-from-pydantic.schema.json").read_text()
+)
 PARAMS_MODEL_SCHEMA = json.loads(
     (DATA / "ibm-quantum-sampler-v2-params.generated-from-pydantic.schema.json").read_text()
 )
@@ -40,6 +44,12 @@ BOUND_S = 10
 DEVICE = "ibm_fez"
 #: VENDORS.md §1's minimal ISA example (H as rz·sx·rz on physical qubit $0).
 ISA = 'OPENQASM 3.0; include "stdgates.inc"; bit[1] c; rz(pi/2) $0; sx $0; rz(pi/2) $0; c[0] = measure $0;'
+#: A Bell pair in ibm_fez's native gates on the coupled physical qubits $0 and $1 (cx = H·cz·H).
+ISA_BELL = (
+    'OPENQASM 3.0; include "stdgates.inc"; bit[2] c; '
+    "rz(pi/2) $0; sx $0; rz(pi/2) $0; rz(pi/2) $1; sx $1; rz(pi/2) $1; cz $0, $1; "
+    "rz(pi/2) $1; sx $1; rz(pi/2) $1; c[0] = measure $0; c[1] = measure $1;"
+)
 
 
 def check_input(params: Any) -> None:
@@ -108,7 +118,7 @@ class Api:
             text = await response.text()
             return response.status, dict(response.headers), json.loads(text) if text else None
 
-    async def create(self, circuit: str = BELL3, **params: Any) -> str:
+    async def create(self, circuit: str = ISA_BELL, **params: Any) -> str:
         body = {
             "program_id": "sampler",
             "backend": DEVICE,
@@ -217,7 +227,10 @@ async def test_results_of_several_pubs_and_registers_match_the_schema(api: Api) 
     body = {
         "program_id": "sampler",
         "backend": DEVICE,
-        "params": {"pubs": [[program, None, 300], [ISA, {}, 20], [BELL3]], "options": {"default_shots": 50}},
+        "params": {
+            "pubs": [[program, None, 300], [ISA, {}, 20], [ISA_BELL]],
+            "options": {"default_shots": 50},
+        },
     }
     jsonschema.Draft4Validator(INPUT_SCHEMA).validate(body["params"])  # IBM's REST-guide PUB forms
     status, _, answer = await api.call("POST", "/jobs", body)
@@ -321,7 +334,7 @@ async def test_backends_list(api: Api) -> None:
 
 
 async def test_job_object_and_every_status_value(api: Api) -> None:
-    job_id = await api.create(BELL3, options={"default_shots": 10})
+    job_id = await api.create(options={"default_shots": 10})
     body = await api.wait(job_id, "Completed")
     assert set(body) >= {"id", "backend", "state", "status", "program", "created", "cost", "usage", "params"}
     assert body["program"] == {"id": "sampler"}
@@ -384,7 +397,7 @@ async def test_a_circuit_that_is_not_openqasm_3_fails_the_job(api: Api) -> None:
             {
                 "program_id": "sampler",
                 "backend": DEVICE,
-                "params": {"pubs": [[BELL3]], "support_qiskit": True},
+                "params": {"pubs": [[BELL3]], "support_qiskit": "yes"},
             },
             400,
         ),
@@ -407,8 +420,8 @@ async def test_a_circuit_that_is_not_openqasm_3_fails_the_job(api: Api) -> None:
         "no-params",
         "no-pubs",
         "version-1",
-        "qiskit-encoding",
-        "qpy",
+        "support-qiskit-not-bool",
+        "qpy-without-payload",
         "parameters",
         "zero-shots",
         "too-many-shots",
@@ -528,3 +541,184 @@ async def test_faults_use_ibms_error_shape(api: Api) -> None:
     status, _, error = await api.call("GET", "/nothing/here")
     assert status == 404
     check_error(error, 404)
+
+
+# ==================================================================================================
+# ISA circuits only, as IBM's devices; devices as qiskit-ibm-runtime reads them
+# ==================================================================================================
+
+
+@pytest.mark.parametrize(
+    ("circuit", "named"),
+    [
+        (BELL3, "the instruction h is not supported by ibm_fez"),
+        (
+            'OPENQASM 3.0; include "stdgates.inc"; bit[1] c; cz $0, $5; c[0] = measure $0;',
+            "the instruction cz on qubits (0, 5) is not supported by ibm_fez",
+        ),
+        (
+            'OPENQASM 3.0; include "stdgates.inc"; bit[1] c; x $156; c[0] = measure $156;',
+            "the circuit has 157 qubits; ibm_fez has 156",
+        ),
+    ],
+    ids=["not-native", "uncoupled-pair", "beyond-the-device"],
+)
+async def test_a_circuit_that_is_not_isa_fails_the_job_as_ibm_fails_it(
+    api: Api, circuit: str, named: str
+) -> None:
+    """IBM creates the job, then fails it with error 1517 and its "non-ISA circuits" message."""
+    job_id = await api.create(circuit)
+    body = await api.wait(job_id, "Failed", "Completed")
+    assert body["status"] == "Failed"
+    assert body["state"]["reason_code"] == 1517
+    reason = body["state"]["reason"]
+    assert "Circuits do not match the target definition (non-ISA circuits)" in reason
+    assert named in reason
+    assert "generate_preset_pass_manager" in reason  # IBM's advice: transpile for the target
+    assert api.emu.engine_runs == 0
+    status, _, error = await api.call("GET", f"/jobs/{job_id}/results")
+    assert status == 409
+    check_error(error, 409)
+
+
+async def test_each_device_has_a_configuration_properties_and_status(api: Api) -> None:
+    from qiskit.transpiler import CouplingMap
+
+    _, _, listed = await api.call("GET", "/backends")
+    for device in listed["devices"]:
+        name = device["name"]
+        status, _, config = await api.call("GET", f"/backends/{name}/configuration")
+        assert status == 200
+        assert config["backend_name"] == name
+        assert config["n_qubits"] == device["qubits"]
+        assert config["basis_gates"] == ["cz", "id", "rz", "sx", "x"]
+        assert {"measure", "reset", "delay", "if_else"} <= set(config["supported_instructions"])
+        coupling = CouplingMap(config["coupling_map"])
+        assert coupling.is_connected()
+        assert coupling.size() == config["n_qubits"]
+        degrees = {q: len(coupling.neighbors(q)) for q in coupling.physical_qubits}
+        assert max(degrees.values()) == 3  # heavy-hex: no qubit has more than three couplers
+        cz = next(g for g in config["gates"] if g["name"] == "cz")
+        assert sorted(map(tuple, cz["coupling_map"])) == sorted(map(tuple, config["coupling_map"]))
+        status, _, props = await api.call("GET", f"/backends/{name}/properties")
+        assert status == 200
+        assert len(props["qubits"]) == config["n_qubits"]
+        assert {p["name"] for p in props["qubits"][0]} >= {"T1", "T2", "frequency", "readout_error"}
+        assert {g["gate"] for g in props["gates"]} == set(config["basis_gates"])
+        status, _, state = await api.call("GET", f"/backends/{name}/status")
+        assert status == 200
+        assert (state["state"], state["status"], state["length_queue"]) == (True, "active", 0)
+        # the same numbers on every read (seeded by the device's name)
+        assert (await api.call("GET", f"/backends/{name}/properties"))[2] == props
+    status, _, error = await api.call("GET", "/backends/ibm_nowhere/configuration")
+    assert status == 404
+    check_error(error, 404)
+
+
+async def test_iam_access_tokens_are_jwts_with_their_real_expiry(api: Api) -> None:
+    import base64
+
+    status, body = await api.token()
+    assert status == 200
+    header, payload, signature = body["access_token"].split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["typ"] == "JWT"
+    assert signature
+    assert claims["exp"] - claims["iat"] == body["expires_in"] == 3600
+    assert claims["exp"] == body["expiration"]
+
+
+async def test_global_search_and_catalog_list_the_accounts_instance(api: Api) -> None:
+    search = {"query": "service_name:quantum-computing", "fields": ["crn", "service_plan_unique_id", "doc"]}
+    headers = {"Authorization": f"Bearer {api.bearer}"}
+    async with api.session.post(
+        f"{api.emu.base_url}/global-search/v3/resources/search", json=search, headers=headers
+    ) as r:
+        assert r.status == 200
+        [item] = (await r.json())["items"]
+    assert item["crn"] == api.emu.instance
+    assert item["doc"]["extensions"]
+    plan = item["service_plan_unique_id"]
+    async with api.session.get(f"{api.emu.base_url}/global-catalog/api/v1/{plan}", headers=headers) as r:
+        assert r.status == 200
+        assert (await r.json())["metadata"]["pricing"]["type"] == "free"
+    async with api.session.post(f"{api.emu.base_url}/global-search/v3/resources/search", json=search) as r:
+        assert r.status == 401  # IBM Cloud's services want a token too
+
+
+def _qpy(circuit: Any) -> dict[str, str]:
+    """A circuit as qiskit-ibm-runtime encodes it (QPY, zlib, base64)."""
+    import base64
+    import io
+    import zlib
+
+    import qiskit.qpy
+
+    buffer = io.BytesIO()
+    qiskit.qpy.dump(circuit, buffer)
+    return {
+        "__type__": "QuantumCircuit",
+        "__value__": base64.b64encode(zlib.compress(buffer.getvalue())).decode(),
+    }
+
+
+async def test_qpy_circuits_and_qiskit_encoded_results(api: Api) -> None:
+    import qiskit.qasm3
+    from qiskit_ibm_runtime import RuntimeDecoder
+
+    isa = qiskit.qasm3.loads(ISA_BELL)
+    job_id = await api.create(_qpy(isa), support_qiskit=True, options={"default_shots": 64})
+    await api.wait(job_id, "Completed")
+    status, _, result = await api.call("GET", f"/jobs/{job_id}/results")
+    assert status == 200
+    jsonschema.Draft202012Validator(QISKIT_RESULT_SCHEMA).validate(result)
+    decoded = json.loads(json.dumps(result), cls=RuntimeDecoder)  # the official client's decoder
+    counts = decoded[0].data.c.get_counts()
+    assert set(counts) <= {"00", "11"}
+    assert sum(counts.values()) == 64
+    assert decoded.metadata["execution"]["execution_spans"][0].size == 64
+
+
+async def test_sessions_and_batches_take_jobs_until_closed(api: Api) -> None:
+    status, _, session = await api.call("POST", "/sessions", {"mode": "batch", "backend": DEVICE})
+    assert status == 200
+    sid = session["id"]
+    assert (session["mode"], session["state"], session["accepting_jobs"]) == ("batch", "open", True)
+
+    def job_in(session_id: str, backend: str = DEVICE) -> dict[str, Any]:
+        params = {"pubs": [[ISA_BELL]], "support_qiskit": False}
+        return {"program_id": "sampler", "backend": backend, "params": params, "session_id": session_id}
+
+    status, _, created = await api.call("POST", "/jobs", job_in(sid))
+    assert status == 200
+    assert created["session_id"] == sid
+    assert (await api.job(created["id"]))["session_id"] == sid
+    _, _, details = await api.call("GET", f"/sessions/{sid}")
+    assert (details["state"], details["backend_name"]) == ("active", DEVICE)
+    assert (await api.call("POST", "/jobs", job_in(sid, "ibm_torino")))[0] == 400  # another device
+    assert (await api.call("POST", "/jobs", job_in("no-such-session")))[0] == 404
+    assert (await api.call("PATCH", f"/sessions/{sid}", {"accepting_jobs": False}))[0] == 204
+    status, _, error = await api.call("POST", "/jobs", job_in(sid))
+    assert status == 400
+    check_error(error, 400)
+    assert "does not accept jobs" in error["errors"][0]["message"]
+    assert (await api.call("DELETE", f"/sessions/{sid}/close"))[0] == 204
+    _, _, details = await api.call("GET", f"/sessions/{sid}")
+    assert (details["state"], details["accepting_jobs"]) == ("closed", False)
+    assert len(api.emu.job_ids) == 1  # the refused jobs created nothing
+
+
+async def test_closing_a_session_cancels_its_active_jobs(session: aiohttp.ClientSession) -> None:
+    async with IbmQuantumEmulator(job_duration_s=30, max_lifetime_s=60) as emu:
+        api = Api(emu, session)
+        await api.login()
+        _, _, opened = await api.call("POST", "/sessions", {"mode": "dedicated", "backend": DEVICE})
+        body = {
+            "program_id": "sampler",
+            "backend": DEVICE,
+            "params": {"pubs": [[ISA_BELL]]},
+            "session_id": opened["id"],
+        }
+        _, _, created = await api.call("POST", "/jobs", body)
+        assert (await api.call("DELETE", f"/sessions/{opened['id']}/close"))[0] == 204
+        assert await emu.status_of(created["id"]) == "Cancelled"

@@ -109,6 +109,10 @@ async def test_bell_pair_counts_with_settings_from_env(monkeypatch: pytest.Monke
             "IBM_QUANTUM_INSTANCE",
             "IBM_QUANTUM_MAX_JOBS_PER_WINDOW",  # "none": the emulator has no creation limit
             "IBM_QUANTUM_RATE_WINDOW_S",
+            # for qiskit-ibm-runtime: the IBM Cloud SDK's IAM, Global Search and Global Catalog
+            "IAM_URL",
+            "GLOBAL_SEARCH_URL",
+            "GLOBAL_CATALOG_URL",
         }
         assert emu.env["IBM_QUANTUM_MAX_JOBS_PER_WINDOW"] == "none"
         for name, value in emu.env.items():
@@ -127,9 +131,10 @@ async def test_bell_pair_counts_with_settings_from_env(monkeypatch: pytest.Monke
         created = [r for r in emu.requests if (r.method, r.path) == ("POST", "/api/v1/jobs")]
         assert len(created) == 1
         sent = created[0].body["params"]["pubs"][0][0]
-        assert sent.startswith("OPENQASM 3.0;")  # QASM 2 was converted; QASM 3 sent as is
-        if program == BELL3:
-            assert sent == BELL3
+        assert sent.startswith("OPENQASM 3.0;")  # transpiled for ibm_fez, sent as OpenQASM 3
+        assert "cz $" in sent  # native gates on physical qubits: h and cx became rz, sx and cz
+        assert " h " not in sent
+        assert " cx " not in sent
 
 
 async def test_defaults_to_ibm_shots_and_reads_several_registers() -> None:
@@ -315,14 +320,28 @@ async def test_every_documented_status_walks_through_the_adapter() -> None:
         assert (obs.state, obs.message, obs.code) == (JobState.CANCELLED, "cancelled by an admin", "1402")
 
 
-async def test_a_failed_job_carries_the_vendors_reason_and_code() -> None:
-    async with ibm() as (_, sdk):
+async def test_a_program_that_does_not_parse_is_refused_before_anything_is_sent() -> None:
+    async with ibm() as (emu, sdk):
         job = sdk.create_job(program="OPENQASM 3.0;\nqubit q;\nnosuchgate q;\n")
         await job.execute()
         assert job.state is JobState.FAILED
         assert job.error is not None
-        assert job.error.code == "1002"
+        assert "does not parse" in job.error.message
         assert "nosuchgate" in job.error.message
+        assert emu.job_ids == []  # parsed (and transpiled) here: IBM never saw it
+
+
+async def test_a_failed_job_carries_the_vendors_reason_and_code() -> None:
+    async with ibm(job_duration_s=30) as (emu, sdk):
+        job = sdk.create_job(program=BELL3)
+        await job.submit()
+        assert job.task_id is not None
+        await emu.set_status(job.task_id, "Failed", "Error in the validation process of the job", 1002)
+        await job.wait()
+        assert job.state is JobState.FAILED
+        assert job.error is not None
+        assert job.error.code == "1002"
+        assert job.error.message == "Error in the validation process of the job"
 
 
 def test_tolerated_spellings_and_undocumented_statuses(caplog: pytest.LogCaptureFixture) -> None:
@@ -624,3 +643,156 @@ async def test_a_saved_active_job_resumes_in_another_sdk(tmp_path: Path) -> None
             await loaded.wait(timeout_s=BOUND_S)
             assert loaded.state is JobState.COMPLETED
         assert emu.count("POST", "/api/v1/jobs") == 1
+
+
+# ==================================================================================================
+# Circuits and transpilation: ISA circuits on the device
+# ==================================================================================================
+
+
+def bell_circuit(register: str = "bell") -> Any:
+    from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
+
+    circuit = QuantumCircuit(QuantumRegister(2, "q"), ClassicalRegister(2, register))
+    circuit.h(0)
+    circuit.cx(0, 1)
+    circuit.measure([0, 1], [0, 1])
+    return circuit
+
+
+@pytest.mark.parametrize("form", ["circuit", "qasm3-text"])
+async def test_a_bell_circuit_is_transpiled_runs_and_the_same_posted_raw_is_refused(form: str) -> None:
+    """Done when: a QuantumCircuit of h and cx (and the same as OpenQASM text) ends COMPLETED with
+    Bell counts under the user's register name; the same circuit posted raw is refused as IBM does."""
+    import qiskit.qasm3
+
+    circuit = bell_circuit()
+    program = circuit if form == "circuit" else qiskit.qasm3.dumps(circuit)
+    async with ibm() as (emu, sdk):
+        job = sdk.create_job(program=program, config={"shots": 400}, fetch_diagnostics=True)
+        await job.execute(timeout_s=BOUND_S)
+        assert job.state is JobState.COMPLETED
+        assert job.result is not None
+        counts = job.result.data
+        assert set(counts) == {"bell"}
+        assert set(counts["bell"]) == {"00", "11"}
+        assert sum(counts["bell"].values()) == 400
+        assert job.metrics is not None
+        metrics = job.metrics["transpilation"]
+        assert metrics["optimization_level"] == 1  # IBM's recommended level
+        assert metrics["two_qubit_gates"] == 1
+        assert set(metrics["count_ops"]) <= {"rz", "sx", "x", "cz", "measure", "barrier"}
+        assert metrics["depth"] >= 3
+        assert len(metrics["layout"]) == 2
+        # the circuit as written, posted straight to the service: a non-ISA failure (code 1517)
+        backend = backend_of(sdk)
+        raw = await backend._http.post(
+            "/jobs",
+            json={
+                "program_id": "sampler",
+                "backend": DEVICE,
+                "params": {"pubs": [[qiskit.qasm3.dumps(circuit)]]},
+            },
+        )
+        raw_id = raw.json()["id"]
+        assert await emu.status_of(raw_id) == "Failed"  # created, and failed by its check at once
+        observed = await backend.status(RunRef(raw_id))
+        assert (observed.state, observed.code) == (JobState.FAILED, "1517")
+        assert observed.message is not None
+        assert "non-ISA circuits" in observed.message
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+async def test_every_optimization_level_gives_bell_counts(level: int) -> None:
+    async with ibm() as (_, sdk):
+        job = sdk.create_job(program=BELL3, config={"shots": 100, "optimization_level": level})
+        await job.execute(timeout_s=BOUND_S)
+        assert job.state is JobState.COMPLETED
+        assert job.result is not None
+        assert set(job.result.data["c"]) <= {"00", "11"}
+
+
+async def test_the_target_is_read_once_per_device_and_sdk() -> None:
+    async with ibm() as (emu, sdk):
+        jobs = [sdk.create_job(program=BELL3, config={"shots": 10}) for _ in range(3)]
+        async with anyio.create_task_group() as tg:
+            for job in jobs:
+                tg.start_soon(job.execute)
+        assert all(job.state is JobState.COMPLETED for job in jobs)
+        assert emu.count("GET", f"/api/v1/backends/{DEVICE}/configuration") == 1
+        assert emu.count("GET", f"/api/v1/backends/{DEVICE}/properties") == 1
+
+
+async def test_an_isa_circuit_is_sent_as_written_with_transpile_false() -> None:
+    isa = (
+        'OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[1] c;\nrz(pi/2) $7;\nsx $7;\nrz(pi/2) $7;\n'
+        "c[0] = measure $7;\n"
+    )
+    async with ibm() as (emu, sdk):
+        job = sdk.create_job(program=isa, config={"shots": 50, "transpile": False}, fetch_diagnostics=True)
+        await job.execute(timeout_s=BOUND_S)
+        assert job.state is JobState.COMPLETED
+        assert job.result is not None
+        assert sum(job.result.data["c"].values()) == 50
+        assert job.metrics is not None
+        assert job.metrics["transpilation"]["optimization_level"] is None
+        assert job.metrics["transpilation"]["layout"][-1] == 7
+        [created] = [r for r in emu.requests if (r.method, r.path) == ("POST", "/api/v1/jobs")]
+        sent = created.body["params"]["pubs"][0][0]
+        assert "rz(pi/2) $7;" in sent
+
+
+async def test_bad_circuits_are_refused_before_any_job_is_created() -> None:
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import Gate, Parameter
+
+    too_wide = QuantumCircuit(157, 1)
+    too_wide.x(156)
+    opaque = QuantumCircuit(1, 1)
+    opaque.append(Gate("magic", 1, []), [0])
+    unbound = QuantumCircuit(1, 1)
+    unbound.rx(Parameter("theta"), 0)
+    async with ibm() as (emu, sdk):
+        # known without parsing or I/O: refused at create_job
+        with pytest.raises(JobValidationError, match="157 qubits; ibm_fez has 156"):
+            sdk.create_job(program=too_wide)
+        with pytest.raises(JobValidationError, match="parameters without values: theta"):
+            sdk.create_job(program=unbound)
+        with pytest.raises(JobValidationError, match="optimization_level must be 0, 1, 2 or 3"):
+            sdk.create_job(program=BELL3, config={"optimization_level": 4})
+        with pytest.raises(JobValidationError, match="needs transpile=True"):
+            sdk.create_job(program=BELL3, config={"optimization_level": 2, "transpile": False})
+        with pytest.raises(JobValidationError, match="transpile must be True"):
+            sdk.create_job(program=BELL3, config={"transpile": "no"})
+        # found by transpiling (or checking) at submission: the job fails, nothing reaches IBM
+        wide_text = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[157] q;\nbit[1] c;\nx q[156];\n'
+        cases = [
+            (opaque, {}, "magic"),
+            (BELL3, {"transpile": False}, "the instruction h on qubits (0,) is not supported by ibm_fez"),
+            (wide_text, {}, "157 qubits; ibm_fez has 156"),
+        ]
+        for program, config, named in cases:
+            job = sdk.create_job(program=program, config=config)
+            await job.execute(timeout_s=BOUND_S)
+            assert job.state is JobState.FAILED, named
+            assert job.error is not None
+            assert named in job.error.message
+        assert emu.job_ids == []
+        assert emu.count("POST", "/api/v1/jobs") == 0
+
+
+async def test_the_transpilation_metrics_travel_with_a_saved_job(tmp_path: Path) -> None:
+    async with ibm(job_duration_s=0.5) as (emu, sdk):
+        # (a circuit is saved as OpenQASM 3 by the circuits change; text saves on its own)
+        job = sdk.create_job(program=BELL3, config={"shots": 20}, fetch_diagnostics=True)
+        await job.submit()
+        saved = await job.save(tmp_path / "bell.json")
+        async with Sdk("ibm_quantum", polling=FAST, **emu.credentials) as again:
+            loaded = await again.load(saved)
+            assert isinstance(loaded, Job)
+            await loaded.wait(timeout_s=BOUND_S)
+        assert loaded.state is JobState.COMPLETED
+        assert loaded.metrics is not None
+        assert loaded.metrics["transpilation"]["two_qubit_gates"] == 1
+        assert loaded.result is not None
+        assert set(loaded.result.data["c"]) <= {"00", "11"}
