@@ -9,7 +9,12 @@ it again; a job whose params are not a sampler of one OpenQASM circuit says so o
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import re
+import zlib
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -21,7 +26,10 @@ from .base import FoundRun, RunQuery, RunSpec, parse_moment
 if TYPE_CHECKING:
     from .ibm_quantum import IbmQuantumBackend
 
-__all__ = ["check_job_id", "found_run", "list_runs"]
+__all__ = ["check_job_id", "decode_qiskit_samples", "found_run", "list_runs"]
+
+#: The largest decompressed array accepted from a Qiskit-encoded result (against zip bombs).
+MAX_ARRAY_BYTES: Final = 50_000_000
 
 _JOB_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ACTIVE: Final = frozenset({JobState.CREATED, JobState.SUBMITTED, JobState.RUNNING})
@@ -101,3 +109,52 @@ async def list_runs(
         if len(jobs) < limit or (isinstance(count, int) and offset >= count):
             return
         params["offset"] = offset
+
+
+def _ndarray(value: Any) -> Any:
+    """An ``ndarray`` wrapper's array: base64 of a zlib-compressed ``.npy`` file, read without pickle."""
+    import numpy as np
+
+    if not isinstance(value, dict) or value.get("__type__") != "ndarray":
+        raise ProtocolError("IBM Quantum sent a Qiskit-encoded BitArray without an ndarray")
+    inner = value.get("__value__")
+    if isinstance(inner, list):
+        return np.asarray(inner, dtype=np.uint8)
+    try:
+        inflater = zlib.decompressobj()
+        data = inflater.decompress(base64.standard_b64decode(str(inner).encode("ascii")), MAX_ARRAY_BYTES)
+        if inflater.unconsumed_tail:
+            raise ValueError(f"more than {MAX_ARRAY_BYTES:,} bytes")
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (binascii.Error, UnicodeEncodeError, zlib.error, ValueError) as exc:
+        raise ProtocolError(f"IBM Quantum sent a Qiskit-encoded array this SDK cannot read ({exc})") from None
+
+
+def decode_qiskit_samples(body: Any) -> dict[str, dict[str, int]]:
+    """Counts per register of a Qiskit-encoded ``PrimitiveResult`` — what a job made by
+    qiskit-ibm-runtime (``support_qiskit: true``) answers — from its first ``SamplerPubResult``:
+    each ``BitArray`` is one row per shot, the bits packed big-endian."""
+    try:
+        pub = body["__value__"]["pub_results"][0]["__value__"]
+        fields = pub["data"]["__value__"]["fields"]
+    except (KeyError, IndexError, TypeError):
+        raise ProtocolError(
+            "IBM Quantum answered a Qiskit-encoded result without a sampler PUB result"
+        ) from None
+    if not isinstance(fields, dict):
+        raise ProtocolError("IBM Quantum answered a Qiskit-encoded result whose data is not a DataBin")
+    counts: dict[str, dict[str, int]] = {}
+    for name, bits in fields.items():
+        value = bits.get("__value__") if isinstance(bits, dict) and bits.get("__type__") == "BitArray" else {}
+        width = value.get("num_bits") if isinstance(value, dict) else None
+        if not isinstance(value, dict) or not isinstance(width, int) or isinstance(width, bool) or width < 0:
+            raise ProtocolError(f"IBM Quantum's Qiskit-encoded register {name!r} is not a BitArray")
+        array = _ndarray(value.get("array"))
+        rows = array.reshape(-1, array.shape[-1] if array.ndim else 1)
+        tally = Counter(int.from_bytes(row.tobytes(), "big") for row in rows)
+        if any(sample >> width for sample in tally):
+            raise ProtocolError(f"IBM Quantum sent a sample of {name!r} wider than {width} bits")
+        counts[name] = dict(
+            sorted((format(v, "b").zfill(width) if width else "", n) for v, n in tally.items())
+        )
+    return counts

@@ -245,16 +245,14 @@ def _parse(model: type[_W], body: Any, what: str) -> _W:
 
 
 def decode_samples(body: Any) -> dict[str, dict[str, int]]:
-    """Counts per classical register from a plain-JSON SamplerV2 result (its first PUB).
+    """Counts per classical register from a plain-JSON SamplerV2 result (its first PUB), or from a
+    Qiskit-encoded one (a job qiskit-ibm-runtime made, followed by ``sdk.job``).
 
     Each shot is a hex string (``"0x3"``); it becomes a bitstring of the register's ``num_bits``
     (``"11"``). Counts are sorted by bitstring.
     """
-    if isinstance(body, dict) and "__type__" in body:
-        raise ProtocolError(
-            "IBM Quantum answered a Qiskit-encoded result where plain JSON was asked for "
-            "(support_qiskit false)"
-        )
+    if isinstance(body, dict) and "__type__" in body:  # a job made by qiskit-ibm-runtime, found by id
+        return _ibm_runs.decode_qiskit_samples(body)
     results = _parse(_Results, body, "the results")
     if not results.results:
         raise ProtocolError("IBM Quantum answered results without any PUB result")
