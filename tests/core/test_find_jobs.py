@@ -23,6 +23,7 @@ from oqc_style_sdk.exceptions import JobNotFoundError, JobValidationError, Unkno
 from oqc_style_sdk.testing.emulator import Emulator, start_emulator
 from oqc_style_sdk.testing.oqc import LUCY_QPU_ID, SIMULATOR_QPU_ID, OqcEmulator
 from oqc_style_sdk.testing.windmill import QUICK_SCRIPT, SLOW_SCRIPT
+from tests.vendors.databricks.test_databricks import CLUSTER, NOTEBOOK
 
 PROGRAM = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg c[1]; h q[0]; measure q[0] -> c[0];'
 
@@ -50,19 +51,6 @@ async def submitted_elsewhere(emu: Emulator, **job: Any) -> str:
         await made.submit()
     assert made.task_id is not None
     return made.task_id
-
-
-CLUSTER = "0923-164208-meows279"
-NOTEBOOK: dict[str, Any] = {
-    "run_name": "sdk-nb",
-    "tasks": [
-        {
-            "task_key": "main",
-            "existing_cluster_id": CLUSTER,
-            "notebook_task": {"notebook_path": "/Users/me@example.com/nb", "base_parameters": {"x": "1"}},
-        }
-    ],
-}
 
 
 # ------------------------------------------------------------------------------------------- OQC
