@@ -22,8 +22,15 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 import anyio
 from anyio.abc import TaskGroup
 
-from .backends.base import Backend, RunSpec, create_backend
-from .exceptions import ConfigurationError, JobValidationError, SdkNotStartedError, TargetUnavailableError
+from . import programs
+from .backends.base import Backend, RunRef, RunSpec, create_backend
+from .exceptions import (
+    ConfigurationError,
+    ForeignJobFileError,
+    JobValidationError,
+    SdkNotStartedError,
+    TargetUnavailableError,
+)
 from .finding import OwnJobs, find_job, list_jobs, query
 from .polling import Poller, PollingPolicy
 
@@ -172,8 +179,10 @@ class Sdk:
 
     # ------------------------------------------------------------------ jobs
     def _validate_spec(self, spec: RunSpec) -> RunSpec:
-        if spec.target is None:
-            spec = RunSpec(spec.program, self.default_target, spec.config, spec.tag)
+        program = programs.one(spec.program)
+        if spec.target is None or program is not spec.program:
+            target = self.default_target if spec.target is None else spec.target
+            spec = RunSpec(program, target, spec.config, spec.tag)
         if spec.tag is not None and not isinstance(spec.tag, str):
             raise JobValidationError(f"tag must be a string, not {type(spec.tag).__name__}")
         return self._backend.validate(spec)
@@ -182,7 +191,7 @@ class Sdk:
     def create_job(
         self,
         *,
-        program: str | Mapping[str, Any],
+        program: str | Mapping[str, Any] | tuple[Any, Sequence[float] | Mapping[Any, float]],
         target: str | None = None,
         qpu_id: str | None = None,
         config: Mapping[str, Any] | None = None,
@@ -217,9 +226,12 @@ class Sdk:
 
         Lists are taken element-wise (child ``i`` gets ``program[i]``, ``target[i]``,
         ``config[i]``); a single value applies to every child. ``qpu_id`` is an alias of ``target``.
-        Bad input raises :class:`JobValidationError` here, before anything is sent. A target the
-        vendor lists as inactive or offline raises :class:`TargetUnavailableError` (its state, and
-        when it runs next where the vendor says) unless ``queue=True`` asks to wait for it.
+        A quantum program is OpenQASM text, a qiskit ``QuantumCircuit`` or ``(circuit, values)``;
+        ``(circuit, sweep)`` makes a CompositeJob of one child per binding (see
+        :mod:`oqc_style_sdk.programs`). Bad input raises :class:`JobValidationError` here, before
+        anything is sent. A target the vendor lists as inactive or offline raises
+        :class:`TargetUnavailableError` (its state, and when it runs next where the vendor says)
+        unless ``queue=True`` asks to wait for it.
         """
         from .composite import CompositeJob
         from .job import Job
@@ -228,6 +240,7 @@ class Sdk:
         target = check_job_args(target, qpu_id, fetch_diagnostics)
         if not isinstance(queue, bool):
             raise JobValidationError("queue must be True or False")
+        program = programs.expand(program)
         lists = {
             name: value
             for name, value in (("program", program), ("target", target), ("config", config))
@@ -301,6 +314,14 @@ class Sdk:
         if lost_runs not in ("raise", "fail"):
             raise ValueError("lost_runs is 'raise' or 'fail'")
         document = await read(path, identity=self._backend.identity())
+        for snap in document.jobs:  # where credentials go is the Sdk's to decide, never the file's
+            why = (
+                None
+                if snap.ref is None
+                else self._backend.foreign_ref(RunRef(snap.ref.task_id, snap.ref.extra))
+            )
+            if why is not None:
+                raise ForeignJobFileError(f"{path}: job {snap.id} {why}; it was not loaded")
         jobs = [Job._restored(self, snap, lost_runs=lost_runs) for snap in document.jobs]
         loaded: Job | CompositeJob = (
             jobs[0]

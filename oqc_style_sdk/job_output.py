@@ -45,7 +45,7 @@ class JobOutput(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: str
-    #: The program that ran (for quantum backends: OpenQASM text).
+    #: The program that ran (for quantum backends: OpenQASM text or a qiskit circuit).
     program: Any = None
     #: The target (QPU, simulator, cluster ...) it ran on.
     target: str | None = None

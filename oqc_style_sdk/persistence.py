@@ -33,10 +33,12 @@ from typing import Annotated, Any, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .backends._qiskit import as_qasm3, error_message, is_circuit, load_qasm3, qiskit_imported
 from .exceptions import (
     CorruptJobFileError,
     ForeignJobFileError,
     JobFileNotFoundError,
+    JobValidationError,
     PersistenceError,
     UnsupportedSchemaError,
 )
@@ -100,6 +102,11 @@ class JobSnapshot(_Model):
     submitted_at: datetime | None = None
     history: list[Output] = Field(default_factory=list)
     diagnostics: DiagnosticsSnapshot | None = None
+    #: Whether ``program`` (OpenQASM 3 text in the file) came as a qiskit circuit, and the runs of
+    #: ``history`` whose program did: loading gives those back as circuits. Written only when set,
+    #: so a file without circuits reads as it always did.
+    program_is_circuit: bool = Field(default=False, exclude_if=lambda flag: not flag)
+    circuit_runs: list[int] = Field(default_factory=list, exclude_if=lambda runs: not runs)
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSnapshot:
@@ -179,7 +186,87 @@ async def write(
         composite_id=composite_id,
         jobs=snapshots,
     )
-    return await anyio.to_thread.run_sync(_write_atomically, target, document)
+    if any(_circuit_runs(snap) or is_circuit(snap.program) for snap in document.jobs):
+        await qiskit_imported()  # a circuit is written as OpenQASM 3 by the writer's thread
+
+    def convert_and_write() -> Path:
+        return _write_atomically(target, _circuits_as_text(document))
+
+    return await anyio.to_thread.run_sync(convert_and_write)
+
+
+def _circuits_as_text(document: JobFile) -> JobFile:
+    """``document`` with every circuit (a job's program, its history's) written as OpenQASM 3 and
+    flagged; each circuit object written once. A file never holds anything but text (no pickle):
+    nothing in it is executed on loading."""
+    written: dict[int, str] = {}
+
+    def text(snap: JobSnapshot, circuit: Any) -> str:
+        if id(circuit) not in written:
+            try:
+                written[id(circuit)] = as_qasm3(circuit)
+            except JobValidationError as exc:  # nothing is written: the old file (if any) stays
+                raise PersistenceError(f"job {snap.id} cannot be saved: {exc}") from None
+        return written[id(circuit)]
+
+    jobs = []
+    for snap in document.jobs:
+        runs = _circuit_runs(snap)
+        if not runs and not is_circuit(snap.program):
+            jobs.append(snap)
+            continue
+        history = [
+            o.model_copy(update={"program": text(snap, o.program)}) if is_circuit(o.program) else o
+            for o in snap.history
+        ]
+        update: dict[str, Any] = {"history": history, "circuit_runs": runs}
+        if is_circuit(snap.program):
+            update |= {"program": text(snap, snap.program), "program_is_circuit": True}
+        jobs.append(snap.model_copy(update=update))
+    return document.model_copy(update={"jobs": jobs})
+
+
+def _circuit_runs(snap: JobSnapshot) -> list[int]:
+    """The runs in ``snap``'s history whose program is a circuit (before it is saved)."""
+    return [o.run for o in snap.history if is_circuit(o.program)]
+
+
+def _text_as_circuits(document: JobFile, path: Path) -> JobFile:
+    """The flagged programs of a read ``document`` parsed back into circuits (each text once)."""
+    parsed: dict[str, Any] = {}
+
+    def circuit(snap: JobSnapshot, text: Any) -> Any:
+        if not isinstance(text, str):
+            raise CorruptJobFileError(f"{path}: job {snap.id} has a circuit that is not OpenQASM text")
+        if text not in parsed:
+            try:
+                parsed[text] = load_qasm3(text)
+            except Exception as exc:
+                raise CorruptJobFileError(
+                    f"{path}: job {snap.id}'s circuit does not parse as OpenQASM 3: {error_message(exc)}"
+                ) from exc
+        return parsed[text]
+
+    jobs = []
+    for snap in document.jobs:
+        if not _flags_circuits(snap):
+            jobs.append(snap)
+            continue
+        runs = set(snap.circuit_runs)
+        history = [
+            o.model_copy(update={"program": circuit(snap, o.program)}) if o.run in runs else o
+            for o in snap.history
+        ]
+        update: dict[str, Any] = {"history": history}
+        if snap.program_is_circuit:
+            update["program"] = circuit(snap, snap.program)
+        jobs.append(snap.model_copy(update=update))
+    return document.model_copy(update={"jobs": jobs})
+
+
+def _flags_circuits(snap: JobSnapshot) -> bool:
+    """Whether a read ``snap`` marks any of its programs as a circuit."""
+    return snap.program_is_circuit or bool(snap.circuit_runs)
 
 
 def _as_path(path: str | Path) -> Path:
@@ -280,6 +367,9 @@ async def read(path: str | Path, *, identity: dict[str, str]) -> JobFile:
             f"{source} was saved from backend {_describe(document.backend)}; this Sdk is "
             f"{_describe(identity)}. Load it with an Sdk for the same backend and endpoint."
         )
+    if any(_flags_circuits(snap) for snap in document.jobs):
+        await qiskit_imported()  # parsing is CPU work, in a worker thread once qiskit is imported
+        document = await anyio.to_thread.run_sync(_text_as_circuits, document, source)
     return document
 
 

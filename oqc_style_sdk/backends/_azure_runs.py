@@ -59,7 +59,7 @@ async def find_run(backend: AzureQuantumBackend, task_id: str) -> FoundRun:
     program: str | None = None
     why: str | None = f"its input is {fmt or 'an unknown format'}, not OpenQASM"
     if isinstance(uri, str) and fmt in _QASM_INPUTS:
-        raw = (await backend.blob_http.get(await backend._readable(uri))).body
+        raw = (await backend._blob.get(await backend._readable(uri))).body
         program, why = raw.decode("utf-8", "replace"), None
     return _found(details, backend._observe(details), program, why)
 

@@ -9,10 +9,12 @@ It lives apart from ``base.py`` so that the local simulator never imports aiohtt
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from anyio.abc import TaskGroup
 
 from .._http import HttpClient
-from .base import Backend
+from .base import Backend, RunRef
 
 __all__ = ["HttpBackend"]
 
@@ -31,11 +33,22 @@ class HttpBackend(Backend):
         """Every client this backend opens and closes; the API client by default."""
         return (self._http,)
 
+    def foreign_ref(self, ref: RunRef) -> str | None:
+        """Every URL a saved ref carries must name an origin the API client sends credentials to
+        (the configured one, or a derived one the vendor's answers granted): the one rule for all
+        vendors, whatever their refs hold."""
+        for value in (ref.task_id, *ref.extra.values()):
+            if isinstance(value, str) and not self._http.sends_credentials_to(value):
+                return f"names a URL outside the origins this Sdk sends its credentials to ({_origin(value)})"
+        return None
+
     async def _check(self) -> None:
         """The first requests: the vendor answers and accepts the credentials (raise if not)."""
 
     async def start(self, task_group: TaskGroup) -> None:
         for client in self._clients():
+            if client is not self._http and not client.carries_credentials:
+                client.scrub_secrets_of(self._http)  # what it is told is scrubbed of our secrets too
             await client.start()
         try:
             await self._check()
@@ -46,3 +59,13 @@ class HttpBackend(Backend):
     async def aclose(self) -> None:
         for client in self._clients():
             await client.aclose()
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of ``url`` for a message (never its path or query, which may hold a token)."""
+    parts = urlsplit(url)
+    try:
+        port = "" if parts.port is None else f":{parts.port}"
+    except ValueError:  # not a port number
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or '?'}{port}"

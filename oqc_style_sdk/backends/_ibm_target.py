@@ -193,6 +193,22 @@ def _run_preset(generate: Any, circuit: Any, target: Any, level: int) -> Any:
     return isa
 
 
+def warm_transpiler() -> None:
+    """Make the first transpilation of the process now (on a one-qubit circuit), so a job's own
+    first one does not pay for the plugin imports. Idempotent; call it off the event loop."""
+    if _warmed.is_set():
+        return
+    from qiskit import QuantumCircuit
+    from qiskit.circuit.library import XGate
+    from qiskit.transpiler import Target, generate_preset_pass_manager
+
+    target = Target(num_qubits=1)
+    target.add_instruction(XGate(), {(0,): None})
+    circuit = QuantumCircuit(1)
+    circuit.x(0)
+    _run_preset(generate_preset_pass_manager, circuit, target, DEFAULT_OPTIMIZATION_LEVEL)
+
+
 def transpile_for(circuit: Any, target: Any, device: str, optimization_level: int | None) -> Transpiled:
     """``circuit`` as an ISA circuit of ``target`` (``optimization_level`` None: sent as written,
     checked only). Raises JobValidationError naming the qubit count or the gate that cannot run."""

@@ -11,17 +11,22 @@ import logging
 import re
 import sys
 import threading
+import warnings
 from importlib import util
 from typing import Any
 
 import anyio.to_thread
 
+from ..exceptions import JobValidationError
+
 __all__ = [
     "aer_available",
     "as_circuit",
+    "as_openqasm",
     "as_qasm3",
     "error_message",
     "is_circuit",
+    "load_qasm3",
     "parse_qasm",
     "qasm_major_version",
     "qiskit_imported",
@@ -161,9 +166,60 @@ def as_circuit(program: Any) -> Any:
 
 
 def as_qasm3(program: Any) -> str:
-    """A quantum program as OpenQASM 3 text: text as it is, a circuit exported by ``qiskit.qasm3``."""
+    """A quantum program as OpenQASM 3 text: text as it is, a circuit exported by ``qiskit.qasm3``.
+
+    A circuit OpenQASM 3 cannot express (an opaque gate, ``initialize`` ...) raises
+    :class:`JobValidationError` with the exporter's reason."""
     if isinstance(program, str):
         return program
     import qiskit.qasm3
 
-    return str(qiskit.qasm3.dumps(program))
+    try:
+        return str(qiskit.qasm3.dumps(program))
+    except qiskit.qasm3.QASM3ExporterError as exc:
+        reason = error_message(exc)
+        raise JobValidationError(f"the circuit cannot be written as OpenQASM 3: {reason}") from None
+
+
+def as_openqasm(program: Any) -> str:
+    """A quantum program as OpenQASM text: text as it is; a circuit as OpenQASM 2 where it can be
+    written so (the version OQC documents and every vendor reads), else as OpenQASM 3
+    (:class:`JobValidationError` if neither can express it).
+
+    Call it off the event loop, after :func:`qiskit_imported` (exporting is CPU work)."""
+    if isinstance(program, str):
+        return program
+    import qiskit.qasm2
+
+    try:
+        return str(qiskit.qasm2.dumps(program))
+    except qiskit.qasm2.QASM2ExportError:  # control flow, classical expressions ...: OpenQASM 3 only
+        return as_qasm3(program)
+
+
+def load_qasm3(text: str) -> Any:
+    """The circuit of OpenQASM 3 text that :func:`as_qasm3` wrote (a saved job's).
+
+    qiskit's native importer is some forty times faster than the reference one (a sweep of a
+    thousand circuits loads in a fraction of a second, not in many), but it reads a subset of the
+    language: its circuit is kept only when it writes back to the very same text, else the
+    reference importer reads it. Call it off the event loop, after :func:`qiskit_imported`."""
+    import qiskit.qasm3
+
+    native = getattr(qiskit.qasm3, "loads_experimental", None)
+    if native is not None:
+        from qiskit.exceptions import ExperimentalWarning
+
+        try:
+            # The filters are process-wide: for this one parse another thread's ExperimentalWarning
+            # is hidden too, and a filter another thread adds meanwhile is undone on exit.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                circuit = native(text)
+            if qiskit.qasm3.dumps(circuit) == text:
+                return circuit
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # a construct it does not read yet (or a Rust panic): the reference
+            logger.debug("the native OpenQASM 3 importer did not read a circuit", exc_info=True)
+    return qiskit.qasm3.loads(text)

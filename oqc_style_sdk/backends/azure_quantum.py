@@ -1,4 +1,4 @@
-"""Azure Quantum: OpenQASM programs on IonQ and Quantinuum targets of an Azure Quantum workspace.
+"""Azure Quantum: OpenQASM programs and qiskit circuits on IonQ and Quantinuum targets of a workspace.
 
 Wire facts (``specs/VENDORS.md`` §2, ``specs/azure-quantum-data-plane.openapi.json``):
 
@@ -26,11 +26,14 @@ How this adapter uses them
       sent and becomes the Azure job id, so a create whose answer was lost is sent again with the
       same id: the service answers with the existing job (a 409 for an existing id is resolved by
       reading the job), never a second one.
-    * IonQ input is IonQ's ``qis`` JSON (``ionq.circuit.v1``), converted from OpenQASM 2 or 3 with
-      qiskit: gates are lowered to IonQ's gate set, measurements become the ``meas_map`` kept in the
-      job's metadata (IonQ measures every qubit at the end; mid-circuit measurement, reset and
-      classical control are refused). Quantinuum input is OpenQASM 2 text
-      (``honeywell.openqasm.v1``); an OpenQASM 3 program is converted to OpenQASM 2 with qiskit.
+    * A program is OpenQASM 2 or 3 text or a qiskit ``QuantumCircuit`` with its parameters bound;
+      both are lowered in a worker thread (:mod:`~oqc_style_sdk.backends.azure_providers`). IonQ
+      input is IonQ's ``qis`` JSON (``ionq.circuit.v1``): gates are lowered to IonQ's gate set,
+      measurements become the ``meas_map`` kept in the job's metadata (IonQ measures every qubit at
+      the end; mid-circuit measurement, reset and classical control are refused). Quantinuum input
+      is OpenQASM 2 text (``honeywell.openqasm.v1``): OpenQASM 2 text as written, OpenQASM 3 and
+      circuits lowered to qelib1 gates and written as OpenQASM 2. More qubits than the target's
+      ``numQubits`` or a gate that cannot be lowered is a JobValidationError before anything is sent.
     * Results are counts per classical register, ``{"c": {"00": 503, "11": 497}}``. IonQ's
       probabilities become counts by multiplying with the job's shots and rounding by largest
       remainder (so the counts add up to the shots, and an emulator's sampled histogram comes back
@@ -42,42 +45,47 @@ How this adapter uses them
       expires within five minutes, as azure-quantum does. Blob requests never carry the workspace
       credentials, and no SAS URL is logged, saved or put in an error message.
 
-Settings (keyword arguments; each defaults to an environment variable)
+Settings (keyword arguments; each comes from its keyword, else the connection string, else its
+environment variable — see :mod:`~oqc_style_sdk.backends.azure_settings`)
 
-==========================  ====================================  ===========================================
-keyword                     environment variable                  meaning
-==========================  ====================================  ===========================================
-``endpoint``                ``AZURE_QUANTUM_ENDPOINT``            the data-plane endpoint, e.g.
-                                                                  ``https://eastus.quantum.azure.com``
-``location``                ``AZURE_QUANTUM_LOCATION``            a region (``eastus``); used when no endpoint
-                                                                  is set: ``https://{location}.quantum.azure.com``
-``subscription_id``         ``AZURE_QUANTUM_SUBSCRIPTION_ID``     the workspace's subscription (a GUID)
-``resource_group``          ``AZURE_QUANTUM_RESOURCE_GROUP``      the workspace's resource group
-``workspace``               ``AZURE_QUANTUM_WORKSPACE``           the workspace name
-``access_token``            ``AZURE_QUANTUM_ACCESS_TOKEN``        an Entra bearer token (scope
-                                                                  ``https://quantum.microsoft.com/.default``)
-``token_provider``          —                                     ``async () -> str``: a fresh token, asked
-                                                                  once and again after a 401
-``api_key``                 ``AZURE_QUANTUM_API_KEY``             the workspace API key (used when no token)
-``api_version``             ``AZURE_QUANTUM_API_VERSION``         default ``2026-01-15-preview``
-``allow_insecure_http``     —                                     plain http beyond loopback (default False)
-==========================  ====================================  ===========================================
+=======================  =====================================  ===========================================
+keyword                 environment variable                    meaning
+=======================  =====================================  ===========================================
+``connection_string``   ``AZURE_QUANTUM_CONNECTION_STRING``     the portal's ``SubscriptionId=...;
+                                                                ResourceGroupName=...;WorkspaceName=...;
+                                                                ApiKey=...;QuantumEndpoint=...;`` (a secret)
+``endpoint``            ``AZURE_QUANTUM_ENDPOINT``              the data-plane endpoint, e.g.
+                                                                ``https://eastus.quantum.azure.com`` or
+                                                                ``https://eastus-v2.quantum.azure.com``
+``location``            ``AZURE_QUANTUM_LOCATION``              a region (``eastus``); used when no endpoint
+                                                                is set: ``https://{location}.quantum.azure.com``
+``workspace_kind``      ``AZURE_QUANTUM_WORKSPACE_KIND``        ``"V1"`` (default) or ``"V2"``: with
+                                                                ``location``, V2 is ``{location}-v2``
+``subscription_id``     ``AZURE_QUANTUM_SUBSCRIPTION_ID``       the workspace's subscription (a GUID)
+``resource_group``      ``AZURE_QUANTUM_RESOURCE_GROUP``        the workspace's resource group
+``workspace``           ``AZURE_QUANTUM_WORKSPACE``             the workspace name
+``access_token``        ``AZURE_QUANTUM_ACCESS_TOKEN``          an Entra bearer token (scope
+                                                                ``https://quantum.microsoft.com/.default``)
+``token_provider``      —                                       ``async () -> str``: a fresh token, asked
+                                                                once and again after a 401
+``api_key``             ``AZURE_QUANTUM_API_KEY``               the workspace API key (used when no token)
+``api_version``         ``AZURE_QUANTUM_API_VERSION``           default ``2026-01-15-preview``
+``allow_insecure_http`` —                                       plain http beyond loopback (default False)
+=======================  =====================================  ===========================================
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import re
 import uuid
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from ipaddress import ip_address
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -95,7 +103,18 @@ from ..exceptions import (
 from ..state import JobState
 from . import _azure_runs
 from ._http_backend import HttpBackend
-from ._qiskit import error_message, parse_qasm, qasm_major_version, qiskit_ready, start_qiskit_loader
+from ._qiskit import is_circuit, start_qiskit_loader
+from .azure_providers import (
+    PROVIDER_FORMATS,
+    IonqProgram,
+    ProviderFormat,
+    counts_from_ionq,
+    counts_from_quantinuum,
+    ionq_program,
+    provider_of_target,
+    quantinuum_program,
+)
+from .azure_settings import ENV, from_env, resolve, secret
 from .base import Diagnostics, FoundRun, Observation, RunQuery, RunRef, RunSpec
 
 __all__ = [
@@ -128,18 +147,6 @@ API_KEY_HEADER: Final = "x-ms-quantum-api-key"
 #: The Azure Storage REST version sent with blob requests.
 STORAGE_VERSION: Final = "2023-11-03"
 
-#: The environment variables this backend reads, by keyword.
-ENV: Final[Mapping[str, str]] = {
-    "endpoint": "AZURE_QUANTUM_ENDPOINT",
-    "location": "AZURE_QUANTUM_LOCATION",
-    "subscription_id": "AZURE_QUANTUM_SUBSCRIPTION_ID",
-    "resource_group": "AZURE_QUANTUM_RESOURCE_GROUP",
-    "workspace": "AZURE_QUANTUM_WORKSPACE",
-    "access_token": "AZURE_QUANTUM_ACCESS_TOKEN",
-    "api_key": "AZURE_QUANTUM_API_KEY",
-    "api_version": "AZURE_QUANTUM_API_VERSION",
-}
-
 DEFAULT_SHOTS: Final = 1000
 MAX_SHOTS: Final = 1_000_000
 MAX_PROGRAM_BYTES: Final = 1_000_000
@@ -154,12 +161,8 @@ SAS_REFRESH_MARGIN: Final = timedelta(minutes=5)
 #: Terminal job details kept for the result download that follows (bounded).
 MAX_FINISHED_CACHE: Final = 10_000
 
-_SUBSCRIPTION = re.compile(r"^[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}$")
-_RESOURCE_GROUP = re.compile(r"^[a-zA-Z][a-zA-Z0-9\-_\.]*$")
-_WORKSPACE = re.compile(r"^[a-zA-Z][a-zA-Z0-9\-_]*$")
 _JOB_ID = re.compile(r"^[a-fA-F0-9]{8}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{12}$")
 _API_VERSION = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(-preview)?$")
-_LOCATION = re.compile(r"^[a-z0-9]+$")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,34 +204,6 @@ AZURE_STATUS: Final[Mapping[str, JobState]] = {
 def map_status(status: str) -> JobState | None:
     """The job state of a documented Azure job status; None for an undocumented one."""
     return AZURE_STATUS.get(status)
-
-
-# --------------------------------------------------------------------------------------------------
-# Providers and formats
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderFormat:
-    """What a provider takes and gives: formats of the input and output blobs."""
-
-    provider: str
-    input_format: str
-    output_format: str
-    content_type: str
-
-
-#: The providers this adapter runs OpenQASM on (VENDORS.md §2).
-PROVIDER_FORMATS: Final[Mapping[str, ProviderFormat]] = {
-    "ionq": ProviderFormat("ionq", "ionq.circuit.v1", "ionq.quantum-results.v1", "application/json"),
-    "quantinuum": ProviderFormat(
-        "quantinuum", "honeywell.openqasm.v1", "honeywell.quantum-results.v1", "application/qasm"
-    ),
-}
-_PROVIDER_OF_PREFIX: Final = {"ionq": "ionq", "quantinuum": "quantinuum", "honeywell": "quantinuum"}
-
-
-def _provider_of_target(target: str) -> str | None:
-    return _PROVIDER_OF_PREFIX.get(target.split(".", 1)[0].lower())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -295,213 +270,6 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Programs (these run in a worker thread: qiskit is CPU work)
-
-
-@dataclass(frozen=True, slots=True)
-class IonqProgram:
-    """An OpenQASM program as IonQ's ``qis`` JSON, and how to read its histogram back."""
-
-    payload: dict[str, Any]
-    num_qubits: int
-    #: For each clbit (by circuit index): the qubit measured into it, or None if never measured.
-    meas_map: list[int | None]
-    #: Each classical register: its name and its clbits' circuit indices (bit 0 first).
-    cregs: list[tuple[str, list[int]]]
-
-    def metadata(self) -> dict[str, str]:
-        """What goes in the job's metadata (strings, as azure-quantum stores them)."""
-        return {
-            "num_qubits": str(self.num_qubits),
-            "meas_map": json.dumps(self.meas_map),
-            "cregs": json.dumps([[name, bits] for name, bits in self.cregs]),
-        }
-
-
-#: qiskit gate → IonQ ``qis`` gate (single qubit; rotations carry ``rotation`` in radians).
-_IONQ_GATES: Final = {
-    "x": "x",
-    "y": "y",
-    "z": "z",
-    "h": "h",
-    "s": "s",
-    "sdg": "si",
-    "t": "t",
-    "tdg": "ti",
-    "sx": "v",
-    "sxdg": "vi",
-    "rx": "rx",
-    "ry": "ry",
-    "rz": "rz",
-}
-_IONQ_BASIS: Final = [*_IONQ_GATES, "cx", "swap"]
-
-
-def _load(program: str) -> Any:
-    start_qiskit_loader()
-    qiskit_ready.wait()
-    try:
-        return parse_qasm(program)
-    except Exception as exc:
-        raise JobValidationError(f"the program does not parse: {error_message(exc)}") from None
-
-
-def ionq_program(program: str) -> IonqProgram:
-    """Convert OpenQASM 2 or 3 to IonQ's ``qis`` circuit JSON (``ionq.circuit.v1``).
-
-    Raises JobValidationError for a program that does not parse or that IonQ cannot run: a gate
-    on a qubit after it was measured, reset, classical control, unbound parameters.
-    """
-    circuit = _load(program)
-    import qiskit
-
-    try:
-        lowered = qiskit.transpile(circuit, basis_gates=[*_IONQ_BASIS, "measure"], optimization_level=0)
-    except Exception as exc:
-        raise JobValidationError(
-            f"the program cannot be written in IonQ's gates: {error_message(exc)}"
-        ) from None
-    gates: list[dict[str, Any]] = []
-    measured: dict[int, int] = {}
-    done: set[int] = set()
-    for instruction in lowered.data:
-        operation = instruction.operation
-        name = str(operation.name)
-        qubits = [int(lowered.find_bit(q).index) for q in instruction.qubits]
-        if name == "barrier":
-            continue
-        if name == "measure":
-            clbit = int(lowered.find_bit(instruction.clbits[0]).index)
-            measured[clbit] = qubits[0]
-            done.add(qubits[0])
-            continue
-        if getattr(operation, "blocks", ()) or instruction.clbits:
-            raise JobValidationError(f"IonQ targets do not run classically controlled operations ({name})")
-        touched = [q for q in qubits if q in done]
-        if touched:
-            raise JobValidationError(
-                f"IonQ measures every qubit at the end of the circuit: {name} acts on qubit "
-                f"{touched[0]} after it was measured"
-            )
-        gate: dict[str, Any]
-        if name in _IONQ_GATES:
-            gate = {"gate": _IONQ_GATES[name], "targets": [qubits[0]]}
-            if name in ("rx", "ry", "rz"):
-                try:
-                    gate["rotation"] = float(operation.params[0])
-                except (TypeError, ValueError):
-                    raise JobValidationError(f"{name} has an unbound parameter") from None
-        elif name == "cx":
-            gate = {"gate": "x", "controls": [qubits[0]], "targets": [qubits[1]]}
-        elif name == "swap":
-            gate = {"gate": "swap", "targets": qubits}
-        else:
-            raise JobValidationError(f"IonQ targets cannot run {name!r}")
-        gates.append(gate)
-    num_qubits = int(lowered.num_qubits)
-    meas_map = [measured.get(index) for index in range(int(lowered.num_clbits))]
-    cregs = [
-        (str(register.name), [int(lowered.find_bit(bit).index) for bit in register])
-        for register in lowered.cregs
-    ]
-    payload = {"gateset": "qis", "qubits": num_qubits, "circuit": gates}
-    return IonqProgram(payload=payload, num_qubits=num_qubits, meas_map=meas_map, cregs=cregs)
-
-
-#: The gates of the OpenQASM 2 paper's ``qelib1.inc`` (what every OpenQASM 2 reader knows; qiskit's
-#: writer would otherwise use its extended set — sx, swap, crx ... — that strict readers refuse).
-_QELIB1_BASIS: Final = [
-    *("u3", "u2", "u1", "cx", "id", "x", "y", "z", "h", "s", "sdg", "t", "tdg", "rx", "ry", "rz"),
-    *("cz", "cy", "ch", "ccx", "crz", "measure", "reset"),
-]
-
-
-def quantinuum_program(program: str) -> str:
-    """OpenQASM 2 text for Quantinuum (``honeywell.openqasm.v1``): OpenQASM 2 is sent as written
-    (Quantinuum checks it); OpenQASM 3 is parsed, lowered to the paper's qelib1 gates and written
-    out as OpenQASM 2 (registers and measurements kept)."""
-    if qasm_major_version(program) == 2:
-        return program
-    circuit = _load(program)
-    import qiskit
-    import qiskit.qasm2
-
-    try:
-        lowered = qiskit.transpile(circuit, basis_gates=_QELIB1_BASIS, optimization_level=0)
-        return str(qiskit.qasm2.dumps(lowered))
-    except Exception as exc:
-        raise JobValidationError(
-            f"the program cannot be written as OpenQASM 2: {error_message(exc)}"
-        ) from None
-
-
-# --------------------------------------------------------------------------------------------------
-# Results
-
-
-def _largest_remainder(probabilities: Mapping[int, float], shots: int) -> dict[int, int]:
-    total = sum(probabilities.values())
-    if total <= 0:
-        return {}
-    exact = {state: p / total * shots for state, p in probabilities.items()}
-    counts = {state: math.floor(value) for state, value in exact.items()}
-    left = shots - sum(counts.values())
-    for state in sorted(exact, key=lambda s: (counts[s] - exact[s], s))[: max(left, 0)]:
-        counts[state] += 1
-    return {state: n for state, n in counts.items() if n > 0}
-
-
-def counts_from_ionq(
-    body: Any,
-    *,
-    shots: int,
-    meas_map: Sequence[int | None],
-    cregs: Sequence[tuple[str, Sequence[int]]],
-) -> dict[str, dict[str, int]]:
-    """Counts per classical register from an ``ionq.quantum-results.v1`` blob.
-
-    ``{"histogram": {"<basis state>": probability}}``: the state's bit ``q`` is qubit ``q``. Each
-    register's bitstring has its highest bit first (qiskit's order); a clbit never measured is 0.
-    """
-    histogram = body.get("histogram") if isinstance(body, dict) else None
-    if not isinstance(histogram, dict):
-        raise ProtocolError("the IonQ result has no 'histogram' object")
-    probabilities: dict[int, float] = {}
-    for key, value in histogram.items():
-        try:
-            state = int(key)
-        except (TypeError, ValueError):
-            raise ProtocolError(f"the IonQ histogram has a key that is not a basis state: {key!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or state < 0:
-            raise ProtocolError(f"the IonQ histogram has an invalid entry {key!r}: {value!r}")
-        probabilities[state] = probabilities.get(state, 0.0) + float(value)
-    if probabilities and not math.isclose(sum(probabilities.values()), 1.0, abs_tol=1e-3):
-        raise ProtocolError(f"the IonQ probabilities add up to {sum(probabilities.values()):g}, not 1")
-    out: dict[str, Counter[str]] = {name: Counter() for name, _ in cregs}
-    for state, n in _largest_remainder(probabilities, shots).items():
-        for name, clbits in cregs:
-            bits = []
-            for clbit in reversed(clbits):
-                qubit = meas_map[clbit] if clbit < len(meas_map) else None
-                bits.append("0" if qubit is None else str((state >> qubit) & 1))
-            out[name]["".join(bits)] += n
-    return {name: dict(sorted(counter.items())) for name, counter in out.items()}
-
-
-def counts_from_quantinuum(body: Any) -> dict[str, dict[str, int]]:
-    """Counts per classical register from a ``honeywell.quantum-results.v1`` blob:
-    ``{"<register>": ["<bits of shot 1>", ...]}``; keys whose value is not such a list are skipped."""
-    if not isinstance(body, dict):
-        raise ProtocolError("the Quantinuum result is not a JSON object")
-    out: dict[str, dict[str, int]] = {}
-    for name, shots in body.items():
-        if not isinstance(shots, list) or not all(isinstance(s, str) for s in shots):
-            continue
-        out[str(name)] = dict(sorted(Counter(shots).items()))
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
 # URLs
 
 
@@ -543,13 +311,6 @@ def _blob_in_container(container_sas_url: str, blob: str) -> tuple[str, str]:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, "")), bare
 
 
-def _env(value: Any, keyword: str) -> Any:
-    if value is not None:
-        return value
-    raw = os.environ.get(ENV[keyword])
-    return raw.strip() if isinstance(raw, str) and raw.strip() else None
-
-
 def _api_version_date(api_version: str) -> date:
     match = _API_VERSION.match(api_version)
     if match is None:
@@ -581,64 +342,37 @@ class AzureQuantumBackend(HttpBackend):
         *,
         endpoint: str | None = None,
         location: str | None = None,
+        workspace_kind: Literal["V1", "V2"] | None = None,
         subscription_id: str | None = None,
         resource_group: str | None = None,
         workspace: str | None = None,
         access_token: str | Secret | None = None,
         token_provider: Callable[[], Awaitable[str | Secret]] | None = None,
         api_key: str | Secret | None = None,
+        connection_string: str | Secret | None = None,
         api_version: str | None = None,
         timeout_s: float = 30.0,
         retry: RetryPolicy | None = None,
         allow_insecure_http: bool = False,
     ) -> None:
-        endpoint = _env(endpoint, "endpoint")
-        if endpoint is None:
-            region = _env(location, "location")
-            if region is None:
-                raise ConfigurationError(
-                    "Azure Quantum needs the workspace endpoint: pass endpoint=... (or location=...) "
-                    f"or set {ENV['endpoint']} (or {ENV['location']})"
-                )
-            region = "".join(str(region).split()).lower()
-            if not _LOCATION.match(region):
-                raise ConfigurationError(f"location {region!r} is not an Azure region name such as 'eastus'")
-            endpoint = f"https://{region}.quantum.azure.com"
-        subscription = _env(subscription_id, "subscription_id")
-        group = _env(resource_group, "resource_group")
-        name = _env(workspace, "workspace")
-        for value, keyword, what in (
-            (subscription, "subscription_id", "subscription id"),
-            (group, "resource_group", "resource group"),
-            (name, "workspace", "workspace name"),
-        ):
-            if value is None:
-                raise ConfigurationError(
-                    f"Azure Quantum needs the workspace's {what}: pass {keyword}=... or set {ENV[keyword]}"
-                )
-        subscription = str(subscription).lower()
-        if not _SUBSCRIPTION.match(subscription):
-            raise ConfigurationError(
-                f"subscription_id ({ENV['subscription_id']}) must be a GUID such as "
-                "00000000-0000-0000-0000-000000000001"
-            )
-        if not (1 <= len(group) <= 90 and _RESOURCE_GROUP.match(group)):
-            raise ConfigurationError(
-                f"resource_group ({ENV['resource_group']}) {group!r} is not a resource group name"
-            )
-        if not (2 <= len(name) <= 50 and _WORKSPACE.match(name)):
-            raise ConfigurationError(f"workspace ({ENV['workspace']}) {name!r} is not a workspace name")
-        token = _env(access_token, "access_token")
-        key = _env(api_key, "api_key")
-        if token is None and token_provider is None and key is None:
-            raise ConfigurationError(
-                "Azure Quantum needs credentials: pass access_token=... (or token_provider=...) or "
-                f"api_key=..., or set {ENV['access_token']} or {ENV['api_key']}"
-            )
-        self._token: Secret | None = None if token is None else _secret(token)
+        settings = resolve(
+            endpoint=endpoint,
+            location=location,
+            workspace_kind=workspace_kind,
+            subscription_id=subscription_id,
+            resource_group=resource_group,
+            workspace=workspace,
+            access_token=access_token,
+            api_key=api_key,
+            connection_string=connection_string,
+            has_token_provider=token_provider is not None,
+        )
+        endpoint = settings.endpoint
+        subscription, group, name = settings.subscription_id, settings.resource_group, settings.workspace
+        self._token: Secret | None = settings.token
         self._token_provider = token_provider
-        self._api_key: Secret | None = None if key is None else _secret(key)
-        self.api_version: str = str(_env(api_version, "api_version") or DEFAULT_API_VERSION)
+        self._api_key: Secret | None = settings.api_key
+        self.api_version: str = str(from_env(api_version, "api_version") or DEFAULT_API_VERSION)
         version_date = _api_version_date(self.api_version)
         #: True: cancel with ``POST …:cancel``; False (api-versions before 2025-12-01-preview): ``DELETE``.
         self.cancel_with_post: bool = version_date >= CANCEL_WITH_POST_SINCE
@@ -696,11 +430,6 @@ class AzureQuantumBackend(HttpBackend):
     def identity(self) -> dict[str, str]:
         return {"backend": self.name, "endpoint": self.endpoint, "workspace": self._ws}
 
-    @property
-    def blob_http(self) -> HttpClient:
-        """The blob-storage client (SAS URLs, no workspace credentials)."""
-        return self._blob
-
     # ------------------------------------------------------------------ credentials
     async def _auth_headers(self) -> dict[str, str | Secret]:
         if self._uses_token:
@@ -714,7 +443,7 @@ class AzureQuantumBackend(HttpBackend):
             assert self._token is not None
             return self._token
         if self._fresh_token is None:
-            self._fresh_token = _secret(await self._token_provider())
+            self._fresh_token = secret(await self._token_provider())
         return self._fresh_token
 
     async def _refresh_token(self) -> None:
@@ -786,9 +515,14 @@ class AzureQuantumBackend(HttpBackend):
     async def list_targets(self) -> list[dict[str, Any]]:
         return [dict(target) for target in await self._refresh_targets()]
 
+    def _num_qubits(self, target: str) -> int | None:
+        """The target's qubits as ``providerStatus`` gave them (None when it did not say)."""
+        known = self._targets.get(target, {}).get("num_qubits")
+        return known if isinstance(known, int) and not isinstance(known, bool) and known > 0 else None
+
     def _format_for(self, target: str) -> ProviderFormat:
         known = self._targets.get(target)
-        provider = str(known["provider"]) if known else _provider_of_target(target)
+        provider = str(known["provider"]) if known else provider_of_target(target)
         if provider is None or provider not in PROVIDER_FORMATS:
             raise UnknownTargetError(target, sorted(self._targets))
         return PROVIDER_FORMATS[provider]
@@ -796,13 +530,18 @@ class AzureQuantumBackend(HttpBackend):
     # ------------------------------------------------------------------ jobs
     def validate(self, spec: RunSpec) -> RunSpec:
         program = spec.program
-        if not isinstance(program, str):
+        if is_circuit(program):
+            if program.parameters:
+                names = ", ".join(sorted(str(p) for p in program.parameters))
+                raise JobValidationError(f"the circuit has unbound parameters: {names}")
+        elif not isinstance(program, str):
             raise JobValidationError(
-                f"an Azure Quantum program is OpenQASM 2 or 3 text, not {type(program).__name__}"
+                "an Azure Quantum program is OpenQASM 2 or 3 text or a qiskit QuantumCircuit, "
+                f"not {type(program).__name__}"
             )
-        if not program.strip():
+        elif not program.strip():
             raise JobValidationError("the program is empty")
-        if (
+        elif (
             len(program) * 4 > MAX_PROGRAM_BYTES
             and len(program.encode("utf-8", "replace")) > MAX_PROGRAM_BYTES
         ):
@@ -817,6 +556,12 @@ class AzureQuantumBackend(HttpBackend):
         if self._targets and spec.target not in self._targets:
             raise UnknownTargetError(spec.target, sorted(self._targets))
         self._format_for(spec.target)
+        limit = self._num_qubits(spec.target)
+        if is_circuit(program) and limit is not None and program.num_qubits > limit:
+            # a circuit's width is known without parsing; text is measured when it is lowered
+            raise JobValidationError(
+                f"the circuit uses {program.num_qubits} qubits; {spec.target} has {limit}"
+            )
         unknown = set(spec.config) - CONFIG_KEYS
         if unknown:
             raise JobValidationError(
@@ -854,13 +599,17 @@ class AzureQuantumBackend(HttpBackend):
             raise JobValidationError(f"an Azure job id is a GUID, not {idempotency_key!r}")
         fmt = self._format_for(spec.target)
         metadata: dict[str, str] = {}
+        # CPU work (qiskit) off the event loop; a program the target cannot run is refused here,
+        # before anything is sent.
+        limits: dict[str, Any] = {"target": spec.target, "max_qubits": self._num_qubits(spec.target)}
         if fmt.provider == "ionq":
-            converted = await anyio.to_thread.run_sync(ionq_program, spec.program, abandon_on_cancel=True)
+            lowered = partial(ionq_program, spec.program, **limits)
+            converted = await anyio.to_thread.run_sync(lowered, abandon_on_cancel=True)
             payload = json.dumps(converted.payload, separators=(",", ":")).encode()
             metadata = converted.metadata()
         else:
-            text = await anyio.to_thread.run_sync(quantinuum_program, spec.program, abandon_on_cancel=True)
-            payload = text.encode()
+            written = partial(quantinuum_program, spec.program, **limits)
+            payload = (await anyio.to_thread.run_sync(written, abandon_on_cancel=True)).encode()
         container_sas = await self._sas_uri(f"job-{job_id}")
         if self._create_containers:  # older api-versions: the client creates the container
             await self._create_container(container_sas)
@@ -1064,7 +813,7 @@ class AzureQuantumBackend(HttpBackend):
         fmt = details.output_data_format
         if not fmt:
             provider = (
-                ref.extra.get("provider") or details.provider_id or _provider_of_target(spec.target or "")
+                ref.extra.get("provider") or details.provider_id or provider_of_target(spec.target or "")
             )
             known = PROVIDER_FORMATS.get((provider or "").lower())
             fmt = known.output_format if known is not None else ""
@@ -1125,11 +874,3 @@ class AzureQuantumBackend(HttpBackend):
             "api_version": self.api_version,
         }
         return Diagnostics(timings=timings, metrics=metrics, metadata=metadata)
-
-
-def _secret(value: str | Secret) -> Secret:
-    if isinstance(value, Secret):
-        return value
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError("Azure Quantum credentials must be non-empty strings")
-    return Secret(value.strip())

@@ -2,7 +2,7 @@
 
 An adapter is thin. It validates a run spec (no I/O), turns it into the vendor's requests, and maps the
 vendor's answers to :class:`Observation` through one status table. It never sleeps, polls or retries:
-``polling.py`` waits, ``_http.py`` retries.
+``polling.py`` waits, ``_http/`` retries.
 
 Third-party backends register under the entry-point group ``oqc_style_sdk.backends``; the value is a
 callable taking keyword settings and returning a :class:`Backend`.
@@ -303,6 +303,11 @@ class Backend(ABC):
     def target_unavailable(self, target: str) -> tuple[str, datetime | None] | None:
         """``(state, next window)`` when the vendor lists ``target`` as unable to run jobs now
         (inactive, offline ...), from what it last listed (no I/O); None when it can run them."""
+        return None
+
+    def foreign_ref(self, ref: RunRef) -> str | None:
+        """Why ``ref``, read from a job file, names a place this backend would not send its
+        credentials to (``None``: it names none). ``load()`` refuses such a file before any request."""
         return None
 
     def can_resume(self, ref: RunRef) -> bool:

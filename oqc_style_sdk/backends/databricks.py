@@ -15,7 +15,7 @@ Wire facts (``specs/VENDORS.md`` §3):
   (``runs`` is left out when empty). ``POST runs/cancel {run_id}`` → ``{}``: asynchronous, and a no-op
   on a run that already ended. ``GET runs/get-output?run_id=<task run id>`` → the task's output.
 - Errors are ``{"error_code", "message"}``. An unknown run id is **400** ``INVALID_PARAMETER_VALUE``
-  "Run <id> does not exist", not 404. 429/503 carry ``Retry-After`` (``_http.py`` obeys it).
+  "Run <id> does not exist", not 404. 429/503 carry ``Retry-After`` (``_http`` obeys it).
 
 How this adapter uses them
 

@@ -87,6 +87,7 @@ from urllib.parse import quote, urlencode
 
 import anyio
 import anyio.to_thread
+from anyio.abc import TaskGroup
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .._http import HttpClient, RetryPolicy, Secret
@@ -104,7 +105,7 @@ from . import _ibm_runs
 from ._http_backend import HttpBackend
 
 # The local simulator's qiskit discipline: qiskit is first imported by its parked loader thread.
-from ._ibm_target import DEFAULT_OPTIMIZATION_LEVEL, target_from_ibm, transpile_for
+from ._ibm_target import DEFAULT_OPTIMIZATION_LEVEL, target_from_ibm, transpile_for, warm_transpiler
 from ._qiskit import as_circuit, as_qasm3, error_message, is_circuit, qasm_major_version, qiskit_imported
 from .base import Diagnostics, FoundRun, Observation, RunQuery, RunRef, RunSpec
 
@@ -455,6 +456,18 @@ class IbmQuantumBackend(HttpBackend):
     """The ``ibm_quantum`` backend (see the module docstring for settings and behaviour)."""
 
     name = "ibm_quantum"
+
+    async def start(self, task_group: TaskGroup) -> None:
+        await super().start(task_group)
+        # The process's first transpilation imports the transpiler's plugins (1-3 s): made now,
+        # in the background, so the first job does not pay for it inside its deadline.
+        task_group.start_soon(self._warm_transpiler)
+
+    @staticmethod
+    async def _warm_transpiler() -> None:
+        await qiskit_imported()
+        await anyio.to_thread.run_sync(warm_transpiler, abandon_on_cancel=True)
+
     batch_status = True
     idempotent_submit = False
     #: qiskit-ibm-runtime polls every 0.5 s; idle jobs back off to 10 s.
@@ -500,6 +513,7 @@ class IbmQuantumBackend(HttpBackend):
         self._iam_http = HttpClient(
             iam,
             vendor="IBM Cloud IAM",
+            secrets=(self._api_key,),  # in the form body: it goes to the IAM origin only, never logged
             timeout_s=timeout_s,
             retry=retry,
             allow_insecure_http=allow_insecure_http,
@@ -516,6 +530,7 @@ class IbmQuantumBackend(HttpBackend):
             },
             auth=self._tokens.headers,
             on_unauthorized=self._tokens.on_unauthorized,
+            secrets=(self._api_key,),  # scrubbed from every answer, should one echo it
             timeout_s=timeout_s,
             retry=retry,
             allow_insecure_http=allow_insecure_http,
@@ -639,11 +654,8 @@ class IbmQuantumBackend(HttpBackend):
         return RunSpec(program=program, target=spec.target, config=config, tag=spec.tag)
 
     def _check_circuit(self, circuit: Any, target: object) -> None:
-        """What is known of a circuit without parsing or I/O: bound parameters, and as many qubits
-        as the device has (when the backend list has been read)."""
-        if circuit.num_parameters:
-            names = ", ".join(sorted(p.name for p in circuit.parameters))
-            raise JobValidationError(f"the circuit has parameters without values: {names[:200]}")
+        """What is known of a circuit without parsing or I/O: as many qubits as the device has
+        (when the backend list has been read). Its parameters are bound (oqc_style_sdk.programs)."""
         qubits = self._devices.get(target, {}).get("qubits") if isinstance(target, str) else None
         if isinstance(qubits, int) and circuit.num_qubits > qubits:
             raise JobValidationError(f"the circuit has {circuit.num_qubits} qubits; {target} has {qubits}")

@@ -65,8 +65,9 @@ from ..exceptions import (
 from ..state import JobState
 from ._qiskit import (
     aer_available,
+    as_circuit,
     error_message,
-    parse_qasm,
+    is_circuit,
     qiskit_ready,
     start_qiskit_loader,
 )
@@ -197,12 +198,12 @@ def _sample(circuit: Any, shots: int, seed: int | None, engine: Engine) -> Count
     return {name: {bits: int(n) for bits, n in sorted(data[name].get_counts().items())} for name in registers}
 
 
-def _simulate(program: str, shots: int, seed: int | None, engine: Engine) -> _Outcome:
+def _simulate(program: Any, shots: int, seed: int | None, engine: Engine) -> _Outcome:
     """Parse and sample one program. Runs in a worker thread; never raises."""
     start_qiskit_loader()
     qiskit_ready.wait()
     try:
-        circuit = parse_qasm(program)
+        circuit = as_circuit(program)
     except Exception as exc:  # any failure to read the program is the program's fault
         return _Outcome(message=error_message(exc), code=PARSE_ERROR)
     try:
@@ -383,19 +384,22 @@ class LocalBackend(Backend):
     def validate(self, spec: RunSpec) -> RunSpec:
         """Check and normalise a spec without I/O and without parsing the program.
 
-        Raises JobValidationError for a program that is not a non-empty ``str`` of at most
-        :data:`MAX_PROGRAM_BYTES` UTF-8 bytes, UnknownTargetError for an unknown target, and
-        JobValidationError for a config that is not a mapping of ``shots`` (int, 1..1_000_000,
-        default 1000), ``seed`` (int in 0..2**63-1, or None) and ``min_duration_s`` (seconds >= 0).
+        Raises JobValidationError for a program that is neither a ``QuantumCircuit`` nor a
+        non-empty ``str`` of at most :data:`MAX_PROGRAM_BYTES` UTF-8 bytes, UnknownTargetError for
+        an unknown target, and JobValidationError for a config that is not a mapping of ``shots``
+        (int, 1..1_000_000, default 1000), ``seed`` (int in 0..2**63-1, or None) and
+        ``min_duration_s`` (seconds >= 0).
         """
         program = spec.program
-        if not isinstance(program, str):
-            raise JobValidationError(
-                f"the local simulator runs OpenQASM 2 or 3 source text (str); got {type(program).__name__}"
-            )
-        if not program.strip():
-            raise JobValidationError("the program is empty")
-        self._check_size(program)
+        if not is_circuit(program):  # a circuit has every parameter bound (oqc_style_sdk.programs)
+            if not isinstance(program, str):
+                raise JobValidationError(
+                    "the local simulator runs OpenQASM 2 or 3 source text (str) or a qiskit "
+                    f"QuantumCircuit; got {type(program).__name__}"
+                )
+            if not program.strip():
+                raise JobValidationError("the program is empty")
+            self._check_size(program)
 
         target = self.default_target if spec.target is None else spec.target
         if not isinstance(target, str):

@@ -38,6 +38,8 @@ from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 from typing import Any
 
+import anyio.to_thread
+
 from .._http import HttpClient, RetryPolicy, Secret
 from ..exceptions import (
     AuthenticationError,
@@ -51,6 +53,7 @@ from ..exceptions import (
 )
 from ..state import JobState
 from ._http_backend import HttpBackend
+from ._qiskit import as_openqasm, is_circuit, qiskit_imported
 from .base import Diagnostics, FoundRun, Observation, RunQuery, RunRef, RunSpec
 
 __all__ = ["OQC_STATUS", "OqcBackend", "compiler_config"]
@@ -201,6 +204,13 @@ class OqcBackend(HttpBackend):
         if not isinstance(items, list):
             raise ProtocolError("OQC QCaaS answered the QPU list without an 'items' list")
         qpus = [item for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)]
+        for qpu in qpus:  # each QPU's execution URL gets the token: the configured origin names them
+            listed = qpu.get("url")
+            if isinstance(listed, str) and listed:
+                try:
+                    self._http.grant_origin(listed)
+                except ConfigurationError as exc:
+                    logger.warning("OQC: QPU %s has an execution URL this SDK refuses: %s", qpu["id"], exc)
         self._qpus = {item["id"]: item for item in qpus}
         self._qpu_urls = {}
         return qpus
@@ -228,12 +238,16 @@ class OqcBackend(HttpBackend):
     # ------------------------------------------------------------------ jobs
     def validate(self, spec: RunSpec) -> RunSpec:
         program = spec.program
-        if not isinstance(program, str):
-            raise JobValidationError(f"an OQC program is OpenQASM text, not {type(program).__name__}")
-        if not program.strip():
-            raise JobValidationError("the program is empty")
-        if len(program.encode()) > MAX_PROGRAM_BYTES:
-            raise JobValidationError(f"the program is over the {MAX_PROGRAM_BYTES}-byte limit")
+        if not is_circuit(program):  # a circuit is written as OpenQASM text at submission
+            if not isinstance(program, str):
+                raise JobValidationError(
+                    "an OQC program is OpenQASM text or a qiskit QuantumCircuit, "
+                    f"not {type(program).__name__}"
+                )
+            if not program.strip():
+                raise JobValidationError("the program is empty")
+            if len(program.encode()) > MAX_PROGRAM_BYTES:
+                raise JobValidationError(f"the program is over the {MAX_PROGRAM_BYTES}-byte limit")
         if spec.target is None:
             raise JobValidationError(
                 "no QPU for this job: pass qpu_id=... to create_job, or default_qpu_id=... to OqcSdk"
@@ -300,14 +314,21 @@ class OqcBackend(HttpBackend):
         its reserved id, so a resend never runs a task twice. A batch refused outright is sent
         again task by task, so only the refused tasks fail (their ids released)."""
         out: list[RunRef | BaseException] = [RuntimeError("not submitted")] * len(specs)
+        texts, unwritable = await _openqasm([spec.program for spec in specs])
         groups: dict[str, list[int]] = {}
         for i, spec in enumerate(specs):
             assert spec.target is not None
             groups.setdefault(self._qpu_url(spec.target), []).append(i)
         for qpu_url, members in groups.items():
+            failed = [i for i in members if i in unwritable]
+            if failed:  # those jobs end FAILED: their reserved ids must not be left behind
+                for i in failed:
+                    out[i] = unwritable[i]
+                await self._release(qpu_url, *(idempotency_keys[i] for i in failed))
+                members = [i for i in members if i not in unwritable]
             for start in range(0, len(members), BATCH_SIZE):
                 chunk = members[start : start + BATCH_SIZE]
-                tasks = [self._task(specs[i], idempotency_keys[i]) for i in chunk]
+                tasks = [self._task(specs[i], texts[i], idempotency_keys[i]) for i in chunk]
                 try:
                     response = await self._http.post(
                         f"{qpu_url}/tasks/submit", json={"tasks": tasks}, idempotent=True
@@ -344,10 +365,10 @@ class OqcBackend(HttpBackend):
                     out[i] = RunRef(task_id=task_id, extra=extra)
         return out
 
-    def _task(self, spec: RunSpec, task_id: str) -> dict[str, Any]:
+    def _task(self, spec: RunSpec, program: str, task_id: str) -> dict[str, Any]:
         shots = int(spec.config.get("shots", DEFAULT_SHOTS))
         return {
-            "program": spec.program,
+            "program": program,
             "config": spec.config.get("compiler_config") or compiler_config(shots),
             "qpu_id": spec.target,
             "tag": spec.tag or "",
@@ -357,10 +378,14 @@ class OqcBackend(HttpBackend):
     async def submit(self, spec: RunSpec, idempotency_key: str) -> RunRef:
         assert spec.target is not None
         qpu_url = self._qpu_url(spec.target)
+        (program,), unwritable = await _openqasm([spec.program])
+        if unwritable:  # the job ends FAILED: its reserved id must not be left behind
+            await self._release(qpu_url, idempotency_key)
+            raise unwritable[0]
         try:
             response = await self._http.post(
                 f"{qpu_url}/tasks/submit",
-                json={"tasks": [self._task(spec, idempotency_key)]},
+                json={"tasks": [self._task(spec, program, idempotency_key)]},
                 idempotent=True,  # the reserved task id makes a resend harmless
             )
         except BackendError as exc:
@@ -653,6 +678,33 @@ class OqcBackend(HttpBackend):
             value = body.get(path, body) if isinstance(body, dict) else None
             parts[name] = value if isinstance(value, dict) else None
         return Diagnostics(**parts)
+
+
+async def _openqasm(programs: list[Any]) -> tuple[list[str], dict[int, JobValidationError]]:
+    """Each program as the OpenQASM text OQC takes (circuits written off the event loop, each
+    object once), and by index the error of each circuit that cannot be written as OpenQASM."""
+    if not any(is_circuit(program) for program in programs):
+        return programs, {}
+    await qiskit_imported()
+    return await anyio.to_thread.run_sync(_write_openqasm, programs, abandon_on_cancel=True)
+
+
+def _write_openqasm(programs: list[Any]) -> tuple[list[str], dict[int, JobValidationError]]:
+    written: dict[int, str | JobValidationError] = {}
+    texts: list[str] = []
+    unwritable: dict[int, JobValidationError] = {}
+    for i, program in enumerate(programs):
+        text = written.get(id(program))
+        if text is None:
+            try:
+                text = written[id(program)] = as_openqasm(program)
+            except JobValidationError as exc:  # the circuit's fault: its job fails, nothing is sent
+                text = written[id(program)] = exc
+        if isinstance(text, JobValidationError):
+            unwritable[i] = text
+            text = ""
+        texts.append(text)
+    return texts, unwritable
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -8,16 +8,12 @@ each provider's output format.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import re
 import secrets
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any, Final, Literal
 from urllib.parse import quote_plus, urlencode, urlsplit
 
@@ -29,7 +25,16 @@ from ..backends.base import Observation, RunRef, RunSpec
 from ..backends.local import MAX_SHOTS, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
+from .azure_providers import (
+    DEFAULT_PROVIDERS,
+    EmulatedProvider,
+    EmulatedTarget,
+    ionq_to_qasm,
+    provider_output,
+)
+from .azure_storage import STORAGE_ACCOUNT, BlobStorage, same_secret
 from .emulator import ApiError, Emulator, duration_option
+from .odata import order_key, parse_filter
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -53,10 +58,6 @@ __all__ = [
 DEFAULT_SUBSCRIPTION_ID: Final = "00000000-0000-0000-0000-000000000001"
 DEFAULT_RESOURCE_GROUP: Final = "my-resource-group"
 DEFAULT_WORKSPACE: Final = "my-workspace"
-#: The storage account of the emulated blob service (path-style URLs, as Azurite serves them).
-STORAGE_ACCOUNT: Final = "devstoreaccount1"
-#: The SAS ``sv`` the emulator signs with (the examples' value).
-SAS_VERSION: Final = "2019-02-02"
 
 #: Every documented ``JobStatus``.
 JOB_STATUSES: Final = DOCUMENTED_STATUSES
@@ -72,7 +73,8 @@ _WS: Final = (
 )
 _JOB_ID = re.compile(r"^[a-fA-F0-9]{8}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{4}-[a-fA-F0-9]{12}$")
 _API_VERSION = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(-preview)?$")
-#: JobDetails fields a client sets at creation (everything else in a PUT body is read-only: ignored).
+#: JobDetails fields a client sets at creation (everything else in a PUT body is read-only: ignored;
+#: ``id`` is read-only too, but older clients send it: it must then be the path's).
 _CREATE_FIELDS: Final = (
     "id",
     "name",
@@ -90,6 +92,17 @@ _CREATE_FIELDS: Final = (
     "metadata",
     "priority",
     "tags",
+)
+_REQUIRED_FIELDS: Final = ("name", "providerId", "target", "itemType", "containerUri")
+#: Every JobDetails field the service answers with, in its order; one without a value is null
+#: (as the official examples and azure-quantum's recordings of the live service show).
+_DETAILS_FIELDS: Final = (
+    *("id", "name", "itemType", "jobType", "sessionId", "providerId", "target", "containerUri"),
+    *("inputDataUri", "inputDataFormat", "inputParams", "metadata", "outputDataUri"),
+    *("outputDataFormat", "status", "isCancelling", "priority", "tags", "creationTime", "createdBy"),
+    *("createdByType", "lastModifiedTime", "lastModifiedBy", "lastModifiedByType", "lastUpdatedTime"),
+    *("beginExecutionTime", "endExecutionTime", "cancellationTime", "costEstimate", "errorData"),
+    *("quantumComputingData", "usage"),
 )
 _ERROR_CODES: Final = {
     400: "BadRequest",
@@ -117,66 +130,6 @@ _ENGINE_STATUS: Final[Mapping[JobState, str]] = {
 
 
 @dataclass(frozen=True, slots=True)
-class EmulatedTarget:
-    """One target of ``providerStatus``."""
-
-    id: str
-    num_qubits: int
-    availability: str = "Available"
-    average_queue_time: int = 0
-    target_profile: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EmulatedProvider:
-    """One provider: its targets and the formats it takes and gives. ``runs`` is how the emulator
-    runs its jobs: ``"ionq"``, ``"quantinuum"``, or None (jobs are accepted, then fail)."""
-
-    id: str
-    targets: tuple[EmulatedTarget, ...]
-    input_formats: tuple[str, ...]
-    output_format: str
-    runs: Literal["ionq", "quantinuum"] | None = None
-    availability: str = "Available"
-
-
-#: The providers the emulator lists unless given others.
-DEFAULT_PROVIDERS: Final = (
-    EmulatedProvider(
-        "ionq",
-        (
-            EmulatedTarget("ionq.simulator", 29),
-            EmulatedTarget("ionq.qpu.aria-1", 25, average_queue_time=3600),
-            EmulatedTarget("ionq.qpu.forte-1", 36, average_queue_time=7200),
-        ),
-        ("ionq.circuit.v1",),
-        "ionq.quantum-results.v1",
-        runs="ionq",
-    ),
-    EmulatedProvider(
-        "quantinuum",
-        (
-            EmulatedTarget("quantinuum.sim.h1-1sc", 20),
-            EmulatedTarget("quantinuum.sim.h1-1e", 20, average_queue_time=60),
-            EmulatedTarget("quantinuum.qpu.h1-1", 20, average_queue_time=86400),
-            EmulatedTarget("quantinuum.sim.h2-1sc", 56),
-            EmulatedTarget("quantinuum.sim.h2-1e", 56, average_queue_time=60),
-            EmulatedTarget("quantinuum.qpu.h2-1", 56, average_queue_time=86400),
-        ),
-        ("honeywell.openqasm.v1",),
-        "honeywell.quantum-results.v1",
-        runs="quantinuum",
-    ),
-    EmulatedProvider(
-        "microsoft-qc",
-        (EmulatedTarget("microsoft.estimator", 100000),),
-        ("qir.v1",),
-        "microsoft.resource-estimates.v1",
-    ),
-)
-
-
-@dataclass(frozen=True, slots=True)
 class ReportedStatus:
     """One job status the emulator sent: by which operation (``create``, ``get``, ``list``,
     ``cancel``), for which job, which status."""
@@ -196,6 +149,8 @@ class _Job:
     output_uri: str
     created_by_type: str
     creation_time: datetime
+    #: The last change a client made (creation, a cancel request): ``lastModifiedTime``.
+    modified: datetime
     since: float
     shots: int
     output_blob: tuple[str, str] | None = None
@@ -218,13 +173,6 @@ class _Job:
     deleted: bool = False
 
 
-@dataclass(slots=True)
-class _Blob:
-    data: bytes
-    content_type: str
-    etag: str = field(default_factory=lambda: f'"0x{secrets.token_hex(8).upper()}"')
-
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -234,302 +182,8 @@ def _azure_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0+00:00"
 
 
-def _parse_time(text: str) -> datetime:
-    value = text.strip().replace("Z", "+00:00").replace("z", "+00:00")
-    value = re.sub(r"(\.\d{6})\d+", r"\1", value)
-    moment = datetime.fromisoformat(value)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _error(status: int, code: str, message: str) -> ApiError:
     return ApiError(status, message, headers={"x-ms-error-code": code})
-
-
-# --------------------------------------------------------------------------------------------------
-# IonQ input
-
-
-_IONQ_QASM: Final = {
-    "x": "x",
-    "not": "x",
-    "cnot": "x",
-    "y": "y",
-    "z": "z",
-    "h": "h",
-    "s": "s",
-    "si": "sdg",
-    "t": "t",
-    "ti": "tdg",
-    "v": "sx",
-    "vi": "sxdg",
-    "rx": "rx",
-    "ry": "ry",
-    "rz": "rz",
-    "swap": "swap",
-}
-_CONTROLLED: Final = {
-    "x": "cx",
-    "y": "cy",
-    "z": "cz",
-    "h": "ch",
-    "rx": "crx",
-    "ry": "cry",
-    "rz": "crz",
-    "swap": "cswap",
-}
-#: qiskit's OpenQASM 2 reader (and the simulator's) knows the paper's qelib1 only: no sx/sxdg (√X is
-#: H·S·H, √X† is H·S†·H, written inline), and no swap, cswap, crx, cry (defined in the program).
-_SQRT_X: Final = {"sx": ("h", "s", "h"), "sxdg": ("h", "sdg", "h")}
-_DEFINITIONS: Final = {
-    "swap": "gate swap a,b { cx a,b; cx b,a; cx a,b; }",
-    "cswap": "gate cswap a,b,c { cx c,b; ccx a,b,c; cx c,b; }",
-    "crx": "gate crx(t) a,b { u1(pi/2) b; cx a,b; u3(-t/2,0,0) b; cx a,b; u3(t/2,-pi/2,0) b; }",
-    "cry": "gate cry(t) a,b { ry(t/2) b; cx a,b; ry(-t/2) b; cx a,b; }",
-}
-
-
-def ionq_to_qasm(payload: Any, *, max_qubits: int | None = None) -> tuple[str, int]:
-    """An IonQ ``qis`` circuit (``ionq.circuit.v1``) as OpenQASM 2 measuring every qubit into ``c``.
-
-    Accepts ``targets``/``controls`` lists and the older ``target``/``control`` ints; single-qubit
-    gates apply to each target; one control makes the controlled gate, two controls on ``x`` a
-    Toffoli. Raises ValueError (its message is the job's errorData) for anything else.
-    """
-    if not isinstance(payload, dict):
-        raise ValueError("the input is not a JSON object")
-    gateset = payload.get("gateset", "qis")
-    if gateset != "qis":
-        raise ValueError(f"gateset {gateset!r} is not emulated (only 'qis')")
-    n = payload.get("qubits")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError("'qubits' must be a positive integer")
-    if max_qubits is not None and n > max_qubits:
-        raise ValueError(f"the circuit uses {n} qubits; the target has {max_qubits}")
-    circuit = payload.get("circuit")
-    if not isinstance(circuit, list):
-        raise ValueError("'circuit' must be a list of gates")
-    lines: list[str] = []
-    defined: list[str] = []
-
-    def qubit_list(gate: Mapping[str, Any], many: str, one: str) -> list[int]:
-        raw = gate.get(many, [gate[one]] if one in gate else [])
-        if not isinstance(raw, list) or not all(
-            isinstance(q, int) and not isinstance(q, bool) and 0 <= q < n for q in raw
-        ):
-            raise ValueError(f"{many} must be qubit indices from 0 to {n - 1}")
-        return raw
-
-    for index, gate in enumerate(circuit):
-        if not isinstance(gate, dict) or not isinstance(gate.get("gate"), str):
-            raise ValueError(f"circuit[{index}] is not a gate object")
-        name = gate["gate"].lower()
-        if name not in _IONQ_QASM:
-            raise ValueError(f"circuit[{index}]: unknown gate {gate['gate']!r}")
-        targets = qubit_list(gate, "targets", "target")
-        controls = qubit_list(gate, "controls", "control")
-        if not targets or set(targets) & set(controls):
-            raise ValueError(f"circuit[{index}]: a gate needs targets distinct from its controls")
-        base = _IONQ_QASM[name]
-        args = ""
-        if base in ("rx", "ry", "rz"):
-            rotation = gate.get("rotation")
-            if isinstance(rotation, bool) or not isinstance(rotation, int | float):
-                raise ValueError(f"circuit[{index}]: {name} needs a numeric 'rotation' (radians)")
-            args = f"({float(rotation)!r})"
-        if name == "cnot" and not controls:
-            raise ValueError(f"circuit[{index}]: cnot needs a control")
-        if base == "swap" and len(targets) != 2:
-            raise ValueError(f"circuit[{index}]: swap needs exactly two targets")
-        if not controls:
-            if base == "swap":
-                defined.append("swap")
-                lines.append(f"swap q[{targets[0]}],q[{targets[1]}];")
-                continue
-            for t in targets:
-                lines.extend(f"{part} q[{t}];" for part in _SQRT_X.get(base, (f"{base}{args}",)))
-            continue
-        operands = [*controls, *targets]
-        if len(controls) == 1 and base in _CONTROLLED and (base == "swap" or len(targets) == 1):
-            defined.append(_CONTROLLED[base])
-            lines.append(f"{_CONTROLLED[base]}{args} " + ",".join(f"q[{q}]" for q in operands) + ";")
-        elif len(controls) == 2 and base == "x" and len(targets) == 1:
-            lines.append("ccx " + ",".join(f"q[{q}]" for q in operands) + ";")
-        else:
-            raise ValueError(f"circuit[{index}]: {len(controls)}-controlled {name} is not emulated")
-    header = ["OPENQASM 2.0;", 'include "qelib1.inc";']
-    header += [_DEFINITIONS[name] for name in _DEFINITIONS if name in defined]
-    header += [f"qreg q[{n}];", f"creg c[{n}];"]
-    return "\n".join([*header, *lines, "measure q -> c;"]) + "\n", n
-
-
-# --------------------------------------------------------------------------------------------------
-# $filter and $orderby (a subset of OData: the grammar is not documented — emulator choice)
-
-
-_TOKEN = re.compile(
-    r"\s*(?:(?P<string>'(?:[^']|'')*')|(?P<open>\()|(?P<close>\))|(?P<comma>,)"
-    r"|(?P<word>[A-Za-z_][A-Za-z0-9_]*|[0-9][0-9A-Za-z_.:+\-]*))"
-)
-_OPERATORS: Final = frozenset({"eq", "ne", "gt", "ge", "lt", "le"})
-_FUNCTIONS: Final = frozenset({"startswith", "endswith", "contains"})
-#: Fields a filter or an orderby may name (lower case) → the record key.
-_FIELDS: Final = {
-    "id": "id",
-    "name": "name",
-    "providerid": "providerid",
-    "target": "target",
-    "state": "status",
-    "status": "status",
-    "itemtype": "itemtype",
-    "jobtype": "jobtype",
-    "sessionid": "sessionid",
-    "creationtime": "creationtime",
-}
-
-Record = Mapping[str, Any]
-Predicate = Callable[[Record], bool]
-
-
-def _tokens(text: str) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    position = 0
-    text = text.rstrip()
-    while position < len(text):
-        match = _TOKEN.match(text, position)
-        if match is None or match.end() == position:
-            raise ValueError(f"unexpected text at position {position}: {text[position : position + 20]!r}")
-        kind = match.lastgroup
-        assert kind is not None
-        out.append((kind, match.group(kind)))
-        position = match.end()
-    return out
-
-
-def _compare(left: Any, op: str, literal: tuple[str, str]) -> bool:
-    kind, raw = literal
-    if left is None:
-        return op == "ne"
-    if isinstance(left, datetime):
-        try:
-            right: Any = _parse_time(raw.strip("'"))
-        except ValueError:
-            raise ValueError(f"{raw!r} is not a date-time") from None
-        value: Any = left
-    else:
-        if kind != "string":
-            raise ValueError(f"compare text fields with a quoted string, not {raw!r}")
-        value, right = str(left).lower(), raw[1:-1].replace("''", "'").lower()
-    return bool(
-        {
-            "eq": value == right,
-            "ne": value != right,
-            "gt": value > right,
-            "ge": value >= right,
-            "lt": value < right,
-            "le": value <= right,
-        }[op]
-    )
-
-
-def parse_filter(text: str) -> Predicate:
-    """A predicate over job records from an OData-style ``filter``: ``Field op literal`` (op one of
-    eq ne gt ge lt le; text compared case-insensitively, ``CreationTime`` as a date-time),
-    ``startswith|endswith|contains(Field, 'text')``, ``not``, ``and``, ``or`` and parentheses.
-    Fields: Id, Name, ProviderId, Target, State (or Status), ItemType, JobType, SessionId,
-    CreationTime. Raises ValueError for anything else."""
-    tokens = _tokens(text)
-    position = 0
-
-    def peek() -> tuple[str, str] | None:
-        return tokens[position] if position < len(tokens) else None
-
-    def take(kind: str | None = None, word: str | None = None) -> tuple[str, str]:
-        nonlocal position
-        token = peek()
-        if token is None or (kind and token[0] != kind) or (word and token[1].lower() != word):
-            raise ValueError(f"expected {word or kind} at token {position + 1}")
-        position += 1
-        return token
-
-    def field_key(raw: str) -> str:
-        key = _FIELDS.get(raw.lower())
-        if key is None:
-            raise ValueError(f"unknown field {raw!r}")
-        return key
-
-    def primary() -> Predicate:
-        token = peek()
-        if token is None:
-            raise ValueError("the filter ends too early")
-        if token[0] == "open":
-            take("open")
-            inner = disjunction()
-            take("close")
-            return inner
-        word = take("word")[1]
-        if word.lower() == "not":
-            negated = primary()
-            return lambda record: not negated(record)
-        if word.lower() in _FUNCTIONS:
-            function = word.lower()
-            take("open")
-            key = field_key(take("word")[1])
-            take("comma")
-            literal = take("string")[1][1:-1].replace("''", "'").lower()
-            take("close")
-
-            def call(record: Record) -> bool:
-                value = str(record.get(key) or "").lower()
-                if function == "startswith":
-                    return value.startswith(literal)
-                if function == "endswith":
-                    return value.endswith(literal)
-                return literal in value
-
-            return call
-        key = field_key(word)
-        op = take("word")[1].lower()
-        if op not in _OPERATORS:
-            raise ValueError(f"unknown operator {op!r}")
-        operand = take()
-        if operand[0] not in ("string", "word"):
-            raise ValueError(f"{op} needs a value")
-        return lambda record: _compare(record.get(key), op, operand)
-
-    def conjunction() -> Predicate:
-        parts = [primary()]
-        while (token := peek()) is not None and token[0] == "word" and token[1].lower() == "and":
-            take()
-            parts.append(primary())
-        return lambda record: all(part(record) for part in parts)
-
-    def disjunction() -> Predicate:
-        parts = [conjunction()]
-        while (token := peek()) is not None and token[0] == "word" and token[1].lower() == "or":
-            take()
-            parts.append(conjunction())
-        return lambda record: any(part(record) for part in parts)
-
-    predicate = disjunction()
-    if position != len(tokens):
-        raise ValueError(f"unexpected {tokens[position][1]!r} at token {position + 1}")
-    return predicate
-
-
-def _order_key(orderby: str) -> list[tuple[str, bool]]:
-    keys: list[tuple[str, bool]] = []
-    for part in orderby.split(","):
-        words = part.split()
-        if not words or len(words) > 2:
-            raise ValueError(f"cannot order by {part.strip()!r}")
-        direction = words[1].lower() if len(words) == 2 else "asc"
-        if direction not in ("asc", "desc"):
-            raise ValueError(f"order direction must be asc or desc, not {words[1]!r}")
-        key = _FIELDS.get(words[0].lower())
-        if key is None:
-            raise ValueError(f"cannot order by {words[0]!r}")
-        keys.append((key, direction == "desc"))
-    return keys
 
 
 # --------------------------------------------------------------------------------------------------
@@ -578,11 +232,12 @@ class AzureQuantumEmulator(Emulator):
         container SAS URL (``sr=c``), or a blob one (``sr=b``) when ``blobName`` is given, with
         ``sp=rcw``. From api-version 2026-01-15-preview the container is created if missing; before
         it the client creates it (``PUT {container}?restype=container``).
-        ``PUT /jobs/{jobId}`` JobDetails → 201 JobDetails (status ``Waiting``). Required: ``id``
-        (equal to the path's, a GUID), ``name``, ``providerId``, ``target``, ``itemType``
-        (``Job``), ``containerUri``; an unknown provider or target, an input format the provider
-        does not take or an output format it does not give → 400. Read-only fields in the body are
-        ignored. The same id again with the same create-time fields (URIs compared without their
+        ``PUT /jobs/{jobId}`` JobDetails → 200 JobDetails (status ``Waiting``; 200, not 201, as
+        the live service answers). Required: ``name``, ``providerId``, ``target``, ``itemType``
+        (``Job``), ``containerUri``; ``id`` is read-only (azure-quantum does not send it; if sent
+        it must be the path's); an unknown provider or target, an input format the provider
+        does not take or an output format it does not give → 400. Other read-only fields in the
+        body are ignored. The same id again with the same create-time fields (URIs compared without their
         SAS query) → 200 with the existing job, nothing new is run: a create retried after a lost
         answer makes one job. Different fields → 409 ``JobAlreadyExists`` (emulator choice).
         ``outputDataUri`` defaults to the container's ``rawOutputData`` blob with the container's
@@ -603,11 +258,14 @@ class AzureQuantumEmulator(Emulator):
         ``DELETE /jobs/{jobId}`` → 204: before 2025-12-01-preview it is the cancellation (as
         above, 409 for an ended job); from it on it deletes the job (its run stops; reads → 404).
         ``GET /providerStatus`` → ``{"value": [ProviderStatus]}``.
-        JobDetails carry the create-time fields as sent, ``status``, ``creationTime``,
-        ``createdBy``/``createdByType`` (``User`` with a token, ``Key`` with the API key),
-        ``lastUpdatedTime``, ``beginExecutionTime``/``endExecutionTime``/``cancellationTime`` once
-        known, ``errorData`` when Failed. Fields without a value are left out (the spec's
-        definitions do not allow null).
+        JobDetails carry every field the service sends, a field without a value as null (the
+        official examples and the live service's recordings do; the spec's schema does not say
+        so): the create-time fields as sent, ``status``, ``isCancelling``, ``priority``
+        (``Standard`` unless set), ``tags`` (``[]``), ``creationTime``, ``createdBy``/
+        ``createdByType`` (``User`` with a token, ``Key`` with the API key), ``lastModified*``
+        (creation or the cancel request), ``lastUpdatedTime``, ``beginExecutionTime``/
+        ``endExecutionTime``/``cancellationTime`` once known, ``errorData`` when Failed,
+        ``quantumComputingData`` ``{"count": 1}`` once succeeded.
 
     Statuses
         ``Waiting`` (queued in the simulator) → ``Executing`` → ``Succeeded`` | ``Failed``;
@@ -624,21 +282,16 @@ class AzureQuantumEmulator(Emulator):
         (targets ending ``sc``) return all zeros, as the real ones do.
 
     Blob storage (``{base_url}/devstoreaccount1/{container}/{blob}``, path style)
-        ``PUT`` with ``x-ms-blob-type: BlockBlob`` → 201 (missing header → 400
-        ``MissingRequiredHeader``; no container → 404 ``ContainerNotFound``); ``GET``/``HEAD`` →
-        200 (unknown → 404 ``BlobNotFound``); ``PUT {container}?restype=container`` → 201 (exists:
-        409 ``ContainerAlreadyExists``). Each needs a SAS signed by the emulator (``sv``, ``sr``,
-        ``sp``, ``se``, ``sig``) covering the container or the blob, unexpired (wall clock), with
-        the permission (``r`` to read, ``c`` or ``w`` to write); else 403 ``AuthenticationFailed``
-        or ``AuthorizationPermissionMismatch``. Storage errors are Azure Storage's XML
-        ``<Error><Code/><Message/></Error>`` with ``x-ms-error-code``.
+        :class:`~oqc_style_sdk.testing.azure_storage.BlobStorage` (:attr:`storage`): every request
+        authorized by a SAS signed by the emulator, Azure Storage's XML errors.
 
     Knobs (besides the kit's)
         ``await set_status(job_id, status, error_code=..., error_message=...)`` (None: back to the
         simulator's status; a forced Failed/Cancelled stops the run, a forced success lets it
         finish and write its output); ``await status_of(job_id)`` (reads without advancing a
         cancel); ``reported``: every status sent, as :class:`ReportedStatus`; ``engine_runs``;
-        ``job_ids``; ``blob(container, name)``; ``token``, ``api_key``, ``credentials``, ``env``.
+        ``job_ids``; ``blob(container, name)``; ``token``, ``api_key``, ``connection_string``,
+        ``credentials``, ``env``.
     """
 
     vendor = "azure_quantum"
@@ -685,12 +338,13 @@ class AzureQuantumEmulator(Emulator):
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise ConfigurationError(f"page_size must be a positive int, got {page_size!r}")
         self.page_size = page_size
-        self.sas_ttl_s = duration_option("sas_ttl_s", sas_ttl_s, positive=True)
-        self._account_key = secrets.token_bytes(32)
-        self._signatures: set[str] = set()
-        self._secrets: tuple[str, ...] | None = None
+        self._secrets: tuple[str, ...] = ()
         self._output_owner: dict[tuple[str, str], _Job] = {}
-        self._containers: dict[str, dict[str, _Blob]] = {}
+        self.storage = BlobStorage(
+            account_url=lambda: self.storage_url,
+            sas_ttl_s=duration_option("sas_ttl_s", sas_ttl_s, positive=True),
+            before_read=self._output_before_read,
+        )
         self._jobs: dict[str, _Job] = {}
         self._engine = LocalBackend(max_concurrency=max_concurrency, seed=seed)
         #: How many runs were handed to the simulator (a retried create adds none).
@@ -725,20 +379,31 @@ class AzureQuantumEmulator(Emulator):
         }
 
     @property
+    def connection_string(self) -> str:
+        """The workspace's connection string, as the portal shows it (with the API key)."""
+        return (
+            f"SubscriptionId={self.subscription_id};ResourceGroupName={self.resource_group};"
+            f"WorkspaceName={self.workspace};ApiKey={self.api_key};QuantumEndpoint={self.base_url}/;"
+        )
+
+    @property
     def env(self) -> dict[str, str]:
-        """The environment ``Sdk("azure_quantum")`` reads (bearer token)."""
+        """The environment ``Sdk("azure_quantum")`` reads (it uses the bearer token when one is
+        set), with the API key too: azure-core sends bearer tokens over https only, so clients
+        built on it authenticate to the emulator's plain http with the key."""
         return {
             "AZURE_QUANTUM_ENDPOINT": self.base_url,
             "AZURE_QUANTUM_SUBSCRIPTION_ID": self.subscription_id,
             "AZURE_QUANTUM_RESOURCE_GROUP": self.resource_group,
             "AZURE_QUANTUM_WORKSPACE": self.workspace,
             "AZURE_QUANTUM_ACCESS_TOKEN": self.token,
+            "AZURE_QUANTUM_API_KEY": self.api_key,
         }
 
     def secrets(self) -> tuple[str, ...]:
         """The token, the API key and every SAS signature handed out (as sent and URL-encoded)."""
-        if self._secrets is None:
-            signatures = tuple(self._signatures)
+        signatures = self.storage.signatures
+        if len(self._secrets) != 2 + 2 * len(signatures):
             self._secrets = (self.token, self.api_key, *signatures, *(quote_plus(s) for s in signatures))
         return self._secrets
 
@@ -749,8 +414,7 @@ class AzureQuantumEmulator(Emulator):
 
     def blob(self, container: str, name: str) -> bytes | None:
         """A stored blob's bytes, or None."""
-        found = self._containers.get(container, {}).get(name)
-        return None if found is None else found.data
+        return self.storage.blob(container, name)
 
     # -- kit hooks ------------------------------------------------------------------------------
 
@@ -764,10 +428,7 @@ class AzureQuantumEmulator(Emulator):
         router.add_get(ws + "/jobs/{job_id:[^/:]+}", self._get_job)
         router.add_delete(ws + "/jobs/{job_id:[^/:]+}", self._delete_job)
         router.add_post(ws + "/jobs/{job_id:[^/:]+}:cancel", self._cancel_job)
-        blob = f"/{STORAGE_ACCOUNT}/{{container}}"
-        router.add_put(blob, self._put_container)
-        router.add_put(blob + "/{blob:.+}", self._put_blob)
-        router.add_get(blob + "/{blob:.+}", self._get_blob)
+        self.storage.add_routes(router)
 
     async def on_start(self, task_group: TaskGroup) -> None:
         await self._engine.start(task_group)
@@ -781,9 +442,9 @@ class AzureQuantumEmulator(Emulator):
         header = request.headers.get("Authorization")
         if header is not None:
             scheme, _, token = header.partition(" ")
-            return scheme.lower() == "bearer" and _same(token.strip(), self.token)
+            return scheme.lower() == "bearer" and same_secret(token.strip(), self.token)
         key = request.headers.get("x-ms-quantum-api-key")
-        return key is not None and _same(key, self.api_key)
+        return key is not None and same_secret(key, self.api_key)
 
     def unauthorized_response(self, request: web.Request) -> web.StreamResponse:
         return self.error_response(
@@ -910,96 +571,6 @@ class AzureQuantumEmulator(Emulator):
                 return provider
         return None
 
-    # -- SAS ------------------------------------------------------------------------------------
-
-    def _sign(self, resource: str, permissions: str, expiry: str, kind: str) -> str:
-        text = "\n".join((permissions, expiry, f"/{STORAGE_ACCOUNT}/{resource}", SAS_VERSION, kind))
-        signature = base64.b64encode(
-            hmac.new(self._account_key, text.encode(), hashlib.sha256).digest()
-        ).decode()
-        if signature not in self._signatures:
-            self._signatures.add(signature)
-            self._secrets = None
-        return signature
-
-    def _sas_url(self, container: str, blob: str | None = None) -> str:
-        expiry = (_utcnow() + timedelta(seconds=self.sas_ttl_s)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        kind, resource = ("b", f"{container}/{blob}") if blob is not None else ("c", container)
-        query = urlencode(
-            {
-                "sv": SAS_VERSION,
-                "sr": kind,
-                "sig": self._sign(resource, "rcw", expiry, kind),
-                "se": expiry,
-                "sp": "rcw",
-            }
-        )
-        return f"{self.storage_url}/{resource}?{query}"
-
-    def _storage_error(self, status: int, code: str, message: str) -> web.Response:
-        now = _utcnow().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        body = (
-            '<?xml version="1.0" encoding="utf-8"?><Error>'
-            f"<Code>{code}</Code><Message>{message}\nRequestId:{uuid.uuid4()}\nTime:{now}</Message></Error>"
-        )
-        return web.Response(
-            status=status, text=body, content_type="application/xml", headers={"x-ms-error-code": code}
-        )
-
-    def _check_sas(
-        self, request: web.Request, container: str, blob: str | None, need: str
-    ) -> web.Response | None:
-        """None if the request's SAS allows ``need`` (a permission letter) on the resource."""
-        query = request.query
-        parts = {key: query.get(key) for key in ("sv", "sr", "sp", "se", "sig")}
-        if any(value is None for value in parts.values()):
-            return self._storage_error(
-                403,
-                "AuthenticationFailed",
-                "Server failed to authenticate the request. Make sure the value of Authorization "
-                "header is formed correctly including the signature.",
-            )
-        sv, sr, sp, se, sig = (str(parts[k]) for k in ("sv", "sr", "sp", "se", "sig"))
-        if sr == "c":
-            resource = container
-        elif sr == "b" and blob is not None:
-            resource = f"{container}/{blob}"
-        else:
-            return self._storage_error(
-                403, "AuthenticationFailed", "Signed resource does not match the request."
-            )
-        text = "\n".join((sp, se, f"/{STORAGE_ACCOUNT}/{resource}", sv, sr))
-        expected = base64.b64encode(
-            hmac.new(self._account_key, text.encode(), hashlib.sha256).digest()
-        ).decode()
-        if not _same(sig, expected):
-            return self._storage_error(
-                403, "AuthenticationFailed", "Signature did not match. String to sign used was not valid."
-            )
-        try:
-            expired = _parse_time(se) <= _utcnow()
-        except ValueError:
-            expired = True
-        if expired:
-            return self._storage_error(403, "AuthenticationFailed", "Signed expiry time has passed.")
-        if not any(letter in sp for letter in need):
-            return self._storage_error(
-                403,
-                "AuthorizationPermissionMismatch",
-                "This request is not authorized to perform this operation using this permission.",
-            )
-        return None
-
-    def _ours(self, url: str) -> tuple[str, str] | None:
-        """(container, blob) of a blob URL on this emulator's storage, else None."""
-        parts = urlsplit(url)
-        if f"{parts.scheme}://{parts.netloc}" != self.base_url:
-            return None
-        segments = [s for s in parts.path.split("/") if s]
-        if len(segments) < 3 or segments[0] != STORAGE_ACCOUNT:
-            return None
-        return segments[1], "/".join(segments[2:])
-
     # -- workspace: storage and providers -------------------------------------------------------
 
     async def _sas_uri(self, request: web.Request) -> web.Response:
@@ -1016,8 +587,8 @@ class AzureQuantumEmulator(Emulator):
                 400, "InvalidBlobDetails", "containerName (a string) is required; blobName is a string."
             )
         if not blob and api >= SAS_CREATES_CONTAINER_SINCE:
-            self._containers.setdefault(container, {})
-        return web.json_response({"sasUri": self._sas_url(container, blob or None)})
+            self.storage.ensure_container(container)
+        return web.json_response({"sasUri": self.storage.sas_url(container, blob or None)})
 
     async def _provider_status(self, request: web.Request) -> web.Response:
         self._workspace(request)
@@ -1050,18 +621,19 @@ class AzureQuantumEmulator(Emulator):
         if not isinstance(body, dict):
             raise _error(400, "InvalidJobDefinition", "The body must be a JobDetails object.")
         fields = {key: body[key] for key in _CREATE_FIELDS if key in body and body[key] is not None}
-        missing = [
-            key
-            for key in ("id", "name", "providerId", "target", "itemType", "containerUri")
-            if key not in fields
-        ]
+        given_id = fields.pop("id", None)  # read-only in the spec: azure-quantum 3.x never sends it
+        if given_id is not None and (not isinstance(given_id, str) or given_id.lower() != job_id.lower()):
+            raise _error(400, "InvalidJobId", f"The body's id '{given_id}' is not the path's '{job_id}'.")
+        missing = [key for key in _REQUIRED_FIELDS if key not in fields]
         if missing:
             raise _error(400, "InvalidJobDefinition", f"JobDetails is missing {', '.join(missing)}.")
-        for key in ("id", "name", "providerId", "target", "itemType", "containerUri"):
+        for key in _REQUIRED_FIELDS:
             if not isinstance(fields[key], str) or not fields[key]:
                 raise _error(400, "InvalidJobDefinition", f"{key} must be a non-empty string.")
-        if fields["id"].lower() != job_id.lower():
-            raise _error(400, "InvalidJobId", f"The body's id '{fields['id']}' is not the path's '{job_id}'.")
+        if "tags" in fields and (
+            not isinstance(fields["tags"], list) or not all(isinstance(t, str) for t in fields["tags"])
+        ):
+            raise _error(400, "InvalidJobDefinition", "tags must be a list of strings.")
         if fields["itemType"] != "Job":
             raise _error(400, "InvalidJobDefinition", "itemType must be 'Job'.")
         for key in ("inputParams", "metadata"):
@@ -1103,7 +675,7 @@ class AzureQuantumEmulator(Emulator):
         if job.output_blob is not None:
             self._output_owner[job.output_blob] = job
         await self._start_job(job, target)
-        return web.json_response(await self._details(job, "create"), status=201)
+        return web.json_response(await self._details(job, "create"))
 
     def _new_job(
         self,
@@ -1120,6 +692,7 @@ class AzureQuantumEmulator(Emulator):
             base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/rawOutputData"
             output_uri = f"{base}?{parts.query}" if parts.query else base
         by_key = "x-ms-quantum-api-key" in request.headers and "Authorization" not in request.headers
+        now = _utcnow()
         params = fields.get("inputParams") or {}
         shots = params.get("shots", params.get("count", 100))
         job = _Job(
@@ -1130,10 +703,11 @@ class AzureQuantumEmulator(Emulator):
             output_format=provider.output_format,
             output_uri=output_uri,
             created_by_type="Key" if by_key else "User",
-            creation_time=_utcnow(),
+            creation_time=now,
+            modified=now,
             since=self.clock(),
             shots=shots if isinstance(shots, int) and not isinstance(shots, bool) else -1,
-            output_blob=self._ours(output_uri),
+            output_blob=self.storage.locate(output_uri),
             kind=provider.runs,
             zero_results=provider.runs == "quantinuum" and target.id.endswith("sc"),
         )
@@ -1185,9 +759,9 @@ class AzureQuantumEmulator(Emulator):
     def _input_location(self, job: _Job) -> tuple[str, str] | None:
         given = job.request.get("inputDataUri")
         if isinstance(given, str) and given:
-            return self._ours(given)
+            return self.storage.locate(given)
         parts = urlsplit(str(job.request["containerUri"]))
-        return self._ours(f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/inputData")
+        return self.storage.locate(f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/inputData")
 
     async def _get_job(self, request: web.Request) -> web.Response:
         self._workspace(request)
@@ -1198,7 +772,7 @@ class AzureQuantumEmulator(Emulator):
         query = request.query
         try:
             predicate = parse_filter(query["filter"]) if query.get("filter", "").strip() else None
-            order = _order_key(query["orderby"]) if query.get("orderby", "").strip() else []
+            order = order_key(query["orderby"]) if query.get("orderby", "").strip() else []
             skip = int(query.get("skip", "0"))
             top = int(query["top"]) if "top" in query else None
             if skip < 0 or (top is not None and top < 1):
@@ -1279,6 +853,7 @@ class AzureQuantumEmulator(Emulator):
                 409, "InvalidJobState", f"Job '{job.id}' is {status}; only an active job can be cancelled."
             )
         job.cancel_requested = True
+        job.modified = _utcnow()
         job.forced = None
         if job.ref is not None:
             await self._engine.cancel(job.ref, reason="cancelled through the Azure Quantum API")
@@ -1335,121 +910,55 @@ class AzureQuantumEmulator(Emulator):
         assert job.ref is not None
         assert job.spec is not None
         counts: Mapping[str, Mapping[str, int]] = await self._engine.result(job.ref, job.spec)
-        output: dict[str, Any]
-        if job.kind == "ionq":
-            register = counts.get("c", {})
-            output = {"histogram": {str(int(bits, 2)): n / job.shots for bits, n in register.items()}}
-        else:
-            output = {}
-            for name, register in counts.items():
-                width = len(next(iter(register), ""))
-                if job.zero_results:
-                    output[name] = ["0" * width] * job.shots
-                else:
-                    output[name] = [bits for bits, n in sorted(register.items()) for _ in range(n)]
+        assert job.kind is not None
+        output = provider_output(job.kind, counts, job.shots, zero_results=job.zero_results)
         job.output_written = True
         if job.output_blob is not None:
             container, name = job.output_blob
-            self._containers.setdefault(container, {})[name] = _Blob(
-                json.dumps(output, separators=(",", ":")).encode(), "application/json"
+            self.storage.write(
+                container, name, json.dumps(output, separators=(",", ":")).encode(), "application/json"
             )
+
+    async def _output_before_read(self, container: str, name: str) -> None:
+        """A run that ended unseen: read its status first, so its output is written."""
+        owner = self._output_owner.get((container, name))
+        if owner is not None and not owner.output_written:
+            await self._status(owner, read=False)
 
     async def _details(self, job: _Job, operation: str, *, read: bool = True) -> dict[str, Any]:
         status, error = await self._status(job, read=read)
         self.reported.append(ReportedStatus(operation, job.id, status))
         if len(self.reported) > self.max_log:
             del self.reported[: len(self.reported) - self.max_log]
-        details: dict[str, Any] = dict(job.request)
-        details.setdefault("priority", "Standard")
-        details["outputDataUri"] = job.output_uri
-        details["outputDataFormat"] = job.output_format
-        details["status"] = status
-        details["creationTime"] = _azure_time(job.creation_time)
-        details["createdBy"] = self.principal if job.created_by_type == "User" else "api-key"
-        details["createdByType"] = job.created_by_type
-        if job.last_updated is not None:
-            details["lastUpdatedTime"] = _azure_time(job.last_updated)
+        details: dict[str, Any] = dict.fromkeys(_DETAILS_FIELDS)
+        details.update(job.request)
+        by = self.principal if job.created_by_type == "User" else "api-key"
+        details.update(
+            id=job.id,
+            tags=job.request.get("tags", []),
+            priority=job.request.get("priority", "Standard"),
+            outputDataUri=job.output_uri,
+            outputDataFormat=job.output_format,
+            status=status,
+            isCancelling=job.cancel_requested and status not in TERMINAL_STATUSES,
+            creationTime=_azure_time(job.creation_time),
+            createdBy=by,
+            createdByType=job.created_by_type,
+            lastModifiedTime=_azure_time(job.modified),
+            lastModifiedBy=by,
+            lastModifiedByType=job.created_by_type,
+            lastUpdatedTime=_azure_time(job.last_updated or job.creation_time),
+            errorData=error,
+        )
+        if job.ref is not None and status in ("Succeeded", "Completed"):
+            details["quantumComputingData"] = {"count": 1}
         if job.begin is not None:
             details["beginExecutionTime"] = _azure_time(job.begin)
         if status in TERMINAL_STATUSES and job.end is not None:
             details["endExecutionTime"] = _azure_time(job.end)
         if status == "Cancelled" and job.cancelled_at is not None:
             details["cancellationTime"] = _azure_time(job.cancelled_at)
-        if error is not None:
-            details["errorData"] = error
         return details
-
-    # -- blob storage ---------------------------------------------------------------------------
-
-    async def _put_container(self, request: web.Request) -> web.Response:
-        container = request.match_info["container"]
-        if request.query.get("restype") != "container":
-            return self._storage_error(400, "InvalidQueryParameterValue", "restype=container is required.")
-        denied = self._check_sas(request, container, None, "cw")
-        if denied is not None:
-            return denied
-        if container in self._containers:
-            return self._storage_error(
-                409, "ContainerAlreadyExists", "The specified container already exists."
-            )
-        self._containers[container] = {}
-        return web.Response(status=201, headers={"ETag": f'"0x{secrets.token_hex(8).upper()}"'})
-
-    async def _put_blob(self, request: web.Request) -> web.Response:
-        container, name = request.match_info["container"], request.match_info["blob"]
-        denied = self._check_sas(request, container, name, "cw")
-        if denied is not None:
-            return denied
-        blob_type = request.headers.get("x-ms-blob-type")
-        if blob_type is None:
-            return self._storage_error(
-                400,
-                "MissingRequiredHeader",
-                "An HTTP header that's mandatory for this request is not specified.",
-            )
-        if blob_type != "BlockBlob":
-            return self._storage_error(400, "InvalidHeaderValue", "x-ms-blob-type must be BlockBlob here.")
-        store = self._containers.get(container)
-        if store is None:
-            return self._storage_error(404, "ContainerNotFound", "The specified container does not exist.")
-        data = await request.read()
-        blob = _Blob(data, request.headers.get("Content-Type", "application/octet-stream"))
-        store[name] = blob
-        return web.Response(
-            status=201,
-            headers={
-                "ETag": blob.etag,
-                "Content-MD5": base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode(),
-                "x-ms-request-server-encrypted": "true",
-            },
-        )
-
-    async def _get_blob(self, request: web.Request) -> web.Response:
-        container, name = request.match_info["container"], request.match_info["blob"]
-        denied = self._check_sas(request, container, name, "r")
-        if denied is not None:
-            return denied
-        owner = self._output_owner.get((container, name))
-        if owner is not None and not owner.output_written:  # a run that ended unseen: read it first
-            await self._status(owner, read=False)
-        store = self._containers.get(container)
-        if store is None:
-            return self._storage_error(404, "ContainerNotFound", "The specified container does not exist.")
-        blob = store.get(name)
-        if blob is None:
-            return self._storage_error(404, "BlobNotFound", "The specified blob does not exist.")
-        return web.Response(
-            status=200,
-            body=blob.data,
-            content_type=blob.content_type.split(";")[0],
-            headers={"ETag": blob.etag, "x-ms-blob-type": "BlockBlob"},
-        )
-
-
-def _same(given: str, expected: str) -> bool:
-    return secrets.compare_digest(
-        given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
-    )
 
 
 def _comparable(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import pytest
 
 from oqc_style_sdk import Job, JobState, Sdk
 from oqc_style_sdk.exceptions import ConfigurationError, SdkError
+from oqc_style_sdk.testing.azure_quantum import AzureQuantumEmulator
 from oqc_style_sdk.testing.emulator import start_emulator
 from tests.common import FAST
 from tests.matrix.test_fault_matrix import ADAPTERS, QUICK_RETRY, inject
@@ -33,6 +34,34 @@ HTTP_BACKENDS = list(ADAPTERS)
 
 def _texts(*objects: object) -> list[str]:
     return [text for obj in objects for text in (repr(obj), str(obj))]
+
+
+async def _faulted_runs(
+    sdk: Sdk, emu: Any, adapter: Any, faults: tuple[str, ...], tmp_path: Path
+) -> list[str]:
+    """One job per fault and phase, the fault injected there; every text a user could see of it."""
+    seen: list[str] = []
+    for fault in faults:
+        for phase in ("submit", "status", "result", "cancel"):
+            job = sdk.create_job(program=adapter.program)
+            inject(emu, fault, getattr(adapter, phase))
+            try:
+                if phase == "cancel":
+                    await job.submit()
+                    await job.cancel(timeout_s=2)
+                else:
+                    await job.execute(timeout_s=2)
+            except (SdkError, TimeoutError) as exc:
+                seen += _texts(exc, exc.__cause__, exc.__context__)
+                seen.append("".join(traceback.format_exception(exc)))
+            emu.clear_faults()
+            await job.cancel_if_active(timeout_s=2)
+            seen += _texts(job, job.outputs, job.history, job.error, job.result)
+            saved = await job.save(tmp_path / f"{fault}-{phase}.json")
+            assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+            seen.append(saved.read_text())
+            seen += _texts(await sdk.load(saved))
+    return seen
 
 
 @pytest.mark.parametrize("backend", HTTP_BACKENDS)
@@ -47,27 +76,8 @@ async def test_no_secret_leaks_during_a_faulted_run(
             settings = {**emu.credentials, "timeout_s": 0.4, "retry": QUICK_RETRY}
             async with Sdk(adapter.emulator, default_target=adapter.target, polling=FAST, **settings) as sdk:
                 seen += _texts(sdk, sdk.backend, sdk.poller)
-                for fault in ("expired_token", "500", "drop", "malformed", "truncated", "slow"):
-                    for phase in ("submit", "status", "result", "cancel"):
-                        job = sdk.create_job(program=adapter.program)
-                        inject(emu, fault, getattr(adapter, phase))
-                        try:
-                            if phase == "cancel":
-                                await job.submit()
-                                await job.cancel(timeout_s=2)
-                            else:
-                                await job.execute(timeout_s=2)
-                        except (SdkError, TimeoutError) as exc:
-                            seen += _texts(exc, exc.__cause__, exc.__context__)
-                            seen.append("".join(traceback.format_exception(exc)))
-                        emu.clear_faults()
-                        await job.cancel_if_active(timeout_s=2)
-                        seen += _texts(job, job.outputs, job.history, job.error, job.result)
-                        saved = await job.save(tmp_path / f"{fault}-{phase}.json")
-                        assert stat.S_IMODE(saved.stat().st_mode) == 0o600
-                        seen.append(saved.read_text())
-                        loaded = await sdk.load(saved)
-                        seen += _texts(loaded)
+                faults = ("expired_token", "500", "drop", "malformed", "truncated", "slow")
+                seen += await _faulted_runs(sdk, emu, adapter, faults, tmp_path)
             secrets = [s for s in emu.secrets() if s]
     seen += [record.getMessage() for record in caplog.records]
     seen += [caplog.text]
@@ -143,3 +153,34 @@ async def test_a_loaded_job_file_is_data_only(tmp_path: Path) -> None:
     assert loaded.state is JobState.CREATED
     assert loaded.program == program  # the payloads come back as the strings they were
     assert loaded.config == config
+
+
+async def test_an_azure_connection_string_and_api_key_never_leak(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection string carries the workspace API key: neither appears anywhere, through a
+    run with faults on each phase, nor in the refusal of a malformed connection string."""
+    adapter = ADAPTERS["azure_quantum"]
+    caplog.set_level(logging.DEBUG)
+    seen: list[str] = []
+    with anyio.fail_after(60):
+        async with start_emulator("azure_quantum", job_duration_s=0.05, max_lifetime_s=60) as emu:
+            assert isinstance(emu, AzureQuantumEmulator)
+            text = emu.connection_string
+            settings = {"connection_string": text, "timeout_s": 0.4, "retry": QUICK_RETRY}
+            async with Sdk("azure_quantum", default_target=adapter.target, polling=FAST, **settings) as sdk:
+                seen += _texts(sdk, sdk.backend, vars(sdk.backend))
+                seen += await _faulted_runs(
+                    sdk, emu, adapter, ("expired_token", "500", "malformed"), tmp_path
+                )
+            for broken in (text.replace("ApiKey=", "ApiKey"), text.replace("QuantumEndpoint=", "Endpoint=")):
+                with pytest.raises(ConfigurationError) as caught:
+                    Sdk("azure_quantum", connection_string=broken)
+                seen += _texts(caught.value)
+                seen.append("".join(traceback.format_exception(caught.value)))
+            secrets = [s for s in (text, *emu.secrets()) if s]
+    seen += [record.getMessage() for record in caplog.records] + [caplog.text]
+    assert emu.api_key in secrets
+    for secret in secrets:
+        leaks = [t for t in seen if secret in t]
+        assert not leaks, f"a secret leaked into: {leaks[0][:300]}"

@@ -7,7 +7,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 
 from oqc_style_sdk import Sdk
 from oqc_style_sdk._http import RetryPolicy
+from oqc_style_sdk.backends._qiskit import as_qasm3
 from oqc_style_sdk.backends.azure_quantum import (
     AZURE_STATUS,
     DEFAULT_API_VERSION,
@@ -342,6 +343,102 @@ async def test_a_program_ionq_cannot_run_is_rejected_before_anything_is_sent(
     assert env.requests == []
 
 
+def bell_circuit() -> Any:
+    from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
+
+    circuit = QuantumCircuit(QuantumRegister(2, "q"), ClassicalRegister(2, "c"))
+    circuit.h(0)
+    circuit.cx(0, 1)
+    circuit.measure([0, 1], [0, 1])
+    return circuit
+
+
+@pytest.mark.parametrize("target", [IONQ, QUANTINUUM])
+async def test_a_circuit_is_lowered_to_the_providers_format(env: AzureQuantumEmulator, target: str) -> None:
+    async with Sdk("azure_quantum", polling=FAST) as sdk:
+        job = sdk.create_job(program=bell_circuit(), target=target, config={"shots": 40})
+        await job.execute(timeout_s=20)
+    assert job.state is JobState.COMPLETED, job.error
+    counts = job.result.data if job.result is not None else None
+    assert counts is not None
+    assert set(counts) == {"c"}
+    assert set(counts["c"]) <= {"00", "11"}
+    assert sum(counts["c"].values()) == 40
+    uploaded = next(r for r in env.requests if r.method == "PUT" and r.path.endswith("/inputData"))
+    if target == IONQ:  # IonQ's qis JSON: h, then cx as a controlled x
+        assert uploaded.body["circuit"] == [
+            {"gate": "h", "targets": [0]},
+            {"gate": "x", "controls": [0], "targets": [1]},
+        ]
+    else:  # OpenQASM 2 in the paper's qelib1 gates
+        assert str(uploaded.body).startswith("OPENQASM 2.0;")
+        assert "cx q[0],q[1];" in str(uploaded.body)
+
+
+def wide_circuit(qubits: int) -> Any:
+    from qiskit import QuantumCircuit
+
+    circuit = QuantumCircuit(qubits, qubits)
+    circuit.h(range(qubits))
+    circuit.measure(range(qubits), range(qubits))
+    return circuit
+
+
+def opaque_gate_circuit() -> Any:
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import Gate
+
+    circuit = QuantumCircuit(1, 1)
+    circuit.append(Gate("mystery", 1, []), [0])  # no definition: nothing can lower it
+    circuit.measure(0, 0)
+    return circuit
+
+
+def unbound_circuit() -> Any:
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import Parameter
+
+    circuit = QuantumCircuit(1, 1)
+    circuit.rx(Parameter("theta"), 0)
+    circuit.measure(0, 0)
+    return circuit
+
+
+@pytest.mark.parametrize("target", [IONQ, QUANTINUUM])
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (opaque_gate_circuit, "mystery"),
+        (lambda: as_qasm3(wide_circuit(60)), "uses 60 qubits; .* has (29|56)"),  # text: found when lowered
+    ],
+)
+async def test_a_circuit_the_target_cannot_run_is_refused_before_anything_is_sent(
+    env: AzureQuantumEmulator, target: str, make: Callable[[], Any], error: str
+) -> None:
+    async with Sdk("azure_quantum", polling=FAST) as sdk:
+        env.clear_log()
+        job = sdk.create_job(program=make(), target=target)
+        await job.execute(timeout_s=10)
+    assert job.state is JobState.FAILED
+    assert job.error is not None
+    assert job.error.code == "REJECTED"
+    assert re.search(error, job.error.message), job.error.message
+    assert env.requests == []
+    assert env.job_ids == []
+
+
+async def test_unbound_parameters_and_too_many_qubits_are_refused_at_create_job(
+    env: AzureQuantumEmulator,
+) -> None:
+    async with Sdk("azure_quantum", polling=FAST) as sdk:
+        env.clear_log()
+        with pytest.raises(JobValidationError, match="theta"):
+            sdk.create_job(program=unbound_circuit(), target=IONQ)
+        with pytest.raises(JobValidationError, match=r"uses 30 qubits; ionq\.simulator has 29"):
+            sdk.create_job(program=wide_circuit(30), target=IONQ)
+    assert env.requests == []
+
+
 async def test_older_api_versions_create_the_container_themselves(emulator_factory: EmulatorFactory) -> None:
     async with emulator_factory("azure_quantum") as emulator:
         assert isinstance(emulator, AzureQuantumEmulator)
@@ -541,7 +638,10 @@ async def test_settings_default_to_the_environment(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ConfigurationError, match="AZURE_QUANTUM_WORKSPACE"):
         AzureQuantumBackend()
     monkeypatch.setenv("AZURE_QUANTUM_WORKSPACE", "ws")
-    with pytest.raises(ConfigurationError, match="AZURE_QUANTUM_ACCESS_TOKEN or AZURE_QUANTUM_API_KEY"):
+    with pytest.raises(
+        ConfigurationError,
+        match="AZURE_QUANTUM_ACCESS_TOKEN, AZURE_QUANTUM_API_KEY or AZURE_QUANTUM_CONNECTION_STRING",
+    ):
         AzureQuantumBackend()
     monkeypatch.setenv("AZURE_QUANTUM_API_KEY", "k3y-value")
     backend = AzureQuantumBackend()
@@ -610,6 +710,79 @@ async def test_the_api_key_and_a_token_provider(
     assert asked == 2  # the first token was refused (401), a fresh one was asked for once
 
 
+async def test_a_connection_string_is_all_it_takes(
+    emu: AzureQuantumEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ENV.values():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AZURE_QUANTUM_CONNECTION_STRING", emu.connection_string)
+    async with Sdk("azure_quantum", polling=FAST) as sdk:
+        backend = backend_of(sdk)
+        assert (backend.endpoint, backend.workspace) == (emu.base_url, emu.workspace)
+        job = sdk.create_job(program=BELL, target=QUANTINUUM, config={"shots": 10})
+        await job.execute(timeout_s=20)
+    assert job.completed
+    workspace = [r for r in emu.requests if r.path.startswith(emu.workspace_path)][1:]  # after the ping
+    assert all(r.headers.get("x-ms-quantum-api-key") == "<redacted>" for r in workspace)
+    # a keyword wins over the connection string, which wins over a setting's own variable
+    monkeypatch.setenv("AZURE_QUANTUM_WORKSPACE", "from-the-environment")
+    assert AzureQuantumBackend().workspace == emu.workspace
+    assert AzureQuantumBackend(workspace="from-a-keyword").workspace == "from-a-keyword"
+    given = AzureQuantumBackend(connection_string=emu.connection_string.replace(emu.workspace, "other-ws"))
+    assert given.workspace == "other-ws"
+
+
+def test_v2_workspaces_have_their_own_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ENV.values():
+        monkeypatch.delenv(name, raising=False)
+    where = {"subscription_id": str(uuid.uuid4()), "resource_group": "rg", "workspace": "ws", "api_key": "k"}
+    assert AzureQuantumBackend(location="westus", **where).endpoint == "https://westus.quantum.azure.com"
+    v2 = AzureQuantumBackend(location="westus", workspace_kind="V2", **where)
+    assert v2.endpoint == "https://westus-v2.quantum.azure.com"
+    monkeypatch.setenv("AZURE_QUANTUM_WORKSPACE_KIND", "v2")
+    assert AzureQuantumBackend(location="westus", **where).endpoint == "https://westus-v2.quantum.azure.com"
+    text = (
+        f"SubscriptionId={where['subscription_id']};ResourceGroupName=rg;WorkspaceName=ws;"
+        "ApiKey=k3y;QuantumEndpoint=https://eastus-v2.quantum.azure.com/;"
+    )
+    # the connection string's endpoint is taken as it is, never rebuilt from a region
+    assert AzureQuantumBackend(connection_string=text, location="westus").endpoint == (
+        "https://eastus-v2.quantum.azure.com"
+    )
+    with pytest.raises(ConfigurationError, match="workspace_kind"):
+        AzureQuantumBackend(location="westus", workspace_kind="V3", **where)  # type: ignore[arg-type]
+
+
+GOOD_CONNECTION = (
+    "SubscriptionId=00000000-0000-0000-0000-000000000001;ResourceGroupName=rg;WorkspaceName=ws;"
+    "ApiKey=s3cret-k3y-value;QuantumEndpoint=https://eastus.quantum.azure.com/;"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (GOOD_CONNECTION.replace("ApiKey=", "ApiKey"), "not one of"),  # the key, glued to its name
+        (GOOD_CONNECTION.replace("WorkspaceName=ws;", ""), "no WorkspaceName"),
+        (GOOD_CONNECTION + "apikey=s3cret-k3y-value;", "ApiKey twice"),
+        (GOOD_CONNECTION.replace("https://eastus.quantum.azure.com/", "s3cret-k3y-value"), "QuantumEndpoint"),
+        (GOOD_CONNECTION.replace("s3cret-k3y-value", " "), "empty ApiKey"),
+        (GOOD_CONNECTION + "Password=s3cret-k3y-value;", "not one of"),
+        ("   ", "non-empty"),
+    ],
+)
+def test_a_bad_connection_string_is_refused_without_quoting_it(
+    text: str, error: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ENV.values():
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigurationError, match=error) as caught:
+        AzureQuantumBackend(connection_string=text)
+    assert "s3cret" not in str(caught.value)
+    assert "s3cret" not in repr(caught.value)
+    assert caught.value.__cause__ is None
+
+
 async def test_an_expiring_output_sas_is_refreshed(emulator_factory: EmulatorFactory) -> None:
     async with emulator_factory("azure_quantum", sas_ttl_s=120) as emulator:
         assert isinstance(emulator, AzureQuantumEmulator)
@@ -675,14 +848,14 @@ async def test_secrets_never_in_reprs_logs_messages_or_files(
     assert "api-version" not in caplog.text  # no query string is ever logged
 
 
-@pytest.mark.parametrize("kwarg", ["access_token", "api_key"])
+@pytest.mark.parametrize("kwarg", ["access_token", "api_key", "connection_string"])
 def test_credentials_are_held_as_secrets(kwarg: str) -> None:
     settings = {
         "endpoint": "https://eastus.quantum.azure.com",
         "subscription_id": str(uuid.uuid4()),
         "resource_group": "rg",
         "workspace": "ws",
-        kwarg: "s3cret-value-1234",
+        kwarg: GOOD_CONNECTION if kwarg == "connection_string" else "s3cret-value-1234",
     }
     backend = AzureQuantumBackend(**settings)
     assert "s3cret" not in repr(backend)
@@ -740,10 +913,10 @@ async def test_unexpected_answers_are_protocol_errors(env: AzureQuantumEmulator)
         await other.wait(timeout_s=10)
         # an output blob that is not JSON, an output format this SDK does not read
         spec = RunSpec(BELL, IONQ, {"shots": 10})
-        env._containers[f"job-{ref.task_id}"]["rawOutputData"].data = b"<html>"
+        env.storage.write(f"job-{ref.task_id}", "rawOutputData", b"<html>", "text/html")
         with pytest.raises(ProtocolError, match="not JSON"):
             await backend.result(ref, spec)
-        env._containers[f"job-{ref.task_id}"]["rawOutputData"].data = b"{}"
+        env.storage.write(f"job-{ref.task_id}", "rawOutputData", b"{}", "application/json")
         env._jobs[ref.task_id].output_format = "microsoft.quantum-results.v2"
         with pytest.raises(ProtocolError, match="does not read"):
             await backend.result(ref, spec)

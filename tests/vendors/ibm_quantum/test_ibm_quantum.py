@@ -756,7 +756,7 @@ async def test_bad_circuits_are_refused_before_any_job_is_created() -> None:
         # known without parsing or I/O: refused at create_job
         with pytest.raises(JobValidationError, match="157 qubits; ibm_fez has 156"):
             sdk.create_job(program=too_wide)
-        with pytest.raises(JobValidationError, match="parameters without values: theta"):
+        with pytest.raises(JobValidationError, match=r"unbound parameter\(s\) theta"):
             sdk.create_job(program=unbound)
         with pytest.raises(JobValidationError, match="optimization_level must be 0, 1, 2 or 3"):
             sdk.create_job(program=BELL3, config={"optimization_level": 4})
