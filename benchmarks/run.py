@@ -193,6 +193,11 @@ def main() -> None:
     raw["vs_databricks_sdk_cancel"] = {"peer": peer, "ours": ours}
     figures["vs_databricks_sdk_cancel_ratio"] = ours["cancel_median_s"] / peer["cancel_median_s"]
 
+    # 6. Ten thousand jobs listed through sdk.jobs() at the OQC and Databricks emulators (listing.py).
+    from listing import figures as listing_figures
+
+    figures.update(listing_figures(args.jobs_10k))
+
     targets = {
         "overhead_cpu_ratio": ("<=", 1.5),
         "jobs_10k_ok": ("==", args.jobs_10k),

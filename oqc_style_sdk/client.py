@@ -14,7 +14,7 @@ an open Sdk: outside ``async with`` every verb raises :class:`SdkNotStartedError
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
@@ -24,7 +24,14 @@ from anyio.abc import TaskGroup
 
 from . import programs
 from .backends.base import Backend, RunRef, RunSpec, create_backend
-from .exceptions import ConfigurationError, ForeignJobFileError, JobValidationError, SdkNotStartedError
+from .exceptions import (
+    ConfigurationError,
+    ForeignJobFileError,
+    JobValidationError,
+    SdkNotStartedError,
+    TargetUnavailableError,
+)
+from .finding import OwnJobs, find_job, list_jobs, query
 from .polling import Poller, PollingPolicy
 
 if TYPE_CHECKING:
@@ -70,6 +77,8 @@ class Sdk:
         self._poller = Poller(self._backend, polling)
         self._tg: TaskGroup | None = None
         self._open = False
+        #: The jobs this Sdk made or loaded, listed by ``jobs()`` where the vendor has no job list.
+        self._own_jobs = OwnJobs()
 
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"
@@ -188,6 +197,7 @@ class Sdk:
         config: Mapping[str, Any] | None = None,
         fetch_diagnostics: bool = False,
         tag: str | None = None,
+        queue: bool = False,
     ) -> Job: ...
     @overload
     def create_job(
@@ -199,6 +209,7 @@ class Sdk:
         config: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
         fetch_diagnostics: bool = False,
         tag: str | None = None,
+        queue: bool = False,
     ) -> CompositeJob: ...
     def create_job(
         self,
@@ -209,6 +220,7 @@ class Sdk:
         config: Any = None,
         fetch_diagnostics: bool = False,
         tag: str | None = None,
+        queue: bool = False,
     ) -> Job | CompositeJob:
         """Make a job; nothing is sent. A list in program/target/config makes a CompositeJob.
 
@@ -217,13 +229,17 @@ class Sdk:
         A quantum program is OpenQASM text, a qiskit ``QuantumCircuit`` or ``(circuit, values)``;
         ``(circuit, sweep)`` makes a CompositeJob of one child per binding (see
         :mod:`oqc_style_sdk.programs`). Bad input raises :class:`JobValidationError` here, before
-        anything is sent.
+        anything is sent. A target the vendor lists as inactive or offline raises
+        :class:`TargetUnavailableError` (its state, and when it runs next where the vendor says)
+        unless ``queue=True`` asks to wait for it.
         """
         from .composite import CompositeJob
         from .job import Job
 
         self._require_open()
         target = check_job_args(target, qpu_id, fetch_diagnostics)
+        if not isinstance(queue, bool):
+            raise JobValidationError("queue must be True or False")
         program = programs.expand(program)
         lists = {
             name: value
@@ -231,11 +247,12 @@ class Sdk:
             if isinstance(value, list | tuple)
         }
         if not lists:
-            return Job(
-                self,
-                self._validate_spec(make_spec(program, target, config, tag)),
-                fetch_diagnostics=fetch_diagnostics,
-            )
+            single = self._validate_spec(make_spec(program, target, config, tag))
+            if not queue:
+                self._check_available(single)
+            job = Job(self, single, fetch_diagnostics=fetch_diagnostics)
+            self._keep(job)
+            return job
         sizes = {name: len(value) for name, value in lists.items()}
         if len(set(sizes.values())) != 1:
             raise JobValidationError(f"lists of different lengths for a composite job: {sizes}")
@@ -257,11 +274,28 @@ class Sdk:
             if spec is None:
                 try:
                     spec = validated[key] = self._validate_spec(make_spec(*child, tag))
+                    if not queue:
+                        self._check_available(spec)
                 except JobValidationError as exc:
                     exc.add_note(f"(in child {i} of the composite job)")
                     raise
             children.append(Job(self, spec, fetch_diagnostics=fetch_diagnostics))
-        return CompositeJob(self, children)
+        composite = CompositeJob(self, children)
+        self._keep(composite)
+        return composite
+
+    def _check_available(self, spec: RunSpec) -> None:
+        """Refuse a target the vendor lists as unable to run jobs now (no I/O: from its last list)."""
+        if spec.target is not None:
+            unavailable = self._backend.target_unavailable(spec.target)
+            if unavailable is not None:
+                state, next_window = unavailable
+                raise TargetUnavailableError(spec.target, state, next_window=next_window)
+
+    def _keep(self, made: Job | CompositeJob) -> None:
+        """Remember a job for ``jobs()``/``job()`` where the backend has no job list to ask."""
+        if not self._backend.has_job_list:
+            self._own_jobs.add(made)
 
     async def load(
         self, path: str | Path, *, lost_runs: Literal["raise", "fail"] = "raise"
@@ -289,9 +323,52 @@ class Sdk:
             if why is not None:
                 raise ForeignJobFileError(f"{path}: job {snap.id} {why}; it was not loaded")
         jobs = [Job._restored(self, snap, lost_runs=lost_runs) for snap in document.jobs]
-        if document.composite_id is None:
-            return jobs[0]
-        return CompositeJob(self, jobs, composite_id=document.composite_id)
+        loaded: Job | CompositeJob = (
+            jobs[0]
+            if document.composite_id is None
+            else CompositeJob(self, jobs, composite_id=document.composite_id)
+        )
+        self._keep(loaded)
+        return loaded
+
+    # ------------------------------------------------------------------ finding jobs
+    async def job(self, task_id: str) -> Job:
+        """The job of an existing vendor run, whoever made it (this SDK elsewhere, the vendor's own
+        client or web page): its state read from the vendor, an ended run's outcome in its history.
+
+        Then it is a job like any other: ``wait``, ``result``, ``cancel``, ``save`` ... and
+        ``execute()`` runs it again where the vendor returned its program. An unknown id raises
+        :class:`JobNotFoundError`; an id of the wrong shape for the vendor
+        :class:`JobValidationError`, before any request. On the local backend: a job of this Sdk.
+        """
+        self._require_open()
+        return await find_job(self, task_id)
+
+    def jobs(
+        self,
+        *,
+        state: Any = None,
+        target: str | None = None,
+        since: Any = None,
+        tag: str | None = None,
+        limit: int | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Job]:
+        """The backend's jobs, newest first, as an async iterator: ``async for job in sdk.jobs():``.
+
+        The vendor's list is read one page (``page_size`` runs) at a time, only as the loop asks for
+        more. Filters: ``state`` (a JobState or its name, ``"active"``, ``"ended"``, or several),
+        ``target``, ``since`` (a datetime, or a timedelta before now), ``tag``; each is applied at the
+        vendor where its API takes it and on our side always. ``limit`` stops after that many jobs.
+        An ended job's result is read by its first ``wait()`` (a listing costs its pages only).
+        Bad filters raise :class:`JobValidationError` here, before any request. On the local
+        backend: the jobs of this Sdk.
+        """
+        self._require_open()
+        q, most = query(
+            self, state=state, target=target, since=since, tag=tag, limit=limit, page_size=page_size
+        )
+        return list_jobs(self, q, most)
 
 
 # The argument checks of create_job and Job.reconfigure, written once.

@@ -5,7 +5,8 @@ SdkError
 ├── ConfigurationError (ValueError)        bad Sdk settings, unknown backend, missing credentials
 ├── SdkNotStartedError (RuntimeError)      Sdk used outside ``async with`` (or after it closed)
 ├── JobValidationError (ValueError)        bad input, refused before anything is sent
-│   └── UnknownTargetError                 a target the backend does not offer
+│   ├── UnknownTargetError                 a target the backend does not offer
+│   └── TargetUnavailableError             a target the vendor lists as inactive or offline
 ├── JobStateError (RuntimeError)           the verb does not fit the job's state
 │   └── InvalidTransitionError             a move the lifecycle table forbids
 ├── JobTimeoutError (TimeoutError)         a deadline passed; the job stays active and attached
@@ -17,6 +18,7 @@ SdkError
 │   ├── RateLimitedError                   429 beyond what retries may wait for
 │   ├── ServerError                        5xx beyond retries
 │   ├── NotFoundError                      the vendor does not know the job
+│   │   └── JobNotFoundError               ... asked for by task id (sdk.job, oqcs attach)
 │   └── ProtocolError                      a response we cannot understand
 └── PersistenceError (OSError)             saving or loading a job file
     ├── JobFileNotFoundError (FileNotFoundError)
@@ -31,6 +33,7 @@ Messages never contain secrets: backends pass only ids, states and vendor messag
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -47,6 +50,7 @@ __all__ = [
     "JobCancelledError",
     "JobFailed",
     "JobFileNotFoundError",
+    "JobNotFoundError",
     "JobNotResumableError",
     "JobStateError",
     "JobTimeoutError",
@@ -58,6 +62,7 @@ __all__ = [
     "SdkError",
     "SdkNotStartedError",
     "ServerError",
+    "TargetUnavailableError",
     "UnknownTargetError",
     "UnsupportedSchemaError",
 ]
@@ -88,6 +93,25 @@ class UnknownTargetError(JobValidationError):
         shown = ", ".join(repr(k) for k in known[:10]) or "none"
         more = f" (and {len(known) - 10} more)" if len(known) > 10 else ""
         super().__init__(f"unknown target {target!r}; this backend offers {shown}{more}")
+
+
+class TargetUnavailableError(JobValidationError):
+    """The vendor lists the target as unable to run jobs now (inactive, offline ...).
+
+    Refused at ``create_job`` rather than left to wait unseen; ``create_job(..., queue=True)``
+    (``oqcs run --queue``) queues for it anyway, where the vendor holds jobs until it is back.
+    """
+
+    def __init__(self, target: str, state: str, *, next_window: datetime | None = None) -> None:
+        self.target = target
+        self.state = state
+        #: When the vendor says the target runs jobs next (OQC's next window), if it says.
+        self.next_window = next_window
+        when = f"; its next window starts {next_window:%Y-%m-%d %H:%M} UTC" if next_window else ""
+        super().__init__(
+            f"target {target!r} is {state} and cannot run jobs now{when}. "
+            "Pass queue=True to create_job to queue for it anyway"
+        )
 
 
 class JobStateError(SdkError, RuntimeError):
@@ -194,6 +218,15 @@ class ServerError(BackendError):
 
 class NotFoundError(BackendError):
     """The vendor does not know the job (or target) asked about."""
+
+
+class JobNotFoundError(NotFoundError):
+    """No run of that task id at the vendor (``sdk.job(task_id)``); names the backend."""
+
+    def __init__(self, task_id: str, backend: str, why: str | None = None, **kw: Any) -> None:
+        self.task_id = task_id
+        self.backend = backend
+        super().__init__(f"{backend} has no job {task_id!r}{f': {why}' if why else ''}", **kw)
 
 
 class ProtocolError(BackendError):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 
 from ._waiting import _Flight, deadline
-from .backends.base import Diagnostics, Observation, RunRef, RunSpec
+from .backends.base import Diagnostics, FoundRun, Observation, RunRef, RunSpec
 from .exceptions import (
     BackendError,
     JobCancelledError,
@@ -262,6 +262,8 @@ class Job:
         "_submit_attempted",
         "_submitted_at",
         "_submitting",
+        "_unknown_program",
+        "_unread",
         "_vendor_status",
         "id",
     )
@@ -294,6 +296,10 @@ class Job:
         self._submitting: _Flight[None] | None = None
         self._finishing: _Flight[None] | None = None
         self._saved_at: datetime | None = None
+        #: A terminal reading from a listing whose outcome is not read yet (see :meth:`_listed`).
+        self._unread: Observation | None = None
+        #: Why the program of a run attached from the vendor is not known (None: it is).
+        self._unknown_program: str | None = None
 
     # ------------------------------------------------------------------ properties (no I/O)
     @property
@@ -344,6 +350,11 @@ class Job:
     def task_id(self) -> str | None:
         """The vendor's id of the current run (None before it is submitted)."""
         return None if self._ref is None else self._ref.task_id
+
+    @property
+    def submitted_at(self) -> datetime | None:
+        """When the current run was submitted (for a run found at the vendor: when it was made)."""
+        return self._submitted_at
 
     @property
     def vendor_status(self) -> str | None:
@@ -431,7 +442,9 @@ class Job:
             return await show_progress(self, self.execute(timeout_s))
         self._sdk._require_open()
         with deadline(timeout_s, lambda: f"{self!r} did not end"):
+            await self._read_unread()
             if self._state.is_terminal:
+                self._check_rerunnable()
                 self._start_new_run()
             await self._ensure_submitted()
             await self._wait_terminal()
@@ -441,7 +454,9 @@ class Job:
         """Send the job without waiting for it to end. Sends nothing if it is already active."""
         self._sdk._require_open()
         with deadline(timeout_s, lambda: f"{self!r} was not submitted"):
+            await self._read_unread()
             if self._state.is_terminal:
+                self._check_rerunnable()
                 self._start_new_run()
             await self._ensure_submitted()
 
@@ -453,6 +468,7 @@ class Job:
             return await show_progress(self, self.wait(timeout_s))
         self._sdk._require_open()
         with deadline(timeout_s, lambda: f"{self!r} did not end"):
+            await self._read_unread()
             if self._submitting is not None:
                 await self._submitting.wait()
             if self._state is JobState.CREATED:
@@ -466,6 +482,7 @@ class Job:
         """Read the run's status once and apply it. A job that is not at the vendor reads nothing."""
         self._sdk._require_open()
         with deadline(timeout_s, lambda: f"reading {self!r}"):
+            await self._read_unread()
             if self._state.is_active and self._ref is not None:
                 await self._read(self._ref)
         return self._state
@@ -567,6 +584,7 @@ class Job:
 
     async def save(self, path: str | Path) -> Path:
         """Write the job to ``path`` as versioned JSON, atomically, readable by its owner only."""
+        await self._read_unread()
         return await save_jobs((self,), path)
 
     # ------------------------------------------------------------------ record (data in, data out)
@@ -635,6 +653,65 @@ class Job:
             job._end_locally(lost)
         return job
 
+    # ------------------------------------------------------------------ runs found at the vendor
+    @classmethod
+    def _following(cls, sdk: Sdk, found: FoundRun) -> Job:
+        """A job following a run made elsewhere: SUBMITTED with its vendor reference, nothing read."""
+        job = cls(sdk, found.spec)
+        job._state = JobState.SUBMITTED
+        job._vendor_status = "SUBMITTED"
+        job._ref = found.ref
+        job._submit_attempted = True
+        job._submitted_at = found.created_at
+        job._unknown_program = found.unknown_program
+        return job
+
+    @classmethod
+    async def _attach(cls, sdk: Sdk, found: FoundRun) -> Job:
+        """``sdk.job(task_id)``: the vendor's reading applied; an ended run gets its one history
+        entry (its result or error read now)."""
+        job = cls._following(sdk, found)
+        await job._accept(found.observation)
+        return job
+
+    @classmethod
+    def _listed(cls, sdk: Sdk, found: FoundRun) -> Job:
+        """``sdk.jobs()``: the listed state, no request. An ended run's outcome is read by the first
+        verb that needs it (``wait``, ``refresh``, ``execute``, ``save``), so a listing of thousands
+        of ended runs costs its pages only."""
+        job = cls._following(sdk, found)
+        obs = found.observation
+        if obs.state.is_active:
+            job._apply_active(obs)
+        else:
+            job._state, job._vendor_status, job._unread = obs.state, obs.vendor_status, obs
+        return job
+
+    async def _read_unread(self) -> None:
+        """Read the outcome of a listed run that ended (its status, then its result or error), once."""
+        obs = self._unread
+        if obs is None:
+            return
+        self._unread = None
+        self._state = JobState.SUBMITTED
+        assert self._ref is not None
+        try:  # read again: a listing leaves out what a status read says (a failure's message ...)
+            await self._read(self._ref)
+        except BaseException:
+            if self._state is JobState.SUBMITTED:  # nothing recorded: the next verb reads again
+                self._unread, self._state = obs, obs.state
+            raise
+
+    def _check_rerunnable(self) -> None:
+        """A run found at the vendor (or loaded from its saved file) whose program the vendor did
+        not return cannot run again until it is given one. No backend takes None as a program."""
+        if self._spec.program is None:
+            why = self._unknown_program or "the vendor did not return it"
+            raise JobValidationError(
+                f"{self!r} follows a run made elsewhere whose program is not known "
+                f"({why}); give it with `job.reconfigure(program=...)` to run it again"
+            )
+
     # ------------------------------------------------------------------ a composite's children
     def _take(self, task_id: str, obs: Observation | None, error: BaseException | None) -> Reading:
         """Apply one reading of run ``task_id`` (or its failed read, ``error``), as a composite
@@ -681,6 +758,7 @@ class Job:
         check_transition(self._state, JobState.CREATED)
         self._state = JobState.CREATED
         self._run += 1
+        self._unread = None
         self._key = None
         self._submit_attempted = False
         self._ref = None

@@ -4,9 +4,14 @@
 shows what is being waited on while it waits, and leaves the last line in place when it ends:
 
 - in Jupyter (an IPython kernel), one HTML output updated in place;
-- in a terminal, a rich progress bar on stderr when ``rich`` is installed (``pip install
-  'oqc-style-sdk[rich]'``) and stderr is a TTY;
-- otherwise one plain line on stderr each time the state changes.
+- in a terminal (stderr a TTY), one line on stderr redrawn in place — a spinner, the state and the
+  time waited — from the default install; a rich progress bar instead when ``rich`` is installed
+  (``pip install 'oqc-style-sdk[rich]'``);
+- otherwise (a pipe, a log file, ``TERM=dumb``) one plain line on stderr each time the state changes.
+
+Why a line of our own rather than ``rich`` as a dependency: a progress line needs a carriage return
+and an erase-to-end-of-line, nothing more (pip and uv draw theirs the same way), and ``rich`` would
+add megabytes to every install for it.
 
 Progress reads only the job's properties (no I/O): it never adds a request to the vendor. It is off by
 default; nothing is ever printed unless it is asked for.
@@ -16,7 +21,10 @@ from __future__ import annotations
 
 import html
 import importlib
+import os
+import shutil
 import sys
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeVar
@@ -138,15 +146,41 @@ class _TextRenderer:
         self.update(snap)
 
 
+class _LineRenderer:
+    """One terminal line redrawn in place (``\\r`` and erase-to-end): a spinner, the state and the
+    seconds waited; cut to the terminal's width so it never wraps; left in place at the end."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._started = time.monotonic()
+        self._frame = 0
+
+    def _draw(self, snap: Snapshot, head: str, end: str = "") -> None:
+        elapsed = time.monotonic() - self._started
+        text = f"{head} {snap.line}  {elapsed:.0f}s"
+        width = shutil.get_terminal_size((80, 24)).columns - 1
+        self._stream.write(f"\r{text[:width]}\x1b[K{end}")
+        self._stream.flush()
+
+    def update(self, snap: Snapshot) -> None:
+        self._frame = (self._frame + 1) % len(self.FRAMES)
+        self._draw(snap, self.FRAMES[self._frame])
+
+    def close(self, snap: Snapshot) -> None:
+        self._draw(snap, "*" if snap.done == snap.total else "-", end="\n")
+
+
 def _renderer(stream: TextIO | None) -> _Renderer:
     if stream is None and _in_notebook():
         return _NotebookRenderer()
     out = sys.stderr if stream is None else stream
-    if out.isatty():
+    if out.isatty() and os.environ.get("TERM") != "dumb":
         try:
             return _RichRenderer(out)
-        except ImportError:
-            pass
+        except ImportError:  # the default install: our own line
+            return _LineRenderer(out)
     return _TextRenderer(out)
 
 

@@ -81,7 +81,7 @@ import logging
 import re
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from ipaddress import ip_address
@@ -101,6 +101,7 @@ from ..exceptions import (
     UnknownTargetError,
 )
 from ..state import JobState
+from . import _azure_runs
 from ._http_backend import HttpBackend
 from ._qiskit import is_circuit, start_qiskit_loader
 from .azure_providers import (
@@ -114,7 +115,7 @@ from .azure_providers import (
     quantinuum_program,
 )
 from .azure_settings import ENV, from_env, resolve, secret
-from .base import Diagnostics, Observation, RunRef, RunSpec
+from .base import Diagnostics, FoundRun, Observation, RunQuery, RunRef, RunSpec
 
 __all__ = [
     "API_KEY_HEADER",
@@ -761,6 +762,26 @@ class AzureQuantumBackend(HttpBackend):
                 break
             body = (await self._http.get(self._same_origin(page.next_link))).json()
         return items
+
+    # ------------------------------------------------------------------ finding jobs (_azure_runs.py)
+    has_job_list = True
+
+    def check_task_id(self, task_id: str) -> None:
+        _azure_runs.check_job_id(task_id, _JOB_ID)
+
+    async def find_run(self, task_id: str) -> FoundRun:
+        return await _azure_runs.find_run(self, task_id)
+
+    def list_runs(self, query: RunQuery) -> AsyncIterator[FoundRun]:
+        return _azure_runs.list_runs(self, query, AZURE_STATUS)
+
+    def target_unavailable(self, target: str) -> tuple[str, datetime | None] | None:
+        """A target (or its provider) Azure lists as ``Unavailable``; ``Degraded`` still runs jobs."""
+        listed = self._targets.get(target, {})
+        for key in ("status", "provider_status"):
+            if str(listed.get(key)).lower() == "unavailable":
+                return "Unavailable", None
+        return None
 
     # ------------------------------------------------------------------ cancel
     async def cancel(self, ref: RunRef, reason: str | None = None) -> None:

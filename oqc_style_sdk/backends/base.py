@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
@@ -23,17 +23,20 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, JobNotFoundError, JobValidationError
 from ..state import JobState
 
 __all__ = [
     "Backend",
     "Diagnostics",
+    "FoundRun",
     "Observation",
+    "RunQuery",
     "RunRef",
     "RunSpec",
     "available_backends",
     "create_backend",
+    "parse_moment",
     "register_backend",
 ]
 
@@ -82,6 +85,45 @@ class Diagnostics:
     timings: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FoundRun:
+    """A run the vendor told us about, whoever made it (:meth:`Backend.find_run`, :meth:`Backend.list_runs`).
+
+    ``spec`` is what the run does as far as the vendor's API says; its ``program`` is None where the
+    API does not return it (``unknown_program`` then says why, for the error of a re-run).
+    """
+
+    ref: RunRef
+    observation: Observation
+    spec: RunSpec
+    created_at: datetime | None = None
+    unknown_program: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunQuery:
+    """The filters of a job listing. A backend applies at the vendor those its API takes; the Sdk
+    applies every one again on its side, so one the vendor cannot apply is never ignored."""
+
+    states: frozenset[JobState] | None = None
+    target: str | None = None
+    since: datetime | None = None
+    tag: str | None = None
+    #: How many runs one request asks for (the vendor's own maximum caps it).
+    page_size: int = 100
+
+
+def parse_moment(raw: object) -> datetime | None:
+    """A vendor's ISO 8601 time (``Z`` or an offset; naive is UTC) as a datetime; None if it is not one."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class Backend(ABC):
@@ -231,6 +273,37 @@ class Backend(ABC):
     @abstractmethod
     async def list_targets(self) -> list[dict[str, Any]]:
         """The targets (QPUs, simulators, clusters ...) as dicts with at least ``id`` and ``name``."""
+
+    # ------------------------------------------------------------------ finding runs
+    #: Whether a run goes on when this process ends (False for the local simulator: `oqcs submit`
+    #: is refused there, and an interrupted `oqcs run` leaves nothing behind).
+    runs_outlive_process: bool = True
+    #: Whether the vendor has a job list (:meth:`find_run`, :meth:`list_runs`). Without one, an Sdk
+    #: lists and finds the jobs it made itself.
+    has_job_list: bool = False
+    #: The :class:`RunQuery` filters this backend can honour (at the vendor, or from what its
+    #: listing says of each run). ``jobs(tag=...)`` on a backend without ``"tag"`` is refused.
+    list_filters: frozenset[str] = frozenset({"states", "target", "since", "tag"})
+
+    def check_task_id(self, task_id: str) -> None:
+        """Refuse a task id of the wrong shape for this vendor (JobValidationError), before any request."""
+        if not isinstance(task_id, str) or not task_id or task_id != task_id.strip() or "/" in task_id:
+            raise JobValidationError(f"{task_id!r} is not a {self.name} task id")
+
+    async def find_run(self, task_id: str) -> FoundRun:
+        """The run ``task_id`` as the vendor knows it; :class:`JobNotFoundError` if it does not."""
+        raise JobNotFoundError(task_id, self.name, "it cannot look runs up by id")
+
+    def list_runs(self, query: RunQuery) -> AsyncIterator[FoundRun]:
+        """The vendor's runs, newest first, one page per request, fetched only as they are asked for.
+
+        Backends without a job list raise :class:`JobValidationError` (the Sdk then lists its own)."""
+        raise JobValidationError(f"the {self.name} backend has no job list")
+
+    def target_unavailable(self, target: str) -> tuple[str, datetime | None] | None:
+        """``(state, next window)`` when the vendor lists ``target`` as unable to run jobs now
+        (inactive, offline ...), from what it last listed (no I/O); None when it can run them."""
+        return None
 
     def foreign_ref(self, ref: RunRef) -> str | None:
         """Why ``ref``, read from a job file, names a place this backend would not send its

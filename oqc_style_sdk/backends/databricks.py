@@ -47,7 +47,7 @@ import os
 import re
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final
@@ -67,8 +67,9 @@ from ..exceptions import (
     UnknownTargetError,
 )
 from ..state import JobState
+from . import _databricks_runs
 from ._http_backend import HttpBackend
-from .base import Diagnostics, Observation, RunRef, RunSpec
+from .base import Diagnostics, FoundRun, Observation, RunQuery, RunRef, RunSpec
 
 __all__ = [
     "API_PREFIX",
@@ -694,6 +695,21 @@ class DatabricksBackend(HttpBackend):
 
     async def status(self, ref: RunRef) -> Observation:
         return self._observe(ref.task_id, await self._get_run(ref.task_id))
+
+    # ------------------------------------------------------------------ finding runs
+    has_job_list = True
+    list_filters = frozenset({"states", "target", "since"})  # runs carry no tag
+
+    def check_task_id(self, task_id: str) -> None:
+        if not isinstance(task_id, str) or not task_id.isdigit():
+            raise JobValidationError(f"{task_id!r} is not a Databricks run id (a whole number)")
+
+    async def find_run(self, task_id: str) -> FoundRun:
+        run = await self._get_run(task_id)  # "does not exist" is a NotFoundError: JobNotFoundError
+        return _databricks_runs.found_run(run, self._observe(task_id, run))
+
+    def list_runs(self, query: RunQuery) -> AsyncIterator[FoundRun]:
+        return _databricks_runs.list_runs(self, query, self._observe)
 
     async def statuses(self, refs: Sequence[RunRef]) -> dict[str, Observation | BaseException]:
         """Many runs: pages of ``runs/list?active_only=true``, then ``runs/get`` for the runs not on

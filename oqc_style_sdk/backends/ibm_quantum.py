@@ -101,12 +101,13 @@ from ..exceptions import (
     UnknownTargetError,
 )
 from ..state import JobState
+from . import _ibm_runs
 from ._http_backend import HttpBackend
 
 # The local simulator's qiskit discipline: qiskit is first imported by its parked loader thread.
 from ._ibm_target import DEFAULT_OPTIMIZATION_LEVEL, target_from_ibm, transpile_for, warm_transpiler
 from ._qiskit import as_circuit, as_qasm3, error_message, is_circuit, qasm_major_version, qiskit_imported
-from .base import Diagnostics, Observation, RunRef, RunSpec
+from .base import Diagnostics, FoundRun, Observation, RunQuery, RunRef, RunSpec
 
 __all__ = [
     "CONFIG_KEYS",
@@ -245,16 +246,14 @@ def _parse(model: type[_W], body: Any, what: str) -> _W:
 
 
 def decode_samples(body: Any) -> dict[str, dict[str, int]]:
-    """Counts per classical register from a plain-JSON SamplerV2 result (its first PUB).
+    """Counts per classical register from a plain-JSON SamplerV2 result (its first PUB), or from a
+    Qiskit-encoded one (a job qiskit-ibm-runtime made, followed by ``sdk.job``).
 
     Each shot is a hex string (``"0x3"``); it becomes a bitstring of the register's ``num_bits``
     (``"11"``). Counts are sorted by bitstring.
     """
-    if isinstance(body, dict) and "__type__" in body:
-        raise ProtocolError(
-            "IBM Quantum answered a Qiskit-encoded result where plain JSON was asked for "
-            "(support_qiskit false)"
-        )
+    if isinstance(body, dict) and "__type__" in body:  # a job made by qiskit-ibm-runtime, found by id
+        return _ibm_runs.decode_qiskit_samples(body)
     results = _parse(_Results, body, "the results")
     if not results.results:
         raise ProtocolError("IBM Quantum answered results without any PUB result")
@@ -907,6 +906,24 @@ class IbmQuantumBackend(HttpBackend):
                 break
             params["offset"] = offset
         return found
+
+    # ------------------------------------------------------------------ finding jobs (_ibm_runs.py)
+    has_job_list = True
+
+    def check_task_id(self, task_id: str) -> None:
+        _ibm_runs.check_job_id(task_id)
+
+    async def find_run(self, task_id: str) -> FoundRun:
+        body = (await self._http.get(_job_path(task_id))).json()
+        return _ibm_runs.found_run(self, body, SUBMISSION_TAG_PREFIX)
+
+    def list_runs(self, query: RunQuery) -> AsyncIterator[FoundRun]:
+        return _ibm_runs.list_runs(self, query, LIST_PAGE_LIMIT, SUBMISSION_TAG_PREFIX)
+
+    def target_unavailable(self, target: str) -> tuple[str, datetime | None] | None:
+        """A device IBM lists as ``offline`` (a ``paused`` one keeps and later runs its queue)."""
+        status = self._devices.get(target, {}).get("status")
+        return (str(status), None) if isinstance(status, str) and status.lower() == "offline" else None
 
     async def cancel(self, ref: RunRef, reason: str | None = None) -> None:
         """``POST /jobs/{id}/cancel``; a 409 (the job has already ended) is left to the next read."""

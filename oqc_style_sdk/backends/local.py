@@ -298,6 +298,7 @@ class LocalBackend(Backend):
 
     name = "local"
     default_target = SIMULATOR_TARGET
+    runs_outlive_process = False  # a simulation ends with its process
     min_poll_interval_s = 0.02
     max_poll_interval_s = 0.5
     status_reads_per_s = None  # in-process: no vendor to spare

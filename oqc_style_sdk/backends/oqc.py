@@ -31,8 +31,10 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -43,6 +45,7 @@ from ..exceptions import (
     AuthenticationError,
     BackendError,
     ConfigurationError,
+    JobNotFoundError,
     JobValidationError,
     NotFoundError,
     ProtocolError,
@@ -51,7 +54,7 @@ from ..exceptions import (
 from ..state import JobState
 from ._http_backend import HttpBackend
 from ._qiskit import as_openqasm, is_circuit, qiskit_imported
-from .base import Diagnostics, Observation, RunRef, RunSpec
+from .base import Diagnostics, FoundRun, Observation, RunQuery, RunRef, RunSpec
 
 __all__ = ["OQC_STATUS", "OqcBackend", "compiler_config"]
 
@@ -127,6 +130,7 @@ class OqcBackend(HttpBackend):
     max_poll_interval_s = 5.0
     batch_status = True  # several tasks of a QPU are read with one GET of its task list
     batch_submit = True  # a composite reserves its ids with one POST and submits them with one
+    has_job_list = True  # each QPU's task list (GET {qpu_url}/tasks), paged where the server pages it
 
     def __init__(
         self,
@@ -159,6 +163,8 @@ class OqcBackend(HttpBackend):
         self.url = self._http.base_url
         self._qpus: dict[str, dict[str, Any]] = {}
         self._qpu_urls: dict[str, str] = {}  # qpu id -> its execution URL, from _qpus
+        #: When each inactive QPU's next window starts, as OQC said when the Sdk opened.
+        self._next_windows: dict[str, datetime] = {}
         #: False once a QPU's task list was refused or answered in a shape we do not know.
         self._task_list_usable = True
         self._odd_statuses: set[tuple[str, str]] = set()
@@ -170,6 +176,23 @@ class OqcBackend(HttpBackend):
     async def _check(self) -> None:
         await self._http.check_reachable("/admin/version")
         await self._refresh_qpus()
+        await self._read_windows()
+
+    async def _read_windows(self) -> None:
+        """The next window of each inactive QPU (``GET {qpu_url}/windows/next``), for the error that
+        refuses a job for it. Best effort: a window that cannot be read is left out."""
+        for qpu_id, qpu in self._qpus.items():
+            if qpu.get("active") is not False:
+                continue
+            try:
+                body = (await self._http.get(f"{self._qpu_url(qpu_id)}/windows/next")).json()
+            except BackendError as exc:
+                logger.debug("OQC: the next window of %s is unknown: %s", qpu_id, exc)
+                continue
+            window = body.get("next_window") if isinstance(body, dict) else None
+            starting = _parse_moment(window.get("starting", "")) if isinstance(window, dict) else None
+            if starting is not None:
+                self._next_windows[qpu_id] = starting
 
     def identity(self) -> dict[str, str]:
         return {"backend": self.name, "endpoint": self.url}
@@ -194,6 +217,13 @@ class OqcBackend(HttpBackend):
 
     async def list_targets(self) -> list[dict[str, Any]]:
         return [dict(item) for item in await self._refresh_qpus()]
+
+    def target_unavailable(self, target: str) -> tuple[str, datetime | None] | None:
+        """An inactive QPU (as OQC's own client, which offers active QPUs only) and its next window."""
+        qpu = self._qpus.get(target)
+        if qpu is None or qpu.get("active") is not False:
+            return None
+        return str(qpu.get("status") or "INACTIVE"), self._next_windows.get(target)
 
     def _qpu_url(self, qpu_id: str) -> str:
         url = self._qpu_urls.get(qpu_id)
@@ -522,6 +552,96 @@ class OqcBackend(HttpBackend):
             and isinstance(item.get("status"), str)
         }
 
+    # ------------------------------------------------------------------ finding tasks
+    def check_task_id(self, task_id: str) -> None:
+        """OQC task ids are UUIDs."""
+        try:
+            uuid.UUID(task_id)
+        except (ValueError, TypeError, AttributeError):
+            raise JobValidationError(f"{task_id!r} is not an OQC task id (a UUID)") from None
+
+    def _found(
+        self, qpu_id: str, task_id: str, observation: Observation, item: Mapping[str, Any]
+    ) -> FoundRun:
+        """A task as its listing or ``all_info`` tells it. OQC's API never returns a task's program."""
+        metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else item
+        assert isinstance(metadata, Mapping)
+        config: dict[str, Any] = {}
+        raw = metadata.get("config")
+        if isinstance(raw, str) and raw:
+            shots = _repeats(raw)
+            # The config this SDK sends for a shot count reads back as that count; any other is kept.
+            config = {"shots": shots} if shots and raw == compiler_config(shots) else {"compiler_config": raw}
+        tag = item.get("tag", metadata.get("tag"))
+        created = _parse_listed_moment(metadata.get("created_at"))
+        extra = {"qpu_id": qpu_id, "qpu_url": self._qpu_url(qpu_id)}
+        if created is not None:
+            extra["submitted_at"] = created.isoformat(timespec="seconds")
+        return FoundRun(
+            ref=RunRef(task_id=task_id, extra=extra),
+            observation=observation,
+            spec=RunSpec(program=None, target=qpu_id, config=config, tag=tag or None),
+            created_at=created,
+            unknown_program="OQC's task API does not return a task's program",
+        )
+
+    async def find_run(self, task_id: str) -> FoundRun:
+        """``GET {qpu_url}/tasks/{id}/all_info`` on each QPU's URL until one knows the task."""
+        if not self._qpus:
+            await self._refresh_qpus()
+        for qpu_id in self._qpus:
+            url = self._qpu_url(qpu_id)
+            try:
+                info = (await self._http.get(f"{url}/tasks/{task_id}/all_info")).json()
+            except NotFoundError:
+                continue
+            if not isinstance(info, dict) or not isinstance(info.get("status"), str):
+                raise ProtocolError(f"OQC QCaaS answered all_info of {task_id} without a status")
+            ref = RunRef(task_id, {"qpu_id": qpu_id, "qpu_url": url})
+            return self._found(qpu_id, task_id, await self._observation(ref, info["status"]), info)
+        raise JobNotFoundError(task_id, self.name, f"no QPU of {self.url} knows it")
+
+    async def list_runs(self, query: RunQuery) -> AsyncIterator[FoundRun]:
+        """Each QPU's task list, ``page``/``per_page`` newest first, merged across QPUs."""
+        from ..finding import merge_newest
+
+        if not self._qpus:
+            await self._refresh_qpus()
+        qpus = [query.target] if query.target is not None else list(self._qpus)
+        if query.target is not None and self._qpus and query.target not in self._qpus:
+            raise UnknownTargetError(query.target, sorted(self._qpus))
+        async for found in merge_newest([self._qpu_tasks(qpu_id, query) for qpu_id in qpus]):
+            yield found
+
+    async def _qpu_tasks(self, qpu_id: str, query: RunQuery) -> AsyncIterator[FoundRun]:
+        url = self._qpu_url(qpu_id)
+        per_page = min(query.page_size, 1000)
+        params: dict[str, str | int] = {"per_page": per_page}
+        if query.since is not None:
+            params["start_date"] = query.since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        seen: set[str] = set()
+        page = 1
+        while True:
+            body = (await self._http.get(f"{url}/tasks", params={**params, "page": page})).json()
+            if not isinstance(body, list):
+                raise ProtocolError(f"OQC QCaaS answered the task list of {qpu_id} without a list")
+            items = [i for i in body if isinstance(i, dict) and isinstance(i.get("task_id"), str)]
+            fresh = [i for i in items if i["task_id"] not in seen]
+            if len(items) > per_page:  # a server that does not page: its whole list, oldest first
+                fresh.sort(key=lambda i: _parse_listed_moment(i.get("created_at")) or _EPOCH, reverse=True)
+            for item in fresh:
+                seen.add(item["task_id"])
+                vendor = item.get("status")
+                if vendor == "CREATED" or not isinstance(vendor, str):
+                    continue  # a reserved id never submitted is no job
+                observation = _PLAIN_OBSERVATION.get(vendor) or Observation(
+                    OQC_STATUS.get(vendor, JobState.SUBMITTED), vendor
+                )
+                yield self._found(qpu_id, item["task_id"], observation, item)
+            if len(items) != per_page or not fresh:
+                return
+            page += 1
+
     async def cancel(self, ref: RunRef, reason: str | None = None) -> None:
         await self.cancel_many([ref], reason)
 
@@ -585,6 +705,30 @@ def _write_openqasm(programs: list[Any]) -> tuple[list[str], dict[int, JobValida
             text = ""
         texts.append(text)
     return texts, unwritable
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _parse_listed_moment(raw: object) -> datetime | None:
+    """A listed ``created_at``: Flask's HTTP date (``Wed, 12 Jun 2024 20:11:15 GMT``) or ISO 8601."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        return parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return _parse_moment(raw)
+
+
+def _repeats(config: str) -> int | None:
+    """The shots of a CompilerConfig JSON string (``$data.repeats``), if it says."""
+    try:
+        data = json.loads(config)
+    except ValueError:
+        return None
+    inner = data.get("$data") if isinstance(data, dict) else None
+    repeats = inner.get("repeats") if isinstance(inner, dict) else None
+    return repeats if isinstance(repeats, int) and not isinstance(repeats, bool) else None
 
 
 @functools.lru_cache(maxsize=4096)  # a batch shares one moment; each poll tick asks again

@@ -32,8 +32,8 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from .._http import HttpClient, RetryPolicy, Secret
@@ -47,7 +47,7 @@ from ..exceptions import (
 )
 from ..state import JobState
 from ._http_backend import HttpBackend
-from .base import Diagnostics, Observation, RunRef, RunSpec
+from .base import Diagnostics, FoundRun, Observation, RunQuery, RunRef, RunSpec, parse_moment
 
 __all__ = [
     "CONFIG_KEYS",
@@ -478,6 +478,72 @@ class WindmillBackend(HttpBackend):
             if len(items) < LIST_PAGE_SIZE or len(found) == len(wanted):
                 break
         return found
+
+    # ------------------------------------------------------------------ finding jobs
+    has_job_list = True
+    #: The SDK's tag is not sent to Windmill (its job ``tag`` is the worker group): no tag filter.
+    list_filters = frozenset({"states", "target", "since"})
+
+    def check_task_id(self, task_id: str) -> None:
+        try:
+            uuid.UUID(task_id)
+        except (ValueError, TypeError, AttributeError):
+            raise JobValidationError(f"{task_id!r} is not a Windmill job id (a UUID)") from None
+
+    def _found(self, record: Mapping[str, Any], observation: Observation) -> FoundRun:
+        """A job record as a found run: a script path and args, or preview code, language and args."""
+        args = record.get("args") if isinstance(record.get("args"), dict) else {}
+        program: dict[str, Any] | None = None
+        unknown = None
+        path, code, language = record.get("script_path"), record.get("raw_code"), record.get("language")
+        if record.get("job_kind") == "script" and isinstance(path, str):
+            program = {"path": path, "args": args}
+        elif record.get("job_kind") == "preview" and isinstance(code, str):
+            program = {"code": code, "language": language, "args": args}
+        else:
+            unknown = f"Windmill job kind {record.get('job_kind')!r} is not one this SDK runs"
+        config: dict[str, Any] = {}
+        tag = record.get("tag")
+        if isinstance(tag, str) and tag and tag != language:  # a language's own group is the default
+            config["worker_tag"] = tag
+        created = parse_moment(record.get("created_at"))
+        kind = "path" if program is not None and "path" in program else "preview"
+        return FoundRun(
+            ref=RunRef(task_id=str(record["id"]), extra={"workspace": self.workspace, "kind": kind}),
+            observation=observation,
+            spec=RunSpec(program=program, target=self.workspace, config=config),
+            created_at=created,
+            unknown_program=unknown,
+        )
+
+    async def find_run(self, task_id: str) -> FoundRun:
+        """``GET jobs_u/get/{id}`` (with its code and args: what a re-run needs)."""
+        response = await self._http.get(self._ws(f"/jobs_u/get/{task_id}"), params={"no_logs": "true"})
+        record = response.json() if response.status == 200 else None
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+            raise ProtocolError(f"Windmill answered a job read of {task_id} without a job")
+        return self._found(record, self._observe(record, task_id))
+
+    async def list_runs(self, query: RunQuery) -> AsyncIterator[FoundRun]:
+        """``GET jobs/list`` newest first, ``per_page`` at most 100, ``created_after`` for ``since``."""
+        params: dict[str, str | int] = {
+            "per_page": min(query.page_size, LIST_PAGE_SIZE),
+            "order_desc": "true",
+            "job_kinds": "script,preview",
+        }
+        if query.since is not None:
+            params["created_after"] = query.since.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        page = 1
+        while True:
+            items = (await self._http.get(self._ws("/jobs/list"), params={**params, "page": page})).json()
+            if not isinstance(items, list):
+                raise ProtocolError("Windmill answered the job list with something other than a list")
+            for record in items:
+                if isinstance(record, dict) and isinstance(record.get("id"), str):
+                    yield self._found(record, self._observe(record, record["id"], record.get("type")))
+            if len(items) < int(params["per_page"]):
+                return
+            page += 1
 
     async def cancel(self, ref: RunRef, reason: str | None = None) -> None:
         response = await self._http.post(

@@ -848,9 +848,10 @@ class DatabricksEmulator(Emulator):
         now = self.clock()
         chosen: list[RunRecord] = []
         for run in sorted(self._runs.values(), key=lambda r: (r.start_ms, r.run_id), reverse=True):
-            terminal = self._view(run, now).terminal
-            if (active and terminal) or (completed and not terminal):
-                continue
+            if active or completed:  # a run's view is worked out only when a filter needs it
+                terminal = self._view(run, now).terminal
+                if (active and terminal) or (completed and not terminal):
+                    continue
             if job_filter is not None and run.job_id != job_filter:
                 continue
             if run_type is not None and run.run_type != run_type:

@@ -191,6 +191,24 @@ def _parse_date(name: str, value: str) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def _task_page(query: Mapping[str, str], tasks: list[_Task]) -> list[_Task] | None:
+    """The page ``page``/``per_page`` ask for, newest first; None when neither is given (the whole
+    list, oldest first, as the published client reads it). Paging is an emulator choice (OQC
+    documents none for this list), in the style of ``/admin/qpu``."""
+    if "page" not in query and "per_page" not in query:
+        return None
+    try:
+        per_page = int(query.get("per_page", "50"))
+        page = int(query.get("page", "1"))
+    except ValueError:
+        raise ApiError(400, "page and per_page must be integers") from None
+    if per_page < 1 or page < 1:
+        raise ApiError(400, "page and per_page must be positive")
+    per_page = min(per_page, MAX_PER_PAGE)
+    start = (page - 1) * per_page
+    return tasks[::-1][start : start + per_page]
+
+
 def shots_from_config(config: object) -> tuple[int, str | None]:
     """(shots, error) of a task's ``config``: a CompilerConfig JSON *string* (or its parsed dict).
 
@@ -302,7 +320,9 @@ class OqcEmulator(Emulator):
         "task_error", "execution_metadata", "metadata", "timings"}``.
         ``GET /tasks?start_date=&end_date=`` → ``[{"task_id", "qpu_id", "status", "tag",
         "created_at"}, ...]`` of this QPU, oldest first, ``created_at`` within the (inclusive,
-        ISO 8601, naive = UTC) bounds given; a bound that is not a date → 400.
+        ISO 8601, naive = UTC) bounds given; a bound that is not a date → 400. With ``page``
+        and/or ``per_page`` (emulator choice, as ``/admin/qpu``: default 50, at most
+        :data:`MAX_PER_PAGE`) the same list is paged, newest first.
         ``POST /tasks/cancel_many`` ``{"tasks": ["<id>", ...]}`` → 200 ``{"tasks": [{"task_id",
         "cancelled": bool, "status": "<status after>" | null, "detail"}]}`` in request order
         (emulator choice; the real body is unknown and the client does not read it): an active
@@ -311,8 +331,10 @@ class OqcEmulator(Emulator):
         (``status`` null, ``detail`` "Task not found"). A body that is not ``{"tasks": [str]}`` → 400.
         Unknown task id on any GET → 404 ``{"response": {"errors": ["Task not found"]}}``; unknown
         QPU path → 404 ``QPU not found``; an undeclared route → 404, a wrong method → 405.
-        ``GET /windows/next`` → ``{}`` (no window: QPUs here are always on; the client reads this
-        as "no next window"). ``POST /monitoring/qpu_wait_time`` ``{"targets": [qpu ids]}`` →
+        ``GET /windows/next`` → ``{}`` (no window known; the client reads this as "no next
+        window"), or ``{"next_window": {"starting": "YYYY-MM-DDTHH:MM:SSZ"}}`` once
+        :meth:`set_qpu_active` gave one (the format the client's ``get_next_window`` accepts).
+        ``POST /monitoring/qpu_wait_time`` ``{"targets": [qpu ids]}`` →
         ``{"qpu_wait_times": [{"qpu_id", "tasks_in_queue", "average_processing_seconds",
         "estimated_availability_time", "timestamp", "windows": []}]}`` (qBraid's mock shape).
         Other ``/monitoring/*`` endpoints are not emulated (their shapes are unknown): 404.
@@ -367,6 +389,7 @@ class OqcEmulator(Emulator):
         )
         self.version = version if version is not None else f"oqc-style-sdk-emulator {sdk_version()}"
         self._active = {q.id: q.active for q in self.qpus}
+        self._next_windows: dict[str, datetime | None] = {}
         self._by_id = {q.id: q for q in self.qpus}
         self._by_path = {q.path: q for q in self.qpus}
         self._tasks: dict[str, _Task] = {}
@@ -486,12 +509,14 @@ class OqcEmulator(Emulator):
         """Make the task ``EXPIRED`` (its engine run, if any, is cancelled)."""
         await self.set_status(task_id, "EXPIRED")
 
-    async def set_qpu_active(self, qpu_id: str, active: bool) -> None:
-        """Mark a QPU ACTIVE or INACTIVE; activating runs the tasks held for it."""
+    async def set_qpu_active(self, qpu_id: str, active: bool, *, next_window: datetime | None = None) -> None:
+        """Mark a QPU ACTIVE or INACTIVE; activating runs the tasks held for it. ``next_window``:
+        when its next window starts (``GET /windows/next`` says it; None: no window known)."""
         qpu = self._by_id.get(qpu_id)
         if qpu is None:
             raise KeyError(f"the OQC emulator has no QPU {qpu_id!r}")
         self._active[qpu_id] = bool(active)
+        self._next_windows[qpu_id] = next_window
         if active:
             for task in list(self._tasks.values()):
                 if task.qpu is qpu and task.held and task.forced is None:
@@ -808,12 +833,16 @@ class OqcEmulator(Emulator):
         end = request.query.get("end_date")
         low = _parse_date("start_date", start) if start else None
         high = _parse_date("end_date", end) if end else None
+        chosen = [
+            task
+            for task in list(self._tasks.values())
+            if task.qpu is qpu
+            and not (low is not None and task.created_at < low)
+            and not (high is not None and task.created_at > high)
+        ]
+        paged = _task_page(request.query, chosen)
         listing = []
-        for task in list(self._tasks.values()):
-            if task.qpu is not qpu:
-                continue
-            if (low is not None and task.created_at < low) or (high is not None and task.created_at > high):
-                continue
+        for task in chosen if paged is None else paged:
             status, _ = await self._observe(task)
             listing.append(
                 {
@@ -867,8 +896,11 @@ class OqcEmulator(Emulator):
         )
 
     async def _next_window(self, request: web.Request) -> web.Response:
-        self._qpu(request)
-        return web.json_response({})
+        starting = self._next_windows.get(self._qpu(request).id)
+        if starting is None:
+            return web.json_response({})
+        window = {"starting": starting.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        return web.json_response({"next_window": window})
 
     async def _qpu_wait_time(self, request: web.Request) -> web.Response:
         self._qpu(request)

@@ -142,6 +142,18 @@ def _int_query(request: web.Request, name: str, default: int, low: int) -> int:
     return value
 
 
+def _time_query(request: web.Request, name: str) -> datetime | None:
+    """A timestamp filter (``created_after`` ...): RFC 3339, as the OpenAPI's date-time."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, f"Bad request: {name} must be a date-time, not {raw!r}") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def _matches_list(value: str | None, spec: str | None) -> bool:
     """Windmill's list filters: comma-separated values, or all negated with a leading ``!``."""
     if spec is None or spec == "":
@@ -522,9 +534,12 @@ class WindmillEmulator(Emulator):
         running = _bool_query(request, "running")
         success = _bool_query(request, "success")
         start = query.get("script_path_start")
+        after = _time_query(request, "created_after")
         out = []
         for job in self._jobs.values():
             self._advance(job)
+            if after is not None and job.created_at <= after:  # exclusive, as documented
+                continue
             if not _matches_list(self.username, query.get("created_by")):
                 continue
             if not _matches_list(job.script_path, query.get("script_path_exact")):

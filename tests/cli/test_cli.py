@@ -64,15 +64,14 @@ def test_saved_job_can_be_read_back(bell: Path, tmp_path: Path, capsys: pytest.C
     assert "COMPLETED" in capsys.readouterr().out
 
 
-def test_a_local_job_saved_active_cannot_be_followed_from_another_process(
+def test_submit_on_local_is_refused_with_the_reason(
     bell: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Each oqcs command is its own process (its own local simulator): a submitted run would be lost.
     saved = tmp_path / "job.json"
-    assert cli.run(["submit", str(bell), "--backend", "local", "--save", str(saved)]) == 0
-    capsys.readouterr()
-    # Each oqcs command is its own process (its own local simulator): the run is gone.
-    assert cli.run(["wait", str(saved), "--backend", "local"]) == 2
-    assert "cannot be resumed" in capsys.readouterr().err
+    assert cli.run(["submit", str(bell), "--backend", "local", "--save", str(saved)]) == 2
+    assert "would lose the job" in capsys.readouterr().err
+    assert not saved.exists()
 
 
 def test_targets(capsys: pytest.CaptureFixture[str]) -> None:

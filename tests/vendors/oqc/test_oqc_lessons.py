@@ -326,7 +326,8 @@ async def test_lesson_07_composite_outputs_stay_aligned_and_cancel_in_one_reques
     with anyio.fail_after(15):
         async with session() as (emu, sdk):
             targets = [LUCY_QPU_ID, INACTIVE_QPU_ID, LUCY_QPU_ID, INACTIVE_QPU_ID]
-            composite = sdk.create_job(program=[PROGRAM] * 4, qpu_id=targets)
+            # Queued on purpose for the inactive QPU (refused otherwise: TargetUnavailableError).
+            composite = sdk.create_job(program=[PROGRAM] * 4, qpu_id=targets, queue=True)
             with pytest.raises(JobTimeoutError) as info:
                 await composite.execute(timeout_s=1.5)
             outputs = info.value.outputs
