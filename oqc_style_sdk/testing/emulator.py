@@ -113,6 +113,7 @@ __all__ = [
     "available_emulators",
     "create_emulator",
     "duration_option",
+    "read_json",
     "register_emulator",
     "sdk_version",
     "serve_forever",
@@ -263,6 +264,28 @@ class ApiError(Exception):
         self.status = _status_code(status)
         self.message = message
         self.headers = dict(headers) if headers is not None else None
+
+
+# --------------------------------------------------------------------------------------------------
+# What vendor handlers share
+# --------------------------------------------------------------------------------------------------
+
+
+async def read_json(request: web.Request, not_json: Callable[[ValueError], Exception] | None = None) -> Any:
+    """The request's JSON body, None when it is empty (or only white space).
+
+    A body that is not JSON raises ``not_json(error)``: the vendor's own refusal (default: an
+    :class:`ApiError` 400, "The request body is not valid JSON").
+    """
+    raw = await request.read()
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        if not_json is None:
+            raise ApiError(400, "The request body is not valid JSON") from None
+        raise not_json(exc) from None
 
 
 # --------------------------------------------------------------------------------------------------

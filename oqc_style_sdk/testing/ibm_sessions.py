@@ -20,8 +20,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .emulator import ApiError
-from .ibm_platform import read_json
+from .emulator import ApiError, read_json
 
 __all__ = ["MODES", "SessionRegistry"]
 

@@ -24,7 +24,7 @@ from ..backends.base import Diagnostics, Observation, RunRef, RunSpec
 from ..backends.local import DEFAULT_SHOTS, MAX_SHOTS, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
-from .emulator import ApiError, Emulator, duration_option, sdk_version
+from .emulator import ApiError, Emulator, duration_option, read_json, sdk_version
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -657,16 +657,6 @@ class OqcEmulator(Emulator):
             raise ApiError(404, "Task not found")
         return task
 
-    @staticmethod
-    async def _json(request: web.Request) -> Any:
-        raw = await request.read()
-        if not raw.strip():
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise ApiError(400, "The request body is not valid JSON") from None
-
     def _qpu_item(self, qpu: OqcQpu) -> dict[str, Any]:
         active = self._active[qpu.id]
         return {
@@ -697,7 +687,7 @@ class OqcEmulator(Emulator):
         return web.json_response({"version": self.version})
 
     async def _login(self, request: web.Request) -> web.Response:
-        body = await self._json(request)
+        body = await read_json(request)
         if not isinstance(body, dict):
             raise ApiError(400, "Email and password are required")
         email, password = body.get("email"), body.get("password")
@@ -753,7 +743,7 @@ class OqcEmulator(Emulator):
 
     async def _reserve(self, request: web.Request) -> web.Response:
         qpu = self._qpu(request)
-        body = await self._json(request)
+        body = await read_json(request)
         if not isinstance(body, dict):
             raise ApiError(400, 'expected {"qpu_id", "task_count", "tag"}')
         self._check_qpu_id(qpu, body.get("qpu_id"))
@@ -766,7 +756,7 @@ class OqcEmulator(Emulator):
 
     async def _submit(self, request: web.Request) -> web.Response:
         qpu = self._qpu(request)
-        body = await self._json(request)
+        body = await read_json(request)
         items = body.get("tasks") if isinstance(body, dict) else None
         if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
             raise ApiError(400, 'expected {"tasks": [Task, ...]} with at least one task')
@@ -803,7 +793,7 @@ class OqcEmulator(Emulator):
 
     async def _cancel_many(self, request: web.Request) -> web.Response:
         qpu = self._qpu(request)
-        body = await self._json(request)
+        body = await read_json(request)
         ids = body.get("tasks") if isinstance(body, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ApiError(400, 'expected {"tasks": ["<task id>", ...]}')
@@ -904,7 +894,7 @@ class OqcEmulator(Emulator):
 
     async def _qpu_wait_time(self, request: web.Request) -> web.Response:
         self._qpu(request)
-        body = await self._json(request)
+        body = await read_json(request)
         targets = body.get("targets") if isinstance(body, dict) else None
         if not isinstance(targets, list):
             raise ApiError(400, 'expected {"targets": ["<qpu id>", ...]}')

@@ -9,7 +9,6 @@ is opaque data (see :class:`EmulatedScript` and :data:`DEFAULT_SCRIPTS`).
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +20,7 @@ from aiohttp import web
 
 from ..backends.windmill import SCRIPT_LANGUAGES
 from ..exceptions import ConfigurationError
-from .emulator import ApiError, Emulator, duration_option, sdk_version
+from .emulator import ApiError, Emulator, duration_option, read_json, sdk_version
 
 __all__ = [
     "DEFAULT_SCRIPTS",
@@ -116,6 +115,10 @@ class _Job:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _not_json(exc: ValueError) -> ApiError:
+    return ApiError(400, f"Bad request: the body is not valid JSON ({exc})")
 
 
 def _bool_query(request: web.Request, name: str) -> bool | None:
@@ -459,16 +462,6 @@ class WindmillEmulator(Emulator):
             raise ApiError(404, f"Not found: {what} not found at name {request.match_info['id']}")
         return job
 
-    @staticmethod
-    async def _json(request: web.Request) -> Any:
-        raw = await request.read()
-        if not raw.strip():
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError as exc:
-            raise ApiError(400, f"Bad request: the body is not valid JSON ({exc})") from None
-
     def _new_job_id(self, request: web.Request) -> tuple[str, bool]:
         """(the job id, whether that job exists already) — from ``job_id`` or a fresh UUID."""
         raw = request.query.get("job_id")
@@ -596,7 +589,7 @@ class WindmillEmulator(Emulator):
     async def _run_path(self, request: web.Request) -> web.Response:
         self._check_workspace(request)
         path = request.match_info["path"]
-        body = await self._json(request)
+        body = await read_json(request, _not_json)
         args = {} if body is None else body
         if not isinstance(args, dict):
             raise ApiError(400, "Bad request: the script args must be a JSON object")
@@ -638,7 +631,7 @@ class WindmillEmulator(Emulator):
 
     async def _run_preview(self, request: web.Request) -> web.Response:
         self._check_workspace(request)
-        body = await self._json(request)
+        body = await read_json(request, _not_json)
         if not isinstance(body, dict):
             raise ApiError(400, "Bad request: the body must be a Preview object")
         args, content, language = body.get("args"), body.get("content"), body.get("language")
@@ -706,7 +699,7 @@ class WindmillEmulator(Emulator):
     async def _do_cancel(self, request: web.Request, *, force: bool) -> web.Response:
         self._check_workspace(request)
         job_id = request.match_info["id"]
-        body = await self._json(request)
+        body = await read_json(request, _not_json)
         reason = body.get("reason") if isinstance(body, dict) else None
         job = self._jobs.get(job_id)
         if job is None:
