@@ -32,8 +32,8 @@ from .azure_providers import (
     ionq_to_qasm,
     provider_output,
 )
-from .azure_storage import STORAGE_ACCOUNT, BlobStorage, same_secret
-from .emulator import ApiError, Emulator, duration_option, read_json
+from .azure_storage import STORAGE_ACCOUNT, BlobStorage
+from .emulator import ApiError, Emulator, duration_option, read_json, same_secret
 from .odata import order_key, parse_filter
 
 __all__ = [

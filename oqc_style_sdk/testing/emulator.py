@@ -88,6 +88,7 @@ import json
 import logging
 import math
 import re
+import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -115,6 +116,7 @@ __all__ = [
     "duration_option",
     "read_json",
     "register_emulator",
+    "same_secret",
     "sdk_version",
     "serve_forever",
     "start_emulator",
@@ -286,6 +288,13 @@ async def read_json(request: web.Request, not_json: Callable[[ValueError], Excep
         if not_json is None:
             raise ApiError(400, "The request body is not valid JSON") from None
         raise not_json(exc) from None
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Compare a presented secret with the expected one in constant time (lone surrogates allowed)."""
+    return secrets.compare_digest(
+        given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .emulator import ApiError, read_json
+from .emulator import ApiError, read_json, same_secret
 
 __all__ = ["CATALOG_PREFIX", "IAM_GRANT_TYPE", "IAM_PATH", "SEARCH_PREFIX", "IbmCloudPlatform"]
 
@@ -115,7 +115,7 @@ class IbmCloudPlatform:
             return _iam_error("BXNIM0109E", "Property missing or empty. Property name is 'grant_type'.")
         if not isinstance(api_key, str) or not api_key:
             return _iam_error("BXNIM0109E", "Property missing or empty. Property name is 'apikey'.")
-        if not secrets.compare_digest(api_key.encode("utf-8", "surrogateescape"), self.api_key.encode()):
+        if not same_secret(api_key, self.api_key):
             return _iam_error("BXNIM0415E", "Provided API key could not be found.")
         now = datetime.now(UTC)
         token = self._jwt(now)

@@ -28,7 +28,7 @@ from ..backends.base import Observation, RunRef, RunSpec
 from ..backends.local import PARSE_ERROR, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
-from .emulator import REDACTED, ApiError, Emulator, duration_option, read_json
+from .emulator import REDACTED, ApiError, Emulator, duration_option, read_json, same_secret
 from .ibm_devices import VALIDATION_ERROR_CODE, IbmDevice, PubRefused, device_program
 from .ibm_encoding import EncodingError, decode_array, qiskit_result
 from .ibm_platform import IAM_GRANT_TYPE, IAM_PATH, IbmCloudPlatform
@@ -454,7 +454,7 @@ class IbmQuantumEmulator(Emulator):
         crn = request.headers.get("Service-CRN")
         if not crn:
             return 400, "Missing Service-CRN header"
-        if not secrets.compare_digest(crn.encode("utf-8", "surrogateescape"), self.instance.encode()):
+        if not same_secret(crn, self.instance):
             return 403, "You are not authorized to use this service instance"
         version = request.headers.get("IBM-API-Version")
         if version is not None:

@@ -24,7 +24,7 @@ from ..backends.base import Diagnostics, Observation, RunRef, RunSpec
 from ..backends.local import DEFAULT_SHOTS, MAX_SHOTS, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
-from .emulator import ApiError, Emulator, duration_option, read_json, sdk_version
+from .emulator import ApiError, Emulator, duration_option, read_json, same_secret, sdk_version
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -465,9 +465,7 @@ class OqcEmulator(Emulator):
         sent = request.headers.get(_TOKEN_HEADER)
         if sent is None:
             return False
-        return secrets.compare_digest(
-            sent.encode("utf-8", "surrogateescape"), self.token.encode("utf-8", "surrogateescape")
-        )
+        return same_secret(sent, self.token)
 
     def unauthorized_response(self, request: web.Request) -> web.StreamResponse:
         return self.error_response(401, "Authentication Error")

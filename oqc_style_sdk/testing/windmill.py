@@ -20,7 +20,7 @@ from aiohttp import web
 
 from ..backends.windmill import SCRIPT_LANGUAGES
 from ..exceptions import ConfigurationError
-from .emulator import ApiError, Emulator, duration_option, read_json, sdk_version
+from .emulator import ApiError, Emulator, duration_option, read_json, same_secret, sdk_version
 
 __all__ = [
     "DEFAULT_SCRIPTS",
@@ -341,9 +341,7 @@ class WindmillEmulator(Emulator):
             sent = request.cookies.get("token")
         if not sent:
             return False
-        return secrets.compare_digest(
-            sent.encode("utf-8", "surrogateescape"), self.token.encode("utf-8", "surrogateescape")
-        )
+        return same_secret(sent, self.token)
 
     def unauthorized_response(self, request: web.Request) -> web.StreamResponse:
         return self.error_response(401, "Not authorized: invalid or missing token")
