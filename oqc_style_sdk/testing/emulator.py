@@ -94,7 +94,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import metadata
 from types import TracebackType
-from typing import Any, ClassVar, Final, Literal, Self
+from typing import Any, ClassVar, Final, Literal, Self, TypeVar
 
 import anyio
 from aiohttp import web
@@ -115,6 +115,7 @@ __all__ = [
     "available_emulators",
     "create_emulator",
     "duration_option",
+    "found",
     "read_json",
     "register_emulator",
     "same_secret",
@@ -140,6 +141,7 @@ SECRET_FIELDS: Final = frozenset(
     {"password", "client_secret", "authentication_token", "access_token", "refresh_token", "token"}
 )
 
+_T = TypeVar("_T")
 FaultKind = Literal["fail", "drop", "malformed", "slow"]
 PathMatcher = str | re.Pattern[str]
 
@@ -262,6 +264,13 @@ class ApiError(Exception):
 # --------------------------------------------------------------------------------------------------
 # What vendor handlers share
 # --------------------------------------------------------------------------------------------------
+
+
+def found(value: _T | None, message: str) -> _T:
+    """``value`` (what a handler looked up), or a 404 with the vendor's ``message`` when it is None."""
+    if value is None:
+        raise ApiError(404, message)
+    return value
 
 
 async def read_json(request: web.Request, not_json: Callable[[ValueError], Exception] | None = None) -> Any:

@@ -28,7 +28,7 @@ from ..backends.base import Observation, RunRef, RunSpec
 from ..backends.local import PARSE_ERROR, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
-from .emulator import REDACTED, ApiError, Emulator, duration_option, read_json, same_secret
+from .emulator import REDACTED, ApiError, Emulator, duration_option, found, read_json, same_secret
 from .ibm_devices import VALIDATION_ERROR_CODE, IbmDevice, PubRefused, device_program
 from .ibm_encoding import EncodingError, decode_array, qiskit_result
 from .ibm_platform import IAM_GRANT_TYPE, IAM_PATH, IbmCloudPlatform
@@ -637,10 +637,7 @@ class IbmQuantumEmulator(Emulator):
         return queued
 
     def _device(self, request: web.Request) -> IbmDevice:
-        device = self._by_name.get(request.match_info["name"])
-        if device is None:
-            raise ApiError(404, "Backend not found")
-        return device
+        return found(self._by_name.get(request.match_info["name"]), "Backend not found")
 
     async def _device_configuration(self, request: web.Request) -> web.Response:
         return web.json_response(self._device(request).configuration())
@@ -779,10 +776,7 @@ class IbmQuantumEmulator(Emulator):
             self.engine_runs += 1
 
     def _find(self, request: web.Request) -> _Job:
-        job = self._jobs.get(request.match_info["job_id"])
-        if job is None:
-            raise ApiError(404, "Job not found")
-        return job
+        return found(self._jobs.get(request.match_info["job_id"]), "Job not found")
 
     async def _get_job(self, request: web.Request) -> web.Response:
         job = self._find(request)

@@ -24,7 +24,7 @@ from ..backends.base import Diagnostics, Observation, RunRef, RunSpec
 from ..backends.local import DEFAULT_SHOTS, MAX_SHOTS, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
-from .emulator import ApiError, Emulator, duration_option, read_json, same_secret, sdk_version
+from .emulator import ApiError, Emulator, duration_option, found, read_json, same_secret, sdk_version
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -643,10 +643,7 @@ class OqcEmulator(Emulator):
     # -- request helpers ------------------------------------------------------------------------
 
     def _qpu(self, request: web.Request) -> OqcQpu:
-        qpu = self._by_path.get(request.match_info["qpu"])
-        if qpu is None:
-            raise ApiError(404, "QPU not found")
-        return qpu
+        return found(self._by_path.get(request.match_info["qpu"]), "QPU not found")
 
     def _task(self, request: web.Request) -> _Task:
         qpu = self._qpu(request)
@@ -732,9 +729,7 @@ class OqcEmulator(Emulator):
         )
 
     async def _get_qpu(self, request: web.Request) -> web.Response:
-        qpu = self._by_id.get(request.match_info["qpu_id"])
-        if qpu is None:
-            raise ApiError(404, "QPU not found")
+        qpu = found(self._by_id.get(request.match_info["qpu_id"]), "QPU not found")
         return web.json_response(self._qpu_item(qpu))
 
     # -- tasks ----------------------------------------------------------------------------------

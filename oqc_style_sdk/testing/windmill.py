@@ -20,7 +20,7 @@ from aiohttp import web
 
 from ..backends.windmill import SCRIPT_LANGUAGES
 from ..exceptions import ConfigurationError
-from .emulator import ApiError, Emulator, duration_option, read_json, same_secret, sdk_version
+from .emulator import ApiError, Emulator, duration_option, found, read_json, same_secret, sdk_version
 
 __all__ = [
     "DEFAULT_SCRIPTS",
@@ -455,10 +455,10 @@ class WindmillEmulator(Emulator):
 
     def _job(self, request: web.Request, what: str = "Job") -> _Job:
         self._check_workspace(request)
-        job = self._jobs.get(request.match_info["id"])
-        if job is None:
-            raise ApiError(404, f"Not found: {what} not found at name {request.match_info['id']}")
-        return job
+        return found(
+            self._jobs.get(request.match_info["id"]),
+            f"Not found: {what} not found at name {request.match_info['id']}",
+        )
 
     def _new_job_id(self, request: web.Request) -> tuple[str, bool]:
         """(the job id, whether that job exists already) — from ``job_id`` or a fresh UUID."""
@@ -591,9 +591,7 @@ class WindmillEmulator(Emulator):
         args = {} if body is None else body
         if not isinstance(args, dict):
             raise ApiError(400, "Bad request: the script args must be a JSON object")
-        script = self.scripts.get(path)
-        if script is None:
-            raise ApiError(404, f"Not found: Script not found at name {path}")
+        script = found(self.scripts.get(path), f"Not found: Script not found at name {path}")
         if script.duration_s == "slow":
             run_s = self.slow_duration_s
         elif script.duration_s is None:
@@ -699,9 +697,7 @@ class WindmillEmulator(Emulator):
         job_id = request.match_info["id"]
         body = await read_json(request, _not_json)
         reason = body.get("reason") if isinstance(body, dict) else None
-        job = self._jobs.get(job_id)
-        if job is None:
-            raise ApiError(404, f"Not found: queued job id {job_id} does not exist")
+        job = found(self._jobs.get(job_id), f"Not found: queued job id {job_id} does not exist")
         self._advance(job)
         if job.final is not None:
             return web.Response(
