@@ -91,6 +91,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http import HTTPStatus
 from importlib import metadata
 from types import TracebackType
@@ -122,6 +123,7 @@ __all__ = [
     "sdk_version",
     "serve_forever",
     "start_emulator",
+    "utc_moment",
 ]
 
 logger = logging.getLogger("oqc_style_sdk.testing.emulator")
@@ -271,6 +273,13 @@ def found(value: _T | None, message: str) -> _T:
     if value is None:
         raise ApiError(404, message)
     return value
+
+
+def utc_moment(text: str) -> datetime:
+    """``text`` as an ISO 8601 date-time (:meth:`datetime.fromisoformat`), in UTC when it names no
+    zone. Raises ValueError when it is not one (each vendor refuses that in its own words)."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 async def read_json(request: web.Request, not_json: Callable[[ValueError], Exception] | None = None) -> Any:

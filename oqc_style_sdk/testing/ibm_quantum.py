@@ -28,7 +28,7 @@ from ..backends.base import Observation, RunRef, RunSpec
 from ..backends.local import PARSE_ERROR, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
-from .emulator import REDACTED, ApiError, Emulator, duration_option, found, read_json, same_secret
+from .emulator import REDACTED, ApiError, Emulator, duration_option, found, read_json, same_secret, utc_moment
 from .ibm_devices import VALIDATION_ERROR_CODE, IbmDevice, PubRefused, device_program
 from .ibm_encoding import EncodingError, decode_array, qiskit_result
 from .ibm_platform import IAM_GRANT_TYPE, IAM_PATH, IbmCloudPlatform
@@ -142,10 +142,9 @@ def _iso(moment: datetime | str | None) -> str | None:
 
 def _parse_moment(name: str, value: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(value.strip())
+        return utc_moment(value.strip())
     except ValueError:
         raise ApiError(400, f"{name} is not an ISO 8601 date-time: {value!r}") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _flag(name: str, value: str | None) -> bool | None:

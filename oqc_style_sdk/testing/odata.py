@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
+
+from .emulator import utc_moment
 
 __all__ = ["FIELDS", "Predicate", "Record", "order_key", "parse_filter", "parse_time"]
 
@@ -20,8 +22,7 @@ def parse_time(text: str) -> datetime:
     zone means UTC). Raises ValueError."""
     value = text.strip().replace("Z", "+00:00").replace("z", "+00:00")
     value = re.sub(r"(\.\d{6})\d+", r"\1", value)
-    moment = datetime.fromisoformat(value)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return utc_moment(value)
 
 
 _TOKEN = re.compile(

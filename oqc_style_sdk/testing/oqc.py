@@ -24,7 +24,16 @@ from ..backends.base import Diagnostics, Observation, RunRef, RunSpec
 from ..backends.local import DEFAULT_SHOTS, MAX_SHOTS, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
-from .emulator import ApiError, Emulator, duration_option, found, read_json, same_secret, sdk_version
+from .emulator import (
+    ApiError,
+    Emulator,
+    duration_option,
+    found,
+    read_json,
+    same_secret,
+    sdk_version,
+    utc_moment,
+)
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -185,10 +194,9 @@ def _timing(moment: datetime | str | None) -> str | None:
 
 def _parse_date(name: str, value: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(value.strip())
+        return utc_moment(value.strip())
     except ValueError:
         raise ApiError(400, f"{name} is not a date: {value!r}") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _task_page(query: Mapping[str, str], tasks: list[_Task]) -> list[_Task] | None:

@@ -20,7 +20,16 @@ from aiohttp import web
 
 from ..backends.windmill import SCRIPT_LANGUAGES
 from ..exceptions import ConfigurationError
-from .emulator import ApiError, Emulator, duration_option, found, read_json, same_secret, sdk_version
+from .emulator import (
+    ApiError,
+    Emulator,
+    duration_option,
+    found,
+    read_json,
+    same_secret,
+    sdk_version,
+    utc_moment,
+)
 
 __all__ = [
     "DEFAULT_SCRIPTS",
@@ -151,10 +160,9 @@ def _time_query(request: web.Request, name: str) -> datetime | None:
     if raw is None:
         return None
     try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return utc_moment(raw.replace("Z", "+00:00"))
     except ValueError:
         raise ApiError(400, f"Bad request: {name} must be a date-time, not {raw!r}") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _matches_list(value: str | None, spec: str | None) -> bool:
