@@ -33,7 +33,8 @@ from .azure_providers import (
     provider_output,
 )
 from .azure_storage import STORAGE_ACCOUNT, BlobStorage
-from .emulator import ApiError, Emulator, duration_option, read_json, same_secret
+from .emulator import ApiError, Emulator, duration_option
+from .handlers import read_json, same_secret
 from .odata import order_key, parse_filter
 
 __all__ = [

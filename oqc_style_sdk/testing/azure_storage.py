@@ -23,7 +23,7 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
-from .emulator import same_secret
+from .handlers import same_secret
 from .odata import parse_time
 
 __all__ = ["SAS_VERSION", "STORAGE_ACCOUNT", "BlobStorage"]

@@ -54,7 +54,8 @@ from .databricks_model import (
     parse_bool,
     parse_int,
 )
-from .emulator import Emulator, duration_option, same_secret
+from .emulator import Emulator, duration_option
+from .handlers import same_secret
 
 __all__ = [
     "DEFAULT_CLUSTER_ID",

@@ -88,14 +88,12 @@ import json
 import logging
 import math
 import re
-import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from http import HTTPStatus
 from importlib import metadata
 from types import TracebackType
-from typing import Any, ClassVar, Final, Literal, Self, TypeVar
+from typing import Any, ClassVar, Final, Literal, Self
 
 import anyio
 from aiohttp import web
@@ -116,14 +114,10 @@ __all__ = [
     "available_emulators",
     "create_emulator",
     "duration_option",
-    "found",
-    "read_json",
     "register_emulator",
-    "same_secret",
     "sdk_version",
     "serve_forever",
     "start_emulator",
-    "utc_moment",
 ]
 
 logger = logging.getLogger("oqc_style_sdk.testing.emulator")
@@ -143,7 +137,6 @@ SECRET_FIELDS: Final = frozenset(
     {"password", "client_secret", "authentication_token", "access_token", "refresh_token", "token"}
 )
 
-_T = TypeVar("_T")
 FaultKind = Literal["fail", "drop", "malformed", "slow"]
 PathMatcher = str | re.Pattern[str]
 
@@ -261,49 +254,6 @@ class ApiError(Exception):
         self.status = _status_code(status)
         self.message = message
         self.headers = dict(headers) if headers is not None else None
-
-
-# --------------------------------------------------------------------------------------------------
-# What vendor handlers share
-# --------------------------------------------------------------------------------------------------
-
-
-def found(value: _T | None, message: str) -> _T:
-    """``value`` (what a handler looked up), or a 404 with the vendor's ``message`` when it is None."""
-    if value is None:
-        raise ApiError(404, message)
-    return value
-
-
-def utc_moment(text: str) -> datetime:
-    """``text`` as an ISO 8601 date-time (:meth:`datetime.fromisoformat`), in UTC when it names no
-    zone. Raises ValueError when it is not one (each vendor refuses that in its own words)."""
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-async def read_json(request: web.Request, not_json: Callable[[ValueError], Exception] | None = None) -> Any:
-    """The request's JSON body, None when it is empty (or only white space).
-
-    A body that is not JSON raises ``not_json(error)``: the vendor's own refusal (default: an
-    :class:`ApiError` 400, "The request body is not valid JSON").
-    """
-    raw = await request.read()
-    if not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        if not_json is None:
-            raise ApiError(400, "The request body is not valid JSON") from None
-        raise not_json(exc) from None
-
-
-def same_secret(given: str, expected: str) -> bool:
-    """Compare a presented secret with the expected one in constant time (lone surrogates allowed)."""
-    return secrets.compare_digest(
-        given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
-    )
 
 
 # --------------------------------------------------------------------------------------------------

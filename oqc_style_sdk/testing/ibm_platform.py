@@ -24,7 +24,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .emulator import ApiError, read_json, same_secret
+from .emulator import ApiError
+from .handlers import read_json, same_secret
 
 __all__ = ["CATALOG_PREFIX", "IAM_GRANT_TYPE", "IAM_PATH", "SEARCH_PREFIX", "IbmCloudPlatform"]
 

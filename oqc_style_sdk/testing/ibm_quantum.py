@@ -28,7 +28,8 @@ from ..backends.base import Observation, RunRef, RunSpec
 from ..backends.local import PARSE_ERROR, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
-from .emulator import REDACTED, ApiError, Emulator, duration_option, found, read_json, same_secret, utc_moment
+from .emulator import REDACTED, ApiError, Emulator, duration_option
+from .handlers import found, read_json, same_secret, utc_moment
 from .ibm_devices import VALIDATION_ERROR_CODE, IbmDevice, PubRefused, device_program
 from .ibm_encoding import EncodingError, decode_array, qiskit_result
 from .ibm_platform import IAM_GRANT_TYPE, IAM_PATH, IbmCloudPlatform

@@ -20,7 +20,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .emulator import ApiError, found, read_json
+from .emulator import ApiError
+from .handlers import found, read_json
 
 __all__ = ["MODES", "SessionRegistry"]
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from .emulator import utc_moment
+from .handlers import utc_moment
 
 __all__ = ["FIELDS", "Predicate", "Record", "order_key", "parse_filter", "parse_time"]
 

@@ -24,16 +24,8 @@ from ..backends.base import Diagnostics, Observation, RunRef, RunSpec
 from ..backends.local import DEFAULT_SHOTS, MAX_SHOTS, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
-from .emulator import (
-    ApiError,
-    Emulator,
-    duration_option,
-    found,
-    read_json,
-    same_secret,
-    sdk_version,
-    utc_moment,
-)
+from .emulator import ApiError, Emulator, duration_option, sdk_version
+from .handlers import found, read_json, same_secret, utc_moment
 
 __all__ = [
     "ACTIVE_STATUSES",

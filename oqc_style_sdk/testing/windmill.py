@@ -20,16 +20,8 @@ from aiohttp import web
 
 from ..backends.windmill import SCRIPT_LANGUAGES
 from ..exceptions import ConfigurationError
-from .emulator import (
-    ApiError,
-    Emulator,
-    duration_option,
-    found,
-    read_json,
-    same_secret,
-    sdk_version,
-    utc_moment,
-)
+from .emulator import ApiError, Emulator, duration_option, sdk_version
+from .handlers import found, read_json, same_secret, utc_moment
 
 __all__ = [
     "DEFAULT_SCRIPTS",
