@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import entry_points
 from typing import Any
 
 import aiohttp
@@ -27,13 +26,6 @@ from oqc_style_sdk.testing.oqc import (
     shots_from_config,
 )
 from oqc_style_sdk.testing.pytest_plugin import EmulatorFactory
-
-PLUGIN = "oqc_style_sdk.testing.pytest_plugin"
-# Once the package's ``pytest11`` entry point is installed, pytest has loaded the plugin already (and
-# naming it here again would register it twice, which pytest refuses).
-_INSTALLED = any(ep.value == PLUGIN for ep in entry_points(group="pytest11"))
-pytest_plugins = [] if _INSTALLED else [PLUGIN]
-
 
 PROGRAM = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg c[1]; h q[0]; measure q[0] -> c[0];'
 BELL = """OPENQASM 3.0;
