@@ -1,5 +1,5 @@
-"""What vendor request handlers share: reading a JSON body, answering 404 for a lookup that came
-back empty, comparing a presented secret, reading a date-time.
+"""What vendor request handlers share: reading a JSON body or an integer query parameter, answering
+404 for a lookup that came back empty, comparing a presented secret, reading a date-time.
 
 Each vendor words its refusals its own way; these helpers keep the rule and take the words.
 """
@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .emulator import ApiError
 
-__all__ = ["found", "read_json", "same_secret", "utc_moment"]
+__all__ = ["found", "query_int", "read_json", "same_secret", "utc_moment"]
 
 _T = TypeVar("_T")
 
@@ -50,6 +50,18 @@ async def read_json(request: web.Request, not_json: Callable[[ValueError], Excep
         if not_json is None:
             raise ApiError(400, "The request body is not valid JSON") from None
         raise not_json(exc) from None
+
+
+def query_int(request: web.Request, name: str, default: int, not_int: Callable[[str], Exception]) -> int:
+    """The query parameter ``name`` as an int, ``default`` when it is absent; ``not_int(raw)`` (the
+    vendor's refusal) is raised when it is not an integer."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise not_int(raw) from None
 
 
 def same_secret(given: str, expected: str) -> bool:

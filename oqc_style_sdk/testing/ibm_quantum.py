@@ -29,7 +29,7 @@ from ..backends.local import PARSE_ERROR, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
 from .emulator import REDACTED, ApiError, Emulator, duration_option
-from .handlers import found, read_json, same_secret, utc_moment
+from .handlers import found, query_int, read_json, same_secret, utc_moment
 from .ibm_devices import VALIDATION_ERROR_CODE, IbmDevice, PubRefused, device_program
 from .ibm_encoding import EncodingError, decode_array, qiskit_result
 from .ibm_platform import IAM_GRANT_TYPE, IAM_PATH, IbmCloudPlatform
@@ -160,13 +160,9 @@ def _flag(name: str, value: str | None) -> bool | None:
 
 
 def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"{name} must be an integer, got {raw!r}") from None
+    value = query_int(
+        request, name, default, lambda raw: ApiError(400, f"{name} must be an integer, got {raw!r}")
+    )
     if not low <= value <= high:
         raise ApiError(400, f"{name} must be from {low} to {high}, got {value}")
     return value

@@ -21,7 +21,7 @@ from aiohttp import web
 from ..backends.windmill import SCRIPT_LANGUAGES
 from ..exceptions import ConfigurationError
 from .emulator import ApiError, Emulator, duration_option, sdk_version
-from .handlers import found, read_json, same_secret, utc_moment
+from .handlers import found, query_int, read_json, same_secret, utc_moment
 
 __all__ = [
     "DEFAULT_SCRIPTS",
@@ -134,13 +134,12 @@ def _bool_query(request: web.Request, name: str) -> bool | None:
 
 
 def _int_query(request: web.Request, name: str, default: int, low: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"Bad request: {name} must be an integer, not {raw!r}") from None
+    value = query_int(
+        request,
+        name,
+        default,
+        lambda raw: ApiError(400, f"Bad request: {name} must be an integer, not {raw!r}"),
+    )
     if value < low:
         raise ApiError(400, f"Bad request: {name} must be at least {low}")
     return value
