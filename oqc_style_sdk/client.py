@@ -23,6 +23,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from . import programs
+from ._waiting import deadline
 from .backends.base import Backend, RunRef, RunSpec, create_backend
 from .exceptions import (
     ConfigurationError,
@@ -298,13 +299,19 @@ class Sdk:
             self._own_jobs.add(made)
 
     async def load(
-        self, path: str | Path, *, lost_runs: Literal["raise", "fail"] = "raise"
+        self,
+        path: str | Path,
+        *,
+        lost_runs: Literal["raise", "fail"] = "raise",
+        timeout_s: float | None = None,
     ) -> Job | CompositeJob:
         """Read a job (or composite) saved with ``save()`` and attach it to this Sdk.
 
         An active run that cannot be followed from here (a local simulation that lived in another
         process) raises :class:`JobNotResumableError`; ``lost_runs="fail"`` loads it as FAILED
-        instead, with its history, ready for a fresh ``execute()``.
+        instead, with its history, ready for a fresh ``execute()``. Only a regular file is read (a
+        FIFO or a device raises :class:`PersistenceError` at once); past ``timeout_s``, or when the
+        caller is cancelled, the read is given up (:class:`JobTimeoutError`).
         """
         from .composite import CompositeJob
         from .job import Job
@@ -313,7 +320,8 @@ class Sdk:
         self._require_open()
         if lost_runs not in ("raise", "fail"):
             raise ValueError("lost_runs is 'raise' or 'fail'")
-        document = await read(path, identity=self._backend.identity())
+        with deadline(timeout_s, lambda: f"reading the job file {path}"):
+            document = await read(path, identity=self._backend.identity())
         for snap in document.jobs:  # where credentials go is the Sdk's to decide, never the file's
             why = (
                 None
