@@ -23,6 +23,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from . import programs
+from ._text import check_utf8
 from ._waiting import deadline
 from .backends.base import Backend, RunRef, RunSpec, create_backend
 from .exceptions import (
@@ -167,6 +168,7 @@ class Sdk:
         """Use ``target`` for jobs created without one from now on."""
         if not isinstance(target, str) or not target:
             raise JobValidationError("a target is a non-empty string")
+        check_utf8(target, "target")
         self._default_target = target
 
     set_default_qpu = set_default_target
@@ -397,6 +399,8 @@ def make_spec(program: Any, target: Any, config: Any, tag: str | None) -> RunSpe
         config = {}
     if not isinstance(config, Mapping):
         raise JobValidationError(f"config must be a mapping, not {type(config).__name__}")
+    for value, field in ((program, "program"), (target, "target"), (config, "config"), (tag, "tag")):
+        check_utf8(value, field)
     return RunSpec(program=program, target=target, config=dict(config), tag=tag)
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from typing import Annotated, Any, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ._text import unencodable
 from .backends._qiskit import as_qasm3, error_message, is_circuit, load_qasm3, qiskit_imported
 from .exceptions import (
     CorruptJobFileError,
@@ -327,6 +329,8 @@ _CHUNK_BYTES = 1024 * 1024
 _OPEN_FLAGS = (
     os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
 )
+#: A JSON escape of a UTF-16 surrogate (paired ones make one character when parsed; lone ones stay).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}")
 _NOT_REGULAR = (
     (stat.S_ISDIR, "a directory"),
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
@@ -402,6 +406,12 @@ def read_document(path: Path, check_cancelled: Callable[[], None] = lambda: None
         raise CorruptJobFileError(f"{path} is not a valid job file: JSON nested too deeply") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ForeignJobFileError(f"{path} is not an oqc-style-sdk job file")
+    if _SURROGATE_ESCAPE.search(raw):  # only a \u escape can bring a lone surrogate into JSON text
+        where = unencodable(data.get("jobs"), "jobs")
+        if where is not None:
+            raise CorruptJobFileError(
+                f"{path} is not a valid job file: {where}: text that cannot be encoded as UTF-8"
+            ) from JobValidationError(where)
     found = data.get("schema_version")
     if isinstance(found, bool) or not isinstance(found, int) or found < 1:
         raise CorruptJobFileError(f"{path} has no valid schema_version")
