@@ -14,6 +14,7 @@ import pytest
 from oqc_style_sdk import Sdk, persistence
 from oqc_style_sdk.exceptions import PersistenceError
 from tests.common import BELL
+from tests.core.test_persistence import listing
 
 
 def _name_max(directory: Path) -> int:
@@ -34,7 +35,7 @@ async def test_a_name_of_up_to_name_max_bytes_saves_and_loads(tmp_path: Path, sh
         assert path.name == name
         loaded = await sdk.load(path)
         assert (loaded.id, loaded.program, loaded.tag) == (job.id, BELL, "long")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary file left
+    assert listing(tmp_path) == [name]  # no temporary file left
 
 
 async def test_a_long_name_of_multibyte_characters_saves(tmp_path: Path) -> None:
@@ -62,7 +63,7 @@ async def test_a_save_over_a_long_name_that_fails_keeps_the_old_file(
             await job.save(path)
         monkeypatch.undo()
         assert path.read_bytes() == before  # the old file, whole
-        assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # the temporary file removed
+        assert listing(tmp_path) == [name]  # the temporary file removed
         await job.save(path)
         assert (await sdk.load(path)).tag == "second"
 
