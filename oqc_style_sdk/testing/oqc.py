@@ -20,6 +20,7 @@ from typing import Any, Final
 from aiohttp import web
 from anyio.abc import TaskGroup
 
+from ..backends._oqc_limits import MAX_REQUEST_BYTES
 from ..backends.base import Diagnostics, Observation, RunRef, RunSpec
 from ..backends.local import DEFAULT_SHOTS, MAX_SHOTS, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
@@ -287,6 +288,9 @@ class OqcEmulator(Emulator):
         ``POST /tasks`` ``{"qpu_id", "task_count", "tag"}`` → ``["<uuid>", ...]``: ids reserved in
         state ``CREATED``. ``qpu_id`` may be null (the URL's QPU); another QPU's id → 400;
         ``task_count`` must be an int from 1 to :data:`MAX_RESERVE` (else 400).
+        Every POST whose body and headers add up to more than 128 KiB (the limit OQC's client
+        enforces, ``MAX_REQUEST_BYTES``) → 413 ``Request size exceeds the 128KB limit as it is
+        <n> bytes``, nothing done (the message is the client's; the server's own answer is unknown).
         ``POST /tasks/submit`` ``{"tasks": [Task]}`` → ``[{"task_id": "<uuid>"}, ...]`` in order.
         Task = ``{"program", "config", "qpu_id", "tag", "task_id"?}``; ``config`` is a
         CompilerConfig JSON string whose ``$data.repeats`` gives the shots (missing/unparseable
@@ -660,6 +664,10 @@ class OqcEmulator(Emulator):
     @staticmethod
     async def _json(request: web.Request) -> Any:
         raw = await request.read()
+        # As strict as OQC's client: body and headers together at most 128 KiB.
+        size = len(raw) + sum(len(k.encode()) + len(v.encode()) for k, v in request.headers.items())
+        if size > MAX_REQUEST_BYTES:
+            raise ApiError(413, f"Request size exceeds the 128KB limit as it is {size} bytes")
         if not raw.strip():
             return None
         try:
