@@ -1,7 +1,7 @@
 """OQC's wire limits, as its own client (``qcaas_client`` 3.22) states them.
 
 Issue 16, hole 8: the client refuses any POST over 128 KiB and takes 408/409/429/5xx as "try again
-later". The SDK sent batches of up to 500 tasks (each ~1 KiB with its compiler config: over 350 KiB
+later". The SDK sent batches of up to 500 tasks (each ~850 bytes with its compiler config: over 400 KB
 a request), accepted programs of up to 1 MB, and took a 409 as "refused outright" — releasing the
 reserved id with ``cancel_many``, which after a resent submission whose first answer was lost
 cancelled a task OQC had accepted. The emulator is now as strict as the client about size.
@@ -56,7 +56,7 @@ async def test_a_batch_of_500_tasks_is_cut_into_requests_of_at_most_128_kib() ->
             await composite.execute(timeout_s=50)
             assert all(child.state is JobState.COMPLETED for child in composite)
             submits = _posts(emu, "/tasks/submit")
-            assert len(submits) >= 4  # ~1.1 KiB a task: 500 of them never fit one request
+            assert len(submits) >= 4  # ~850 bytes a task: 500 of them never fit one request
             assert all(e.status == 200 for e in submits)
             assert all(_request_bytes(e) <= MAX_REQUEST_BYTES for e in submits)
             assert sum(len(e.body["tasks"]) for e in submits) == 500  # each task sent once
