@@ -158,14 +158,17 @@ async def test_a_409_that_persists_leaves_the_job_to_settle_not_failed() -> None
             with pytest.raises((BackendError, JobTimeoutError)) as info:
                 await job.execute(timeout_s=3)
             if isinstance(info.value, BackendError):
-                assert info.value.status == 409 and info.value.transient and not info.value.refused
+                assert info.value.status == 409
+                assert info.value.transient
+                assert not info.value.refused
             assert len(_posts(emu, "/tasks/submit")) >= 2  # "try again later": it was tried again
             assert job.state is JobState.CREATED  # not FAILED: OQC may hold the task
             assert not _posts(emu, "/tasks/cancel_many")
             emu.clear_faults()
             await job.execute(timeout_s=20)  # the same reserved id, sent again
             assert job.state is JobState.COMPLETED
-            assert len(emu.task_ids) == 1 and emu.engine_runs == 1
+            assert len(emu.task_ids) == 1
+            assert emu.engine_runs == 1
 
 
 async def test_a_refused_resend_of_an_accepted_task_takes_the_task_and_cancels_nothing() -> None:
@@ -203,4 +206,5 @@ async def test_a_409_to_a_batch_is_retried_and_every_child_runs_once() -> None:
             await composite.execute(timeout_s=20)
             assert all(child.state is JobState.COMPLETED for child in composite)
             assert not _posts(emu, "/tasks/cancel_many")
-            assert emu.engine_runs == 20 and len(emu.task_ids) == 20
+            assert emu.engine_runs == 20
+            assert len(emu.task_ids) == 20
