@@ -26,6 +26,7 @@ from ..backends.local import DEFAULT_SHOTS, MAX_SHOTS, SIMULATOR_TARGET, LocalBa
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
 from .emulator import ApiError, Emulator, duration_option, sdk_version
+from .handlers import found, read_json, same_secret, utc_moment
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -186,10 +187,9 @@ def _timing(moment: datetime | str | None) -> str | None:
 
 def _parse_date(name: str, value: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(value.strip())
+        return utc_moment(value.strip())
     except ValueError:
         raise ApiError(400, f"{name} is not a date: {value!r}") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _task_page(query: Mapping[str, str], tasks: list[_Task]) -> list[_Task] | None:
@@ -469,9 +469,7 @@ class OqcEmulator(Emulator):
         sent = request.headers.get(_TOKEN_HEADER)
         if sent is None:
             return False
-        return secrets.compare_digest(
-            sent.encode("utf-8", "surrogateescape"), self.token.encode("utf-8", "surrogateescape")
-        )
+        return same_secret(sent, self.token)
 
     def unauthorized_response(self, request: web.Request) -> web.StreamResponse:
         return self.error_response(401, "Authentication Error")
@@ -649,10 +647,7 @@ class OqcEmulator(Emulator):
     # -- request helpers ------------------------------------------------------------------------
 
     def _qpu(self, request: web.Request) -> OqcQpu:
-        qpu = self._by_path.get(request.match_info["qpu"])
-        if qpu is None:
-            raise ApiError(404, "QPU not found")
-        return qpu
+        return found(self._by_path.get(request.match_info["qpu"]), "QPU not found")
 
     def _task(self, request: web.Request) -> _Task:
         qpu = self._qpu(request)
@@ -663,17 +658,13 @@ class OqcEmulator(Emulator):
 
     @staticmethod
     async def _json(request: web.Request) -> Any:
-        raw = await request.read()
-        # As strict as OQC's client: body and headers together at most 128 KiB.
-        size = len(raw) + sum(len(k.encode()) + len(v.encode()) for k, v in request.headers.items())
+        """The request's JSON body (:func:`read_json`), refused first if the request is over the
+        size OQC's client allows: body and headers together at most 128 KiB."""
+        size = len(await request.read())  # read once: read_json is given the same bytes
+        size += sum(len(k.encode()) + len(v.encode()) for k, v in request.headers.items())
         if size > MAX_REQUEST_BYTES:
             raise ApiError(413, f"Request size exceeds the 128KB limit as it is {size} bytes")
-        if not raw.strip():
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise ApiError(400, "The request body is not valid JSON") from None
+        return await read_json(request)
 
     def _qpu_item(self, qpu: OqcQpu) -> dict[str, Any]:
         active = self._active[qpu.id]
@@ -752,9 +743,7 @@ class OqcEmulator(Emulator):
         )
 
     async def _get_qpu(self, request: web.Request) -> web.Response:
-        qpu = self._by_id.get(request.match_info["qpu_id"])
-        if qpu is None:
-            raise ApiError(404, "QPU not found")
+        qpu = found(self._by_id.get(request.match_info["qpu_id"]), "QPU not found")
         return web.json_response(self._qpu_item(qpu))
 
     # -- tasks ----------------------------------------------------------------------------------
