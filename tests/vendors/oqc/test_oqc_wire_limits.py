@@ -9,7 +9,7 @@ cancelled a task OQC had accepted. The emulator is now as strict as the client a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,7 +17,7 @@ import aiohttp
 import anyio
 import pytest
 
-from oqc_style_sdk import JobState, OqcSdk
+from oqc_style_sdk import Job, JobState, OqcSdk
 from oqc_style_sdk.backends import oqc
 from oqc_style_sdk.backends._oqc_limits import MAX_BODY_BYTES, MAX_REQUEST_BYTES, size_chunks
 from oqc_style_sdk.exceptions import BackendError, JobTimeoutError, JobValidationError
@@ -36,6 +36,15 @@ async def session(**options: Any) -> AsyncIterator[tuple[OqcEmulator, OqcSdk]]:
         assert isinstance(emu, OqcEmulator)
         async with OqcSdk(**emu.credentials, default_qpu_id=LUCY_QPU_ID) as sdk:
             yield emu, sdk
+
+
+@asynccontextmanager
+async def one_job(faults: Callable[[OqcEmulator], None]) -> AsyncIterator[tuple[OqcEmulator, Job]]:
+    """An emulator with ``faults`` set, and a job for it (not yet sent), within 30 s."""
+    with anyio.fail_after(30):
+        async with session() as (emu, sdk):
+            faults(emu)
+            yield emu, sdk.create_job(program=PROGRAM)
 
 
 def _posts(emu: OqcEmulator, suffix: str) -> list[Any]:
@@ -136,66 +145,60 @@ async def session_http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 # -------------------------------------------------------------------- 409 and held ids never released
-async def test_a_409_to_a_submission_oqc_accepted_is_retried_and_nothing_is_cancelled() -> None:
-    with anyio.fail_after(30):
-        async with session() as (emu, sdk):
-            emu.fail_after_processing_next(1, status=409, path="/tasks/submit")
-            job = sdk.create_job(program=PROGRAM)
-            await job.execute(timeout_s=20)
-            assert job.state is JobState.COMPLETED
-            assert await emu.status_of(job.task_id) == "COMPLETED"
-            assert len(_posts(emu, "/tasks/submit")) == 2  # the 409 was "try again later"
-            assert not _posts(emu, "/tasks/cancel_many")  # the id OQC holds was never released
-            assert emu.engine_runs == 1
+def _accepted_then_409(emu: OqcEmulator) -> None:
+    emu.fail_after_processing_next(1, status=409, path="/tasks/submit")
+
+
+def _accepted_answer_lost_then_400(emu: OqcEmulator) -> None:
+    emu.drop_next(1, path="/tasks/submit", after_processing=True)
+    emu.fail_next(1, status=400, path="/tasks/submit")
+
+
+@pytest.mark.parametrize("faults", [_accepted_then_409, _accepted_answer_lost_then_400])
+async def test_a_submission_oqc_accepted_is_taken_whatever_answers_its_resend(
+    faults: Callable[[OqcEmulator], None],
+) -> None:
+    """A 409 is "try again later" (retried); a refusal of a resend finds the task submitted. Either
+    way the job runs once and the id OQC holds is never released."""
+    async with one_job(faults) as (emu, job):
+        await job.execute(timeout_s=20)
+        assert job.state is JobState.COMPLETED
+        assert await emu.status_of(job.task_id) == "COMPLETED"
+        assert len(_posts(emu, "/tasks/submit")) == 2  # sent, then sent again
+        assert not _posts(emu, "/tasks/cancel_many")  # nothing cancelled, nothing released
+        assert emu.engine_runs == 1
 
 
 async def test_a_409_that_persists_leaves_the_job_to_settle_not_failed() -> None:
-    with anyio.fail_after(30):
-        async with session() as (emu, sdk):
-            emu.fail_after_processing_next(20, status=409, path="/tasks/submit")
-            job = sdk.create_job(program=PROGRAM)
-            # Retried until the deadline: what ends it is the last 409, or the deadline itself.
-            with pytest.raises((BackendError, JobTimeoutError)) as info:
-                await job.execute(timeout_s=3)
-            if isinstance(info.value, BackendError):
-                assert info.value.status == 409
-                assert info.value.transient
-                assert not info.value.refused
-            assert len(_posts(emu, "/tasks/submit")) >= 2  # "try again later": it was tried again
-            assert job.state is JobState.CREATED  # not FAILED: OQC may hold the task
-            assert not _posts(emu, "/tasks/cancel_many")
-            emu.clear_faults()
-            await job.execute(timeout_s=20)  # the same reserved id, sent again
-            assert job.state is JobState.COMPLETED
-            assert len(emu.task_ids) == 1
-            assert emu.engine_runs == 1
-
-
-async def test_a_refused_resend_of_an_accepted_task_takes_the_task_and_cancels_nothing() -> None:
-    with anyio.fail_after(30):
-        async with session() as (emu, sdk):
-            # The first send is accepted but its answer lost; the resend is refused.
-            emu.drop_next(1, path="/tasks/submit", after_processing=True)
-            emu.fail_next(1, status=400, path="/tasks/submit")
-            job = sdk.create_job(program=PROGRAM)
-            await job.execute(timeout_s=20)
-            assert job.state is JobState.COMPLETED
-            assert await emu.status_of(job.task_id) == "COMPLETED"
-            assert not _posts(emu, "/tasks/cancel_many")
-            assert emu.engine_runs == 1
+    async with one_job(lambda emu: emu.fail_after_processing_next(20, status=409, path="/tasks/submit")) as (
+        emu,
+        job,
+    ):
+        # Retried until the deadline: what ends it is the last 409, or the deadline itself.
+        with pytest.raises((BackendError, JobTimeoutError)) as info:
+            await job.execute(timeout_s=3)
+        if isinstance(info.value, BackendError):
+            assert info.value.status == 409
+            assert info.value.transient
+            assert not info.value.refused
+        assert len(_posts(emu, "/tasks/submit")) >= 2  # "try again later": it was tried again
+        assert job.state is JobState.CREATED  # not FAILED: OQC may hold the task
+        assert not _posts(emu, "/tasks/cancel_many")
+        emu.clear_faults()
+        await job.execute(timeout_s=20)  # the same reserved id, sent again
+        assert job.state is JobState.COMPLETED
+        assert len(emu.task_ids) == 1
+        assert emu.engine_runs == 1
 
 
 async def test_a_submission_refused_outright_still_releases_its_only_reserved_id() -> None:
-    with anyio.fail_after(30):
-        async with session() as (emu, sdk):
-            emu.fail_next(1, status=400, path="/tasks/submit")
-            job = sdk.create_job(program=PROGRAM)
-            await job.execute(timeout_s=20)
-            assert job.state is JobState.FAILED
-            (release,) = _posts(emu, "/tasks/cancel_many")
-            assert release.body == {"tasks": [job._key]}
-            assert await emu.status_of(job._key) == "CANCELLED"
-            assert emu.engine_runs == 0
+    async with one_job(lambda emu: emu.fail_next(1, status=400, path="/tasks/submit")) as (emu, job):
+        await job.execute(timeout_s=20)
+        assert job.state is JobState.FAILED
+        (release,) = _posts(emu, "/tasks/cancel_many")
+        assert release.body == {"tasks": [job._key]}
+        assert await emu.status_of(job._key) == "CANCELLED"
+        assert emu.engine_runs == 0
 
 
 async def test_a_409_to_a_batch_is_retried_and_every_child_runs_once() -> None:
