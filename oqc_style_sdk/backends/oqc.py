@@ -355,8 +355,9 @@ class OqcBackend(HttpBackend):
             groups.setdefault(self._qpu_url(spec.target), []).append(i)
         for qpu_url, members in groups.items():
             tasks = {i: self._task(specs[i], texts[i], idempotency_keys[i]) for i in members}
+            sized = {i: encoded_len(task) for i, task in tasks.items()}
             for i in members:  # a circuit's text, sized now it is written
-                if i not in unwritable and request_bytes([encoded_len(tasks[i])]) > MAX_BODY_BYTES:
+                if i not in unwritable and request_bytes([sized[i]]) > MAX_BODY_BYTES:
                     unwritable[i] = JobValidationError(_too_large(len(texts[i].encode())))
             failed = [i for i in members if i in unwritable]
             if failed:  # never sent, those jobs end FAILED: their reserved ids must not be left behind
@@ -364,8 +365,7 @@ class OqcBackend(HttpBackend):
                     out[i] = unwritable[i]
                 await self._release(qpu_url, *(idempotency_keys[i] for i in failed))
                 members = [i for i in members if i not in unwritable]
-            sizes = [encoded_len(tasks[i]) for i in members]
-            for picked in size_chunks(sizes):
+            for picked in size_chunks([sized[i] for i in members]):
                 chunk = [members[n] for n in picked]
                 try:
                     response = await self._http.post(

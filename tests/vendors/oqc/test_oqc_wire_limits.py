@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import anyio
 import pytest
+from qiskit import QuantumCircuit
 
 from oqc_style_sdk import Job, JobState, OqcSdk
 from oqc_style_sdk.backends import oqc
@@ -211,3 +212,25 @@ async def test_a_409_to_a_batch_is_retried_and_every_child_runs_once() -> None:
             assert not _posts(emu, "/tasks/cancel_many")
             assert emu.engine_runs == 20
             assert len(emu.task_ids) == 20
+
+
+async def test_a_circuit_too_large_once_written_fails_unsent_and_releases_its_id() -> None:
+    circuit = QuantumCircuit(1, 1)
+    for _ in range(MAX_BODY_BYTES // 8):  # "h q[0];\n" a gate: over the limit once written
+        circuit.h(0)
+    circuit.measure(0, 0)
+    small = QuantumCircuit(1, 1)
+    small.h(0)
+    small.measure(0, 0)
+    with anyio.fail_after(60):
+        async with session() as (emu, sdk):
+            composite = sdk.create_job(program=[circuit, small])  # sized when written, at submission
+            await composite.execute(timeout_s=40)
+            big, fine = composite
+            assert big.state is JobState.FAILED
+            assert "128 KiB" in str(big.error.message if big.error else "")
+            assert fine.state is JobState.COMPLETED
+            assert all(_request_bytes(e) <= MAX_REQUEST_BYTES for e in _posts(emu, "/tasks/submit"))
+            assert emu.engine_runs == 1
+            (release,) = _posts(emu, "/tasks/cancel_many")  # its reserved id, never submitted
+            assert release.body == {"tasks": [big._key]}
