@@ -23,6 +23,8 @@ import anyio
 from anyio.abc import TaskGroup
 
 from . import programs
+from ._text import check_utf8
+from ._waiting import deadline
 from .backends.base import Backend, RunRef, RunSpec, create_backend
 from .exceptions import (
     ConfigurationError,
@@ -166,6 +168,7 @@ class Sdk:
         """Use ``target`` for jobs created without one from now on."""
         if not isinstance(target, str) or not target:
             raise JobValidationError("a target is a non-empty string")
+        check_utf8(target, "target")
         self._default_target = target
 
     set_default_qpu = set_default_target
@@ -298,13 +301,19 @@ class Sdk:
             self._own_jobs.add(made)
 
     async def load(
-        self, path: str | Path, *, lost_runs: Literal["raise", "fail"] = "raise"
+        self,
+        path: str | Path,
+        *,
+        lost_runs: Literal["raise", "fail"] = "raise",
+        timeout_s: float | None = None,
     ) -> Job | CompositeJob:
         """Read a job (or composite) saved with ``save()`` and attach it to this Sdk.
 
         An active run that cannot be followed from here (a local simulation that lived in another
         process) raises :class:`JobNotResumableError`; ``lost_runs="fail"`` loads it as FAILED
-        instead, with its history, ready for a fresh ``execute()``.
+        instead, with its history, ready for a fresh ``execute()``. Only a regular file is read (a
+        FIFO or a device raises :class:`PersistenceError` at once); past ``timeout_s``, or when the
+        caller is cancelled, the read is given up (:class:`JobTimeoutError`).
         """
         from .composite import CompositeJob
         from .job import Job
@@ -313,7 +322,8 @@ class Sdk:
         self._require_open()
         if lost_runs not in ("raise", "fail"):
             raise ValueError("lost_runs is 'raise' or 'fail'")
-        document = await read(path, identity=self._backend.identity())
+        with deadline(timeout_s, lambda: f"reading the job file {path}"):
+            document = await read(path, identity=self._backend.identity())
         for snap in document.jobs:  # where credentials go is the Sdk's to decide, never the file's
             why = (
                 None
@@ -389,6 +399,8 @@ def make_spec(program: Any, target: Any, config: Any, tag: str | None) -> RunSpe
         config = {}
     if not isinstance(config, Mapping):
         raise JobValidationError(f"config must be a mapping, not {type(config).__name__}")
+    for value, field in ((program, "program"), (target, "target"), (config, "config"), (tag, "tag")):
+        check_utf8(value, field)
     return RunSpec(program=program, target=target, config=dict(config), tag=tag)
 
 

@@ -180,12 +180,14 @@ class BackendError(SdkError):
     @property
     def refused(self) -> bool:
         """Whether the vendor refused the request outright (a 4xx other than timeout and rate
-        limit, credentials aside): nothing was created, and asking again will not help."""
+        limit, credentials aside, and none its backend takes as "try again later"): nothing was
+        created, and asking again will not help."""
         status = self.status
         return (
             status is not None
             and 400 <= status < 500
             and status not in (408, 429)
+            and not self.transient
             and not isinstance(self, AuthenticationError)
         )
 

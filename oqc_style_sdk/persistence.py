@@ -5,9 +5,13 @@ another process: the spec, the current run's vendor reference and idempotency ke
 history. It never holds a secret (backends record only their name and endpoint) and never holds
 code: loading parses JSON into pydantic models, nothing else.
 
-Writing goes to a temporary file beside the target (created owner-only), is flushed and fsynced, then
-renamed over the target, and the directory is fsynced: a reader sees the old file or the new one,
-never half of one. All file I/O runs in a worker thread.
+Writing goes to a temporary file beside the target (created owner-only, under a short name of its
+own, so any target name the file system takes can be saved to), is flushed and fsynced, then renamed
+over the target, and the directory is fsynced: a reader sees the old file or the new one, never half
+of one. Reading takes regular files only (a FIFO, a device, a directory, or a link to one, is refused
+before anything is read), in pieces counted as they come, up to :data:`MAX_FILE_BYTES`; a caller
+that gives up is let go at once and the read stops at its next piece. All file I/O runs in a worker
+thread.
 
 This module works on data only: ``Job._snapshot()`` makes a :class:`JobSnapshot`,
 ``Job._restored()`` makes a job of one, and ``Sdk.load`` builds the job or composite from what
@@ -23,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -33,6 +39,7 @@ from typing import Annotated, Any, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ._text import unencodable
 from .backends._qiskit import as_qasm3, error_message, is_circuit, load_qasm3, qiskit_imported
 from .exceptions import (
     CorruptJobFileError,
@@ -275,13 +282,19 @@ def _as_path(path: str | Path) -> Path:
     raise TypeError(f"a job file path is a str or a path, not {type(path).__name__}")
 
 
+#: The temporary file beside the target: a short fixed-length name whatever the target's (a target
+#: name of up to NAME_MAX bytes still leaves room for it), hidden, and marked as this SDK's.
+_TMP_PREFIX = ".oqcs-"
+_TMP_SUFFIX = ".tmp"
+
+
 def _write_atomically(target: Path, document: JobFile) -> Path:
     data = document.model_dump_json(indent=1).encode()
     directory = target.parent
     if not directory.is_dir():
         raise PersistenceError(f"cannot save to {target}: directory {directory} does not exist")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+        fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=directory)
     except PermissionError as exc:
         raise PersistenceError(f"cannot save to {target}: directory {directory} is not writable") from exc
     except OSError as exc:  # read-only file system, no space, too many open files ...
@@ -308,15 +321,73 @@ def _write_atomically(target: Path, document: JobFile) -> Path:
 
 
 # ---------------------------------------------------------------------------------- load
-def read_document(path: Path) -> JobFile:
-    """Read, migrate and validate a job file (blocking: call it from a worker thread)."""
+#: A job file is read in pieces of this size, counted as they come (a size the file system reports
+#: is not trusted); between pieces a caller that gave up stops the read.
+_CHUNK_BYTES = 1024 * 1024
+#: Open flags: never block on opening (a FIFO swapped in after the check), never become a terminal's
+#: controlling process, never leak into a child.
+_OPEN_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+)
+#: A JSON escape of a UTF-16 surrogate (paired ones make one character when parsed; lone ones stay).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}")
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(path: Path, mode: int) -> PersistenceError:
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+    via = " (through a symbolic link)" if path.is_symlink() else ""
+    return PersistenceError(f"{path} is {kind}{via}, not a job file: job files are regular files")
+
+
+def _too_large(path: Path, size: int | None = None) -> CorruptJobFileError:
+    found = f"{size} bytes" if size is not None else "larger than it said when it was opened"
+    return CorruptJobFileError(f"{path} is {found}, over the {MAX_FILE_BYTES}-byte limit for job files")
+
+
+def _read_bounded(path: Path, check_cancelled: Callable[[], None]) -> bytes:
+    """The bytes of the regular file at ``path`` (a symbolic link to one is followed), at most
+    :data:`MAX_FILE_BYTES` of them: anything else is refused before a byte is read, and a file that
+    holds more than it said is refused once the limit is passed, whatever it grows to."""
+    found = os.stat(path)  # before opening: opening a device or a FIFO may itself have effects
+    if not stat.S_ISREG(found.st_mode):
+        raise _not_regular(path, found.st_mode)
+    if found.st_size > MAX_FILE_BYTES:
+        raise _too_large(path, found.st_size)
+    fd = os.open(path, _OPEN_FLAGS)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise CorruptJobFileError(
-                f"{path} is {size} bytes, over the {MAX_FILE_BYTES}-byte limit for job files"
-            )
-        raw = path.read_bytes()
+        opened = os.fstat(fd)  # what was opened, not what the name pointed at a moment ago
+        if not stat.S_ISREG(opened.st_mode):
+            raise _not_regular(path, opened.st_mode)
+        pieces: list[bytes] = []
+        total = 0
+        while True:
+            check_cancelled()
+            piece = os.read(fd, min(_CHUNK_BYTES, MAX_FILE_BYTES + 1 - total))
+            if not piece:
+                return b"".join(pieces)
+            total += len(piece)
+            if total > MAX_FILE_BYTES:
+                raise _too_large(path)
+            pieces.append(piece)
+    finally:
+        os.close(fd)
+
+
+def read_document(path: Path, check_cancelled: Callable[[], None] = lambda: None) -> JobFile:
+    """Read, migrate and validate a job file (blocking: call it from a worker thread).
+
+    ``check_cancelled`` is called between the pieces read, and raises to stop the read (in a worker
+    thread: ``anyio.from_thread.check_cancelled``).
+    """
+    try:
+        raw = _read_bounded(path, check_cancelled)
     except FileNotFoundError as exc:
         raise JobFileNotFoundError(f"no job file at {path}") from exc
     except IsADirectoryError as exc:
@@ -325,7 +396,7 @@ def read_document(path: Path) -> JobFile:
         raise PersistenceError(f"{path} cannot be read: permission denied") from exc
     except PersistenceError:
         raise
-    except OSError as exc:  # not a directory on the way, name too long, I/O error ...
+    except OSError as exc:  # not a directory on the way, name too long, I/O error, a link loop ...
         raise PersistenceError(f"{path} cannot be read: {exc.strerror or exc}") from exc
     try:
         data = json.loads(raw)
@@ -335,6 +406,12 @@ def read_document(path: Path) -> JobFile:
         raise CorruptJobFileError(f"{path} is not a valid job file: JSON nested too deeply") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ForeignJobFileError(f"{path} is not an oqc-style-sdk job file")
+    if _SURROGATE_ESCAPE.search(raw):  # only a \u escape can bring a lone surrogate into JSON text
+        where = unencodable(data.get("jobs"), "jobs")
+        if where is not None:
+            raise CorruptJobFileError(
+                f"{path} is not a valid job file: {where}: text that cannot be encoded as UTF-8"
+            ) from JobValidationError(where)
     found = data.get("schema_version")
     if isinstance(found, bool) or not isinstance(found, int) or found < 1:
         raise CorruptJobFileError(f"{path} has no valid schema_version")
@@ -361,7 +438,11 @@ async def read(path: str | Path, *, identity: dict[str, str]) -> JobFile:
     says is data, and never decides where this Sdk's credentials go.
     """
     source = _as_path(path)
-    document = await anyio.to_thread.run_sync(read_document, source)
+    # A caller that gives up (a deadline, a cancel) is not held by the read: the worker thread is
+    # let go at once, and stops at its next piece.
+    document = await anyio.to_thread.run_sync(
+        read_document, source, anyio.from_thread.check_cancelled, abandon_on_cancel=True
+    )
     if document.backend != identity:
         raise ForeignJobFileError(
             f"{source} was saved from backend {_describe(document.backend)}; this Sdk is "

@@ -157,6 +157,8 @@ class _Watch:
     fired: anyio.Event | None = None
     #: Followers told of every delivery as it happens (see :meth:`Poller.follow`).
     sinks: list[Sink] | None = None
+    #: Fast reads left because the SDK asked the run to change (:meth:`Poller.expect_change`).
+    hurried: int = 0
 
     def deliver(self, obs: Observation | None, error: BaseException | None) -> None:
         self.latest = obs if obs is not None else self.latest
@@ -210,8 +212,12 @@ class Poller:
         self._rng = rng or random.Random()
         self._watches: dict[str, _Watch] = {}
         self._wake = anyio.Event()
-        #: Runs expected to change soon (a cancel was sent): fast reads left for each.
-        self._hurried: dict[str, int] = {}
+        #: Runs expected to change soon (a cancel was sent) that nobody watched at the time: when each
+        #: stops waiting for its watch. A watch takes its entry when it starts (its fast reads are
+        #: then the watch's own, and go with it); an entry no watch took in time is dropped, so
+        #: nothing here outlives its run (a cancel that raced the end of ``execute()``).
+        self._hurried: dict[str, float] = {}
+        self._hurried_pruned = -math.inf
         rate = self.policy.max_reads_per_s
         if rate is None:
             rate = getattr(backend, "status_reads_per_s", None) or math.inf
@@ -234,13 +240,32 @@ class Poller:
 
     def expect_change(self, task_id: str) -> None:
         """The SDK asked the vendor to change ``task_id`` (a cancel): read it at the fastest
-        interval, without backing off, until it ends (at most :data:`HURRIED_READS` reads)."""
-        self._hurried[task_id] = HURRIED_READS
+        interval, without backing off, until it ends (at most :data:`HURRIED_READS` reads).
+
+        A run nobody watches now is remembered for the watch that starts next (the canceller's own
+        wait, a moment later) for at most ``max_interval_s``."""
         watch = self._watches.get(task_id)
-        if watch is not None:
-            watch.interval = self.policy.min_interval_s
-            watch.due = min(watch.due, self._clock() + self.policy.min_interval_s)
-            self._wake.set()
+        if watch is None:
+            self._hurried[task_id] = self._clock() + self.policy.max_interval_s
+            self._wake.set()  # the loop plans again, and knows when to let it go
+            return
+        watch.hurried = HURRIED_READS
+        watch.interval = self.policy.min_interval_s
+        watch.due = min(watch.due, self._clock() + self.policy.min_interval_s)
+        self._wake.set()
+
+    def _new_watch(self, ref: RunRef, due: float, now: float) -> _Watch:
+        watch = _Watch(ref=ref, interval=self.policy.min_interval_s, due=due, since=now)
+        if self._hurried and self._hurried.pop(ref.task_id, None) is not None:
+            watch.hurried = HURRIED_READS
+        self._watches[ref.task_id] = watch
+        return watch
+
+    def bookkeeping(self) -> dict[str, int]:
+        """How many entries the poller keeps: ``watches`` (runs someone waits on, or waited on until
+        the next plan) and ``hurried`` (cancelled runs not watched yet). Both are bounded by the
+        runs in play, never by how many were ever followed or cancelled."""
+        return {"watches": len(self._watches), "hurried": len(self._hurried)}
 
     def follow(self, refs: Sequence[RunRef], sink: Sink) -> Following:
         """Follow many runs at once: ``sink`` is called, synchronously, with every new reading or
@@ -253,8 +278,7 @@ class Poller:
         for ref in refs:
             watch = self._watches.get(ref.task_id)
             if watch is None:
-                watch = _Watch(ref=ref, interval=self.policy.min_interval_s, due=due, since=now)
-                self._watches[ref.task_id] = watch
+                watch = self._new_watch(ref, due, now)
             watch.waiters += 1
             if watch.sinks is None:
                 watch.sinks = []
@@ -284,8 +308,7 @@ class Poller:
             # A new run is read at once; with a batch read, after a moment, so that runs starting
             # together (a composite) are read together.
             due = now + _GATHER_S if self._backend.batch_status else now
-            watch = _Watch(ref=ref, interval=self.policy.min_interval_s, due=due, since=now)
-            self._watches[ref.task_id] = watch
+            watch = self._new_watch(ref, due, now)
             self._wake.set()
         watch.waiters += 1
         try:
@@ -356,6 +379,13 @@ class Poller:
                 next_due = at
         for task_id in idle:
             del self._watches[task_id]
+        if self._hurried:  # look again by the time the oldest of them is due to go
+            if now >= self._hurried_pruned + self.policy.max_interval_s:
+                self._hurried_pruned = now
+                for task_id in [t for t, until in self._hurried.items() if until <= now]:
+                    del self._hurried[task_id]
+            if self._hurried:
+                next_due = min(next_due, self._hurried_pruned + self.policy.max_interval_s)
         if now < self.hold_until:
             return [], self.hold_until - now
         if due and batch:
@@ -427,14 +457,13 @@ class Poller:
                     interval = cap
                 if interval < min_s:
                     interval = min_s
-            if self._hurried:
-                left = self._hurried.get(watch.ref.task_id)
-                if left is not None:
-                    if left <= 1 or (isinstance(reading, Observation) and reading.state.is_terminal):
-                        del self._hurried[watch.ref.task_id]
-                    else:
-                        self._hurried[watch.ref.task_id] = left - 1
-                        interval = policy.min_interval_s
+            left = watch.hurried
+            if left:
+                if left <= 1 or (isinstance(reading, Observation) and reading.state.is_terminal):
+                    watch.hurried = 0
+                else:
+                    watch.hurried = left - 1
+                    interval = min_s
             watch.interval = interval
             if shared is not None:
                 watch.due = now + interval * shared

@@ -14,9 +14,15 @@ Wire facts (``specs/VENDORS.md`` §5):
 How this adapter uses them: the task id is reserved *before* submission and becomes the run's
 idempotency key, saved with the job. A submit whose response is lost is sent again with the same id,
 which the server does not run twice — so a retried or resumed submission never makes a second task.
-A submission the server refuses outright releases its reserved id (``cancel_many``), so no reserved
-id is left orphaned. The QPU list is read when the Sdk opens: it checks the URL and token at once,
-gives each QPU's execution URL, and lets ``create_job`` refuse an unknown QPU before anything is sent.
+A submission the server refuses outright releases its reserved id (``cancel_many``) once the task
+reads as only reserved (``CREATED``), so no reserved id is left orphaned and no task the vendor
+holds is ever cancelled: a refusal that answers a resend of an accepted task finds it submitted and
+takes it. OQC's wire limits (``_oqc_limits``): no request over 128 KiB (a batch is cut by encoded
+size, a program whose task would not fit is refused by ``create_job``), and 408/409/429/5xx mean
+"try again later" — a 409 is retried and never taken as a refusal.
+
+The QPU list is read when the Sdk opens: it checks the URL and token at once, gives each QPU's
+execution URL, and lets ``create_job`` refuse an unknown QPU before anything is sent.
 
 Status reads: one task is read with ``GET …/tasks/{id}/status``; several tasks of one QPU are read
 together with one ``GET {qpu_url}/tasks?start_date=…`` (the task list, which carries each task's
@@ -53,10 +59,27 @@ from ..exceptions import (
 )
 from ..state import JobState
 from ._http_backend import HttpBackend
+from ._oqc_limits import (
+    BATCH_SIZE,
+    MAX_BODY_BYTES,
+    MAX_REQUEST_BYTES,
+    TRY_AGAIN_STATUSES,
+    encoded_len,
+    request_bytes,
+    retry_policy,
+    size_chunks,
+)
 from ._qiskit import as_openqasm, is_circuit, qiskit_imported
 from .base import Diagnostics, FoundRun, Observation, RunQuery, RunRef, RunSpec
 
-__all__ = ["OQC_STATUS", "OqcBackend", "compiler_config"]
+__all__ = [
+    "BATCH_SIZE",
+    "MAX_PROGRAM_BYTES",
+    "MAX_REQUEST_BYTES",
+    "OQC_STATUS",
+    "OqcBackend",
+    "compiler_config",
+]
 
 logger = logging.getLogger("oqc_style_sdk.backends.oqc")
 
@@ -80,14 +103,18 @@ _PLAIN_OBSERVATION: Mapping[str, Observation] = {
 
 DEFAULT_SHOTS = 1000
 MAX_SHOTS = 1_000_000
-MAX_PROGRAM_BYTES = 1_000_000
+#: No program over this many bytes is sent: OQC takes no request over 128 KiB, and a program's task
+#: (its config, ids and tag around it, JSON-escaped) must fit one. The exact bound is that task's
+#: encoded size (:func:`_oqc_limits.encoded_len`), checked by ``create_job``.
+MAX_PROGRAM_BYTES = MAX_BODY_BYTES
 CONFIG_KEYS = frozenset({"shots", "compiler_config"})
 #: How far before a task's submission the task list is read from (the server's clock may differ,
 #: and ``created_at`` is the reservation time). A task outside the window is read on its own.
 LIST_WINDOW_SLACK = timedelta(hours=1)
-#: The most task ids reserved, or tasks submitted, in one request (OQC documents no limit; the
-#: published client splits its batches by size too).
-BATCH_SIZE = 500
+#: A reserved id as a submission would carry it (a UUID): for sizing a task before its id exists.
+_ID_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
+#: What a refused task's status read says when OQC does not know the task (404).
+_UNKNOWN_TASK = "<not found>"
 
 
 @functools.lru_cache(maxsize=64)  # the same few shot counts, for every task of a batch
@@ -156,7 +183,7 @@ class OqcBackend(HttpBackend):
             vendor="OQC QCaaS",
             headers={"Authentication-Token": self._token},
             timeout_s=timeout_s,
-            retry=retry,
+            retry=retry_policy(retry),  # 409 is "try again later" to OQC, as 408, 429 and 5xx
             allow_insecure_http=allow_insecure_http,
             user_agent="oqc-style-sdk",
         )
@@ -167,7 +194,8 @@ class OqcBackend(HttpBackend):
         self._next_windows: dict[str, datetime] = {}
         #: False once a QPU's task list was refused or answered in a shape we do not know.
         self._task_list_usable = True
-        self._odd_statuses: set[tuple[str, str]] = set()
+        #: Undocumented statuses already logged (once per status, not per task: bounded).
+        self._odd_statuses: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<OqcBackend url={self.url!r}>"
@@ -246,8 +274,8 @@ class OqcBackend(HttpBackend):
                 )
             if not program.strip():
                 raise JobValidationError("the program is empty")
-            if len(program.encode()) > MAX_PROGRAM_BYTES:
-                raise JobValidationError(f"the program is over the {MAX_PROGRAM_BYTES}-byte limit")
+            if len(program) > MAX_PROGRAM_BYTES:  # too large however it is encoded
+                raise JobValidationError(_too_large(len(program.encode())))
         if spec.target is None:
             raise JobValidationError(
                 "no QPU for this job: pass qpu_id=... to create_job, or default_qpu_id=... to OqcSdk"
@@ -268,7 +296,12 @@ class OqcBackend(HttpBackend):
         config: dict[str, Any] = {"shots": shots}
         if raw is not None:
             config["compiler_config"] = raw
-        return RunSpec(program=program, target=spec.target, config=config, tag=spec.tag)
+        checked = RunSpec(program=program, target=spec.target, config=config, tag=spec.tag)
+        if isinstance(program, str):  # a circuit's text is sized when it is written, at submission
+            size = request_bytes([encoded_len(self._task(checked, program, _ID_PLACEHOLDER))])
+            if size > MAX_BODY_BYTES:
+                raise JobValidationError(_too_large(len(program.encode()), size))
+        return checked
 
     async def new_idempotency_key(self, spec: RunSpec) -> str:
         """Reserve the task id at OQC; it is saved with the job before the task is submitted."""
@@ -310,9 +343,10 @@ class OqcBackend(HttpBackend):
     async def submit_many(
         self, specs: Sequence[RunSpec], idempotency_keys: Sequence[str]
     ) -> list[RunRef | BaseException]:
-        """One ``POST …/tasks/submit`` per QPU (and per :data:`BATCH_SIZE` tasks), every task with
-        its reserved id, so a resend never runs a task twice. A batch refused outright is sent
-        again task by task, so only the refused tasks fail (their ids released)."""
+        """One ``POST …/tasks/submit`` per QPU and per run of tasks that fits OQC's request limit
+        (128 KiB, at most :data:`BATCH_SIZE` tasks), every task with its reserved id, so a resend
+        never runs a task twice. A batch refused outright is sent again task by task, so only the
+        refused tasks fail (their ids released once they read as only reserved)."""
         out: list[RunRef | BaseException] = [RuntimeError("not submitted")] * len(specs)
         texts, unwritable = await _openqasm([spec.program for spec in specs])
         groups: dict[str, list[int]] = {}
@@ -320,20 +354,25 @@ class OqcBackend(HttpBackend):
             assert spec.target is not None
             groups.setdefault(self._qpu_url(spec.target), []).append(i)
         for qpu_url, members in groups.items():
+            tasks = {i: self._task(specs[i], texts[i], idempotency_keys[i]) for i in members}
+            sized = {i: encoded_len(task) for i, task in tasks.items()}
+            for i in members:  # a circuit's text, sized now it is written
+                if i not in unwritable and request_bytes([sized[i]]) > MAX_BODY_BYTES:
+                    unwritable[i] = JobValidationError(_too_large(len(texts[i].encode())))
             failed = [i for i in members if i in unwritable]
-            if failed:  # those jobs end FAILED: their reserved ids must not be left behind
+            if failed:  # never sent, those jobs end FAILED: their reserved ids must not be left behind
                 for i in failed:
                     out[i] = unwritable[i]
                 await self._release(qpu_url, *(idempotency_keys[i] for i in failed))
                 members = [i for i in members if i not in unwritable]
-            for start in range(0, len(members), BATCH_SIZE):
-                chunk = members[start : start + BATCH_SIZE]
-                tasks = [self._task(specs[i], texts[i], idempotency_keys[i]) for i in chunk]
+            for picked in size_chunks([sized[i] for i in members]):
+                chunk = [members[n] for n in picked]
                 try:
                     response = await self._http.post(
-                        f"{qpu_url}/tasks/submit", json={"tasks": tasks}, idempotent=True
+                        f"{qpu_url}/tasks/submit", json={"tasks": [tasks[i] for i in chunk]}, idempotent=True
                     )
                 except BackendError as exc:
+                    exc = _as_oqc_sees_it(exc)
                     for i in chunk:
                         out[i] = exc
                     if exc.refused:
@@ -379,32 +418,58 @@ class OqcBackend(HttpBackend):
         assert spec.target is not None
         qpu_url = self._qpu_url(spec.target)
         (program,), unwritable = await _openqasm([spec.program])
-        if unwritable:  # the job ends FAILED: its reserved id must not be left behind
+        task = self._task(spec, program, idempotency_key)
+        if not unwritable and request_bytes([encoded_len(task)]) > MAX_BODY_BYTES:
+            unwritable[0] = JobValidationError(_too_large(len(program.encode())))
+        if unwritable:  # never sent, the job ends FAILED: its reserved id must not be left behind
             await self._release(qpu_url, idempotency_key)
             raise unwritable[0]
+        extra = {"qpu_id": spec.target, "qpu_url": qpu_url}
         try:
             response = await self._http.post(
                 f"{qpu_url}/tasks/submit",
-                json={"tasks": [self._task(spec, program, idempotency_key)]},
+                json={"tasks": [task]},
                 idempotent=True,  # the reserved task id makes a resend harmless
             )
         except BackendError as exc:
-            if exc.refused:  # the job ends FAILED: its reserved id must not be left behind
-                await self._release(qpu_url, idempotency_key)
-            raise
+            exc = _as_oqc_sees_it(exc)
+            if not exc.refused:
+                raise
+            # Refused: but an earlier send of this task (a retry's first attempt, a run before a
+            # crash) may have been accepted, and this refusal answer its resend. The task's status
+            # says which; only an id that reads as merely reserved is released.
+            status = await self._status_after_refusal(qpu_url, idempotency_key)
+            if status is None:  # unreadable: the vendor may hold it, so it is kept, and so is the job
+                exc.transient = True
+                raise
+            if status in ("CREATED", _UNKNOWN_TASK):
+                if status == "CREATED":
+                    await self._release(qpu_url, idempotency_key)
+                raise
+            logger.info("OQC: task %s, refused on a resend, is %s: submitted", idempotency_key, status)
+            return RunRef(task_id=idempotency_key, extra={**extra, "submitted_at": _now_iso()})
         body = response.json()
         task_id = idempotency_key
         if isinstance(body, list) and body and isinstance(body[0], dict):
             task_id = str(body[0].get("task_id") or idempotency_key)
-        extra = {
-            "qpu_id": spec.target,
-            "qpu_url": qpu_url,
-            "submitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        return RunRef(task_id=task_id, extra=extra)
+        return RunRef(task_id=task_id, extra={**extra, "submitted_at": _now_iso()})
+
+    async def _status_after_refusal(self, qpu_url: str, task_id: str) -> str | None:
+        """The status of a task whose submission was refused, :data:`_UNKNOWN_TASK` if OQC does not
+        know it, or None if it cannot be read (then nothing is released: the vendor may hold it)."""
+        try:
+            body = (await self._http.get(f"{qpu_url}/tasks/{task_id}/status")).json()
+        except NotFoundError:
+            return _UNKNOWN_TASK
+        except BackendError as exc:
+            logger.warning("OQC: the refused task %s could not be read (%s); its id is kept", task_id, exc)
+            return None
+        status = body.get("status") if isinstance(body, dict) else None
+        return status if isinstance(status, str) else None
 
     async def _release(self, qpu_url: str, *task_ids: str) -> None:
-        """Cancel reserved ids whose submission was refused (best effort: logged, never raised)."""
+        """Cancel reserved ids never submitted, or whose submission was refused while they read as
+        only reserved (best effort: logged, never raised)."""
         try:
             await self._http.post(
                 f"{qpu_url}/tasks/cancel_many", json={"tasks": list(task_ids)}, idempotent=True
@@ -423,8 +488,8 @@ class OqcBackend(HttpBackend):
         """Map a vendor status; a FAILED task's error is read from ``…/error``."""
         state = OQC_STATUS.get(vendor)
         if state is None:
-            if (ref.task_id, vendor) not in self._odd_statuses:
-                self._odd_statuses.add((ref.task_id, vendor))
+            if vendor not in self._odd_statuses and len(self._odd_statuses) < 64:
+                self._odd_statuses.add(vendor)
                 logger.warning("OQC task %s has an undocumented status %r; kept active", ref.task_id, vendor)
             return Observation(JobState.SUBMITTED, vendor)
         if state is not JobState.FAILED:
@@ -738,3 +803,25 @@ def _parse_moment(raw: str) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _too_large(program_bytes: int, request: int | None = None) -> str:
+    """Why a program is too large for OQC (``request``: its task's encoded size, if known)."""
+    sized = f"; its task, JSON-encoded with its config and tag, is {request:,} bytes" if request else ""
+    return (
+        f"the program is {program_bytes:,} bytes{sized}: OQC takes no request over "
+        f"{MAX_REQUEST_BYTES:,} bytes (128 KiB, headers included), so a task's body is limited to "
+        f"{MAX_BODY_BYTES:,} bytes; split or shorten the program"
+    )
+
+
+def _as_oqc_sees_it(exc: BackendError) -> BackendError:
+    """A failure as OQC's own client reads it: 408, 409, 429 and 5xx are "try again later", never a
+    refusal — a 409 answering a resend may mean the task is already there."""
+    if exc.status in TRY_AGAIN_STATUSES:
+        exc.transient = True
+    return exc

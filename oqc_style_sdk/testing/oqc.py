@@ -20,6 +20,7 @@ from typing import Any, Final
 from aiohttp import web
 from anyio.abc import TaskGroup
 
+from ..backends._oqc_limits import MAX_REQUEST_BYTES
 from ..backends.base import Diagnostics, Observation, RunRef, RunSpec
 from ..backends.local import DEFAULT_SHOTS, MAX_SHOTS, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
@@ -287,6 +288,9 @@ class OqcEmulator(Emulator):
         ``POST /tasks`` ``{"qpu_id", "task_count", "tag"}`` → ``["<uuid>", ...]``: ids reserved in
         state ``CREATED``. ``qpu_id`` may be null (the URL's QPU); another QPU's id → 400;
         ``task_count`` must be an int from 1 to :data:`MAX_RESERVE` (else 400).
+        Every POST whose body and headers add up to more than 128 KiB (the limit OQC's client
+        enforces, ``MAX_REQUEST_BYTES``) → 413 ``Request size exceeds the 128KB limit as it is
+        <n> bytes``, nothing done (the message is the client's; the server's own answer is unknown).
         ``POST /tasks/submit`` ``{"tasks": [Task]}`` → ``[{"task_id": "<uuid>"}, ...]`` in order.
         Task = ``{"program", "config", "qpu_id", "tag", "task_id"?}``; ``config`` is a
         CompilerConfig JSON string whose ``$data.repeats`` gives the shots (missing/unparseable
@@ -652,6 +656,16 @@ class OqcEmulator(Emulator):
             raise ApiError(404, "Task not found")
         return task
 
+    @staticmethod
+    async def _json(request: web.Request) -> Any:
+        """The request's JSON body (:func:`read_json`), refused first if the request is over the
+        size OQC's client allows: body and headers together at most 128 KiB."""
+        size = len(await request.read())  # read once: read_json is given the same bytes
+        size += sum(len(k.encode()) + len(v.encode()) for k, v in request.headers.items())
+        if size > MAX_REQUEST_BYTES:
+            raise ApiError(413, f"Request size exceeds the 128KB limit as it is {size} bytes")
+        return await read_json(request)
+
     def _qpu_item(self, qpu: OqcQpu) -> dict[str, Any]:
         active = self._active[qpu.id]
         return {
@@ -682,7 +696,7 @@ class OqcEmulator(Emulator):
         return web.json_response({"version": self.version})
 
     async def _login(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+        body = await self._json(request)
         if not isinstance(body, dict):
             raise ApiError(400, "Email and password are required")
         email, password = body.get("email"), body.get("password")
@@ -736,7 +750,7 @@ class OqcEmulator(Emulator):
 
     async def _reserve(self, request: web.Request) -> web.Response:
         qpu = self._qpu(request)
-        body = await read_json(request)
+        body = await self._json(request)
         if not isinstance(body, dict):
             raise ApiError(400, 'expected {"qpu_id", "task_count", "tag"}')
         self._check_qpu_id(qpu, body.get("qpu_id"))
@@ -749,7 +763,7 @@ class OqcEmulator(Emulator):
 
     async def _submit(self, request: web.Request) -> web.Response:
         qpu = self._qpu(request)
-        body = await read_json(request)
+        body = await self._json(request)
         items = body.get("tasks") if isinstance(body, dict) else None
         if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
             raise ApiError(400, 'expected {"tasks": [Task, ...]} with at least one task')
@@ -786,7 +800,7 @@ class OqcEmulator(Emulator):
 
     async def _cancel_many(self, request: web.Request) -> web.Response:
         qpu = self._qpu(request)
-        body = await read_json(request)
+        body = await self._json(request)
         ids = body.get("tasks") if isinstance(body, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ApiError(400, 'expected {"tasks": ["<task id>", ...]}')
@@ -887,7 +901,7 @@ class OqcEmulator(Emulator):
 
     async def _qpu_wait_time(self, request: web.Request) -> web.Response:
         self._qpu(request)
-        body = await read_json(request)
+        body = await self._json(request)
         targets = body.get("targets") if isinstance(body, dict) else None
         if not isinstance(targets, list):
             raise ApiError(400, 'expected {"targets": ["<qpu id>", ...]}')
