@@ -97,12 +97,13 @@ async def _reserved(backend: Backend, jobs: list[Job]) -> None:
 
 def sending(job: Job) -> str:
     """A request carrying ``job``'s key may reach the vendor from now on: marked so (a save records
-    it). A key sent before, whose outcome is not known, is first recalled to the backend."""
+    it). A key that may have been sent before — by this Sdk, or by the process that saved the file
+    it was read from, even after saving it — is first recalled to the backend."""
     key = job._key
     assert key is not None, "a submission's key is fixed before its request"
-    if job._submit_attempted:
+    if job._submit_attempted or job._recall:
         job._sdk.backend.recall_submission(key, job._attempted_at)
-    job._submit_attempted = True
+    job._submit_attempted, job._recall = True, False
     job._attempted_at = datetime.now(UTC)
     return key
 

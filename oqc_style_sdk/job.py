@@ -142,6 +142,7 @@ class Job:
         "_keying",
         "_last_obs",
         "_output",
+        "_recall",
         "_ref",
         "_run",
         "_saved_at",
@@ -177,6 +178,8 @@ class Job:
         self._submit_attempted = False
         #: When a request of the current run's submission was last sent (if one was).
         self._attempted_at: datetime | None = None
+        #: A key read from a file: the process that wrote it may have sent it after saving.
+        self._recall = False
         self._ref: RunRef | None = None
         self._last_obs: Observation | None = None
         self._vendor_status: str | None = None
@@ -531,6 +534,7 @@ class Job:
         job._key = snap.idempotency_key
         job._submit_attempted = snap.submit_attempted
         job._attempted_at = snap.submit_attempted_at
+        job._recall = snap.state is JobState.CREATED and snap.idempotency_key is not None
         ref = job._ref = None if snap.ref is None else RunRef(snap.ref.task_id, dict(snap.ref.extra))
         job._vendor_status = snap.vendor_status
         job._cancel_reason = snap.cancel_reason
@@ -665,6 +669,7 @@ class Job:
         self._key = None
         self._submit_attempted = False
         self._attempted_at = None
+        self._recall = False
         self._ref = None
         self._last_obs = None
         self._vendor_status = None
