@@ -10,7 +10,8 @@ after a send whose outcome is not known.
 - **Recorded by every save.** ``Job._snapshot`` records the key of a submission in flight and marks
   it as possibly sent (``submit_attempted``, with the moment), so a process that loads the file sends
   the same key — the vendor's same run — rather than a new one.
-- **Reconciled.** A key sent before, whose outcome is unknown, is given back to the backend
+- **Reconciled.** A key sent before whose outcome is unknown — or read from a file, which the
+  process that saved it may have sent after saving — is given back to the backend
   (:meth:`~oqc_style_sdk.backends.base.Backend.recall_submission`) before it is sent again (IBM then
   looks the run up by its submission tag): the same rule in the Sdk that sent it and after ``load()``.
 - **A save is local.** ``save(path)`` never waits on a vendor: a key the vendor must give is left to
