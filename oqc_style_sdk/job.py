@@ -507,7 +507,9 @@ class Job:
             run=self._run,
             idempotency_key=self._key,
             submit_attempted=self._submit_attempted or sending_now,
-            submit_attempted_at=_now() if sending_now else self._attempted_at,
+            submit_attempted_at=(_now() if sending_now else self._attempted_at)
+            if self._state is JobState.CREATED
+            else None,
             ref=None if ref is None else RefSnapshot(task_id=ref.task_id, extra=dict(ref.extra)),
             vendor_status=self._vendor_status,
             cancel_reason=self._cancel_reason,
