@@ -279,3 +279,27 @@ async def test_save_refuses_a_bad_timeout_before_anything(tmp_path: Path) -> Non
             with pytest.raises(JobValidationError):
                 await job.save(tmp_path / "job.json", timeout_s=bad)  # type: ignore[arg-type]
         assert not (tmp_path / "job.json").exists()
+
+
+async def test_a_submission_waiting_on_a_save_that_gave_up_reserves_its_own_key(tmp_path: Path) -> None:
+    """The save starts the reservation and the submission joins it; the save's deadline ends the
+    reservation, and the submission then reserves its own id: the job runs once."""
+    with anyio.fail_after(60):
+        async with emulator(OQC) as emu, sdk_for(OQC, emu) as sdk:
+            emu.slow_next(1, delay_s=1.0, **RESERVE)
+            job = sdk.create_job(program=BELL, qpu_id=LUCY_QPU_ID)
+            async with anyio.create_task_group() as tg:
+
+                async def submit_soon() -> None:
+                    with anyio.fail_after(20):  # once the save's reservation is at the vendor
+                        while reservations(emu) == 0:  # noqa: ASYNC110
+                            await anyio.sleep(0.005)
+                    await job.submit()
+
+                tg.start_soon(submit_soon)
+                path = await job.save(tmp_path / "job.json", timeout_s=0.3)
+            assert saved_job(path)["idempotency_key"] is None  # the save gave up on it
+            await job.execute(timeout_s=BOUND_S)
+            assert job.state is JobState.COMPLETED, job.error
+            assert reservations(emu) == 2  # the abandoned one, and the submission's own
+            assert emu.engine_runs == 1
