@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "await_submissions",
     "fix_local_key",
+    "keys_for_submission",
     "reserve",
     "save_jobs",
     "sending",
@@ -59,16 +60,58 @@ def fix_local_key(job: Job) -> None:
         job._key = job._sdk.backend.local_idempotency_key(job._spec)
 
 
-async def reserve(jobs: Sequence[Job]) -> None:
+class Reservation(_Flight[None]):
+    """One request for the keys of some jobs, shared by every caller that needs them. The saves
+    waiting on it are counted: the submission its keys are for sends nothing until they have
+    written their files, so no file written after the keys came lacks them while a request with
+    them is already out."""
+
+    __slots__ = ("_saved", "_saves")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._saves = 0
+        self._saved: anyio.Event | None = None
+
+    def save_started(self) -> None:
+        self._saves += 1
+
+    def save_ended(self) -> None:
+        self._saves -= 1
+        if self._saves == 0 and self._saved is not None:
+            self._saved.set()
+            self._saved = None
+
+    async def saves_written(self) -> None:
+        """Until the saves that waited on this reservation have written their files."""
+        if self._saves:
+            if self._saved is None:
+                self._saved = anyio.Event()
+            await self._saved.wait()
+
+
+async def reserve(jobs: Sequence[Job], saving: list[Reservation] | None = None) -> list[Reservation]:
     """Give each CREATED job of ``jobs`` (of one Sdk) without a key the one the vendor hands out
     (one reservation request for all where the vendor has one). A reservation already in flight
     for a job is waited for, never repeated; the error of this caller's own reservation is raised.
+
+    Returns the reservations waited on. A save passes ``saving``: each reservation it waits on is
+    told, and added to it (the save calls ``save_ended()`` on each once its file is written).
     """
     backend = jobs[0]._sdk.backend
+    seen: list[Reservation] = []
+
+    def note(flight: Reservation) -> None:
+        seen.append(flight)
+        if saving is not None:
+            flight.save_started()
+            saving.append(flight)
+
     while True:
         joined = {id(f): f for job in jobs if job._key is None and (f := job._keying) is not None}
         if joined:
             for other in joined.values():
+                note(other)
                 try:
                     await other.wait()
                 except Exception as exc:  # its starter has the error; this caller tries itself
@@ -76,8 +119,9 @@ async def reserve(jobs: Sequence[Job]) -> None:
             continue
         need = [job for job in jobs if job._key is None and job._state is JobState.CREATED]
         if not need:
-            return
-        flight: _Flight[None] = _Flight()
+            return seen
+        flight = Reservation()
+        note(flight)
         for job in need:
             job._keying = flight
         try:
@@ -87,6 +131,13 @@ async def reserve(jobs: Sequence[Job]) -> None:
                 if job._keying is flight:
                     job._keying = None
         await flight.wait()
+
+
+async def keys_for_submission(jobs: Sequence[Job]) -> None:
+    """The keys of ``jobs``' submission: reserved where they have none, and the saves that waited
+    for them written, before anything carrying them is sent."""
+    for flight in await reserve(jobs):
+        await flight.saves_written()
 
 
 async def _reserved(backend: Backend, jobs: list[Job]) -> None:
@@ -137,7 +188,7 @@ async def _run_batch(todo: list[Job]) -> None:
     backend = todo[0]._sdk.backend
     try:
         try:
-            await reserve(todo)
+            await keys_for_submission(todo)
             keys = [sending(job) for job in todo]
             outcomes = await backend.submit_many([job._spec for job in todo], keys)
         except Exception as exc:
@@ -198,11 +249,16 @@ async def save_jobs(
     for job in jobs:
         fix_local_key(job)
     keyless = [job for job in jobs if job._state is JobState.CREATED and job._key is None]
-    if keyless and bound is not None:
-        with anyio.move_on_after(bound):
-            try:
-                await reserve(keyless)
-            except SdkError as exc:  # left to the submission, which asks again
-                logger.debug("no idempotency keys for %d job(s) before saving them: %s", len(keyless), exc)
-    snapshots = [job._snapshot() for job in jobs]
-    return await write(path, jobs[0]._sdk.backend.identity(), snapshots, composite_id=composite_id)
+    waited: list[Reservation] = []
+    try:
+        if keyless and bound is not None:
+            with anyio.move_on_after(bound):
+                try:
+                    await reserve(keyless, waited)
+                except SdkError as exc:  # left to the submission, which asks again
+                    logger.debug("no keys for %d job(s) before saving them: %s", len(keyless), exc)
+        snapshots = [job._snapshot() for job in jobs]
+        return await write(path, jobs[0]._sdk.backend.identity(), snapshots, composite_id=composite_id)
+    finally:
+        for flight in waited:
+            flight.save_ended()

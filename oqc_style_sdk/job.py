@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from ._submission import fix_local_key, reserve, save_jobs, sending
+from ._submission import Reservation, fix_local_key, keys_for_submission, save_jobs, sending
 from ._waiting import _Flight, deadline
 from .backends.base import Diagnostics, FoundRun, Observation, RunRef, RunSpec
 from .exceptions import (
@@ -174,7 +174,7 @@ class Job:
         self._run = 1
         self._key: str | None = None
         #: The reservation of the run's key at the vendor, while one is in flight (``_submission``).
-        self._keying: _Flight[None] | None = None
+        self._keying: Reservation | None = None
         self._submit_attempted = False
         #: When a request of the current run's submission was last sent (if one was).
         self._attempted_at: datetime | None = None
@@ -759,7 +759,7 @@ class Job:
         backend = self._sdk.backend
         try:
             if self._key is None:  # reserved once per run, saved with the job, reused on every resend
-                await reserve((self,))
+                await keys_for_submission((self,))
             ref = await backend.submit(spec, sending(self))
         except Exception as exc:
             self._submission_failed(exc, run)

@@ -213,6 +213,7 @@ async def test_ibm_a_creation_that_never_reached_ibm_is_sent_again_after_load(tm
 # ==================================================================================================
 
 OQC = ADAPTERS["oqc"]
+LUCY_PATH = "d865b5a184"  # the Lucy QPU's execution path at the emulator
 RESERVE = {"path": re.compile(r"/tasks$"), "method": "POST"}
 #: The most a bounded save may take past its timeout (the file is written after it).
 MARGIN_S = 0.25
@@ -263,6 +264,8 @@ async def test_save_with_a_timeout_waits_for_a_reservation_in_flight(tmp_path: P
                     assert saved_job(quick)["idempotency_key"] is None
                     path = await job.save(tmp_path / "job.json", timeout_s=10)
                     assert saved_job(path)["idempotency_key"] is not None
+                    # Nothing carrying the key was sent before the file holding it was written.
+                    assert emu.count("POST", f"/{LUCY_PATH}/tasks/submit") == 0
                 assert reservations(emu) == 1  # the save joined the reservation
             loaded = await resume_elsewhere(OQC, emu, path)
             assert loaded.state is JobState.COMPLETED, loaded.error
