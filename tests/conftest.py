@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from importlib.metadata import entry_points
 
 import aiohttp
 import pytest
+
+_PLUGIN = "oqc_style_sdk.testing.pytest_plugin"
+# The emulator fixtures (``emulator_factory``, ``oqc_emulator``). Once the package's ``pytest11``
+# entry point is installed, pytest has loaded the plugin already (and naming it here again would
+# register it twice, which pytest refuses); a checkout run without installing names it here.
+pytest_plugins = [] if any(ep.value == _PLUGIN for ep in entry_points(group="pytest11")) else [_PLUGIN]
 
 
 @pytest.fixture

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..exceptions import BackendError, ConfigurationError, SdkError
-from .document import ArazzoDocument, Workflow, parse_document
+from .document import ArazzoDocument, Workflow, load_document
 from .errors import (
     StepFailedError,
     StepLimitError,
-    WorkflowDefinitionError,
     WorkflowError,
     WorkflowInputError,
     WorkflowTimeoutError,
@@ -147,16 +146,6 @@ def _inputs(workflow: Workflow, args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def _load(path: Path) -> ArazzoDocument:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise WorkflowDefinitionError(f"no Arazzo document at {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WorkflowDefinitionError(f"cannot read {path}: {exc}") from None
-    return parse_document(text, location=str(path.resolve()))
-
-
 def _step_line(record: StepRecord, number: int) -> str:
     status = record.status if record.status is not None else "-"
     waited = f"  (after {record.waited_s:.1f} s)" if record.waited_s >= 0.05 else ""
@@ -224,7 +213,7 @@ async def run_workflow_command(args: argparse.Namespace) -> int:
     quiet = logging.NullHandler()  # warnings are printed below, once; not by logging's last resort
     logger.addHandler(quiet)
     try:
-        doc = _load(args.file)
+        doc = load_document(args.file)
         if args.workflow_command == "show":
             if args.json:
                 print(json.dumps(doc.model_dump(mode="json", by_alias=True, exclude_none=True), indent=2))

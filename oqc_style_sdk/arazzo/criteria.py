@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias
 
@@ -211,17 +211,17 @@ class _Parser:
         return node
 
     def parse_or(self) -> Node:
-        node = self.parse_and()
-        while self.peek().kind == "op" and self.peek().text == "||":
-            self.take()
-            node = Logical("||", node, self.parse_and())
-        return node
+        return self.parse_chain("||", self.parse_and)
 
     def parse_and(self) -> Node:
-        node = self.parse_unary()
-        while self.peek().kind == "op" and self.peek().text == "&&":
+        return self.parse_chain("&&", self.parse_unary)
+
+    def parse_chain(self, op: Literal["&&", "||"], operand: Callable[[], Node]) -> Node:
+        """``operand (op operand)*``, grouped from the left."""
+        node = operand()
+        while self.peek().kind == "op" and self.peek().text == op:
             self.take()
-            node = Logical("&&", node, self.parse_unary())
+            node = Logical(op, node, operand())
         return node
 
     def parse_unary(self) -> Node:

@@ -357,17 +357,6 @@ def _resolve_references(data: dict[str, Any], problems: list[str]) -> dict[str, 
     return data
 
 
-def _check_expression(text: str, where: str, step_ids: set[str], problems: list[str]) -> None:
-    try:
-        compiled = compile_value(text)
-    except ExpressionError as exc:
-        problems.append(f"{where}: {exc}")
-        return
-    for expr in expressions_in(compiled):
-        if expr.step_id is not None and expr.step_id not in step_ids:
-            problems.append(f"{where}: {expr.text} names no step of this workflow")
-
-
 def _check_criteria(criteria: list[Criterion], where: str, step_ids: set[str], problems: list[str]) -> None:
     for index, criterion in enumerate(criteria):
         spot = f"{where}[{index}]"
@@ -397,7 +386,7 @@ def _check_semantics(doc: ArazzoDocument) -> list[str]:
         for key, value in workflow.outputs.items():
             if not _OUTPUT_NAME.match(key):
                 problems.append(f"{where}.outputs.{key}: not a valid output name")
-            _check_expression(value, f"{where}.outputs.{key}", step_ids, problems)
+            _check_value(value, f"{where}.outputs.{key}", step_ids, problems)
         actions: list[tuple[str, SuccessAction | FailureAction]] = [
             (f"{where}.successActions[{i}]", a) for i, a in enumerate(workflow.successActions)
         ] + [(f"{where}.failureActions[{i}]", a) for i, a in enumerate(workflow.failureActions)]
@@ -418,7 +407,7 @@ def _check_semantics(doc: ArazzoDocument) -> list[str]:
             for key, value in step.outputs.items():
                 if not _OUTPUT_NAME.match(key):
                     problems.append(f"{spot}.outputs.{key}: not a valid output name")
-                _check_expression(value, f"{spot}.outputs.{key}", step_ids, problems)
+                _check_value(value, f"{spot}.outputs.{key}", step_ids, problems)
             _check_criteria(step.successCriteria, f"{spot}.successCriteria", step_ids, problems)
             actions += [(f"{spot}.onSuccess[{i}]", a) for i, a in enumerate(step.onSuccess)]
             actions += [(f"{spot}.onFailure[{i}]", a) for i, a in enumerate(step.onFailure)]

@@ -5,6 +5,7 @@ are errors here, never half-way through a run)."""
 from __future__ import annotations
 
 import logging
+import random
 import re
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from .operations import (
     resolve_source_url,
 )
 
-__all__ = ["Action", "Answers", "Operation", "Param", "Planner", "StepPlan", "check_inputs"]
+__all__ = ["Action", "Answers", "Connections", "Operation", "Param", "Planner", "StepPlan", "check_inputs"]
 
 logger = logging.getLogger("oqc_style_sdk.arazzo")
 
@@ -215,29 +216,39 @@ def check_inputs(workflow: Workflow, given: Mapping[str, Any], warn: Callable[[s
 # The run
 
 
+@dataclass(frozen=True, slots=True)
+class Connections:
+    """Where a run's sources are served (``servers``, ``backends``: the caller's overrides) and how
+    its HTTP clients are made, for the step calls and the description fetches alike."""
+
+    servers: Mapping[str, str]
+    backends: Mapping[str, str]
+    request_timeout_s: float
+    retry: RetryPolicy | None
+    allow_insecure_http: bool
+
+    def client(self, base_url: str, vendor: str, rng: random.Random | None = None) -> HttpClient:
+        """A client of ``base_url`` with the run's request timeout, retry policy and HTTP rule."""
+        return HttpClient(
+            base_url,
+            vendor=vendor,
+            timeout_s=self.request_timeout_s,
+            retry=self.retry,
+            allow_insecure_http=self.allow_insecure_http,
+            rng=rng,
+        )
+
+
 class Planner:
     """Resolves a workflow's steps against its sources: their OpenAPI descriptions when they can be
     read, else the built-in operation map of the backend whose operations match."""
 
     def __init__(
-        self,
-        doc: ArazzoDocument,
-        workflow: Workflow,
-        *,
-        servers: Mapping[str, str],
-        backends: Mapping[str, str],
-        request_timeout_s: float,
-        retry: RetryPolicy | None,
-        allow_insecure_http: bool,
-        warn: Callable[..., None],
+        self, doc: ArazzoDocument, workflow: Workflow, *, connections: Connections, warn: Callable[..., None]
     ) -> None:
         self.doc = doc
         self.workflow = workflow
-        self.servers = servers
-        self.backends = backends
-        self.request_timeout_s = request_timeout_s
-        self.retry = retry
-        self.allow_insecure_http = allow_insecure_http
+        self.connections = connections
         self.warn = warn
         #: Why each source's description could not be read ("" when it was).
         self.unread: dict[str, str] = {}
@@ -246,12 +257,8 @@ class Planner:
 
     async def _fetch(self, url: str) -> bytes:
         parts = urlsplit(url)
-        client = HttpClient(
-            f"{parts.scheme}://{parts.netloc}",
-            vendor=f"source description at {parts.netloc}",
-            timeout_s=self.request_timeout_s,
-            retry=self.retry,
-            allow_insecure_http=self.allow_insecure_http,
+        client = self.connections.client(
+            f"{parts.scheme}://{parts.netloc}", vendor=f"source description at {parts.netloc}"
         )
         self.fetchers.append(client)
         async with client:
@@ -266,14 +273,14 @@ class Planner:
                 "which this executor does not run"
             )
         known = {s.name for s in doc.sourceDescriptions} | set(BUILTIN_BACKENDS)
-        unknown = sorted(set(self.servers) - known)
+        unknown = sorted(set(self.connections.servers) - known)
         if unknown:
             raise WorkflowConfigurationError(
                 f"unknown server name(s) {', '.join(map(repr, unknown))}: use a source description name "
                 f"({', '.join(s.name for s in doc.sourceDescriptions)}) or a backend "
                 f"({', '.join(BUILTIN_BACKENDS)})"
             )
-        for source, backend in self.backends.items():
+        for source, backend in self.connections.backends.items():
             if backend not in BUILTIN_BACKENDS:
                 raise WorkflowConfigurationError(
                     f"unknown backend {backend!r} for source {source!r}; known: {', '.join(BUILTIN_BACKENDS)}"
@@ -310,8 +317,8 @@ class Planner:
                 continue
             descriptions[name], self.unread[name] = await self._description(name, source_desc.url)
             op_ids = [refs[s][1] for s, src in step_source.items() if src == name and refs[s][1] is not None]
-            if name in self.backends:
-                chosen[name] = BUILTIN_BACKENDS[self.backends[name]]
+            if name in self.connections.backends:
+                chosen[name] = BUILTIN_BACKENDS[self.connections.backends[name]]
             else:
                 chosen[name] = choose_backend(
                     [op for op in op_ids if op is not None], name=name, url=source_desc.url
@@ -488,9 +495,9 @@ class Planner:
                     operation_id=operation_id,
                     known=known,
                 )
-        given = self.servers.get(source)
+        given = self.connections.servers.get(source)
         if given is None and backend is not None:
-            given = self.servers.get(backend.key)
+            given = self.connections.servers.get(backend.key)
         server = given or default_server
         if server is None:
             what = f" ({backend.title})" if backend is not None else ""

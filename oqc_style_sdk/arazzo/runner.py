@@ -77,7 +77,7 @@ from .expressions import (
     reveal_text,
     to_text,
 )
-from .plan import SECRET_NAME, Action, Answers, Operation, Planner, StepPlan, check_inputs
+from .plan import SECRET_NAME, Action, Answers, Connections, Operation, Planner, StepPlan, check_inputs
 from .result import ActionKind, StepRecord, WorkflowResult
 
 __all__ = ["Pacing", "StepRecord", "WorkflowResult", "run_workflow"]
@@ -169,27 +169,19 @@ class _Run:
         doc: ArazzoDocument,
         workflow: Workflow,
         *,
-        servers: Mapping[str, str],
-        backends: Mapping[str, str],
+        connections: Connections,
         timeout_s: float | None,
         max_steps: int,
         pacing: Pacing,
-        request_timeout_s: float,
-        retry: RetryPolicy | None,
-        allow_insecure_http: bool,
         on_step: Callable[[StepRecord], Any] | None,
         rng: random.Random,
     ) -> None:
         self.doc = doc
         self.workflow = workflow
-        self.servers = dict(servers)
-        self.backends = dict(backends)
+        self.connections = connections
         self.timeout_s = timeout_s
         self.max_steps = max_steps
         self.pacing = pacing
-        self.request_timeout_s = request_timeout_s
-        self.retry = retry
-        self.allow_insecure_http = allow_insecure_http
         self.on_step = on_step
         self.rng = rng
         self.result = WorkflowResult(workflow.workflowId)
@@ -198,16 +190,7 @@ class _Run:
         self.step_ids = frozenset(s.stepId for s in workflow.steps)
         self.index_of = workflow.step_index
         self.clients: dict[str, HttpClient] = {}
-        self.planner = Planner(
-            doc,
-            workflow,
-            servers=self.servers,
-            backends=self.backends,
-            request_timeout_s=request_timeout_s,
-            retry=retry,
-            allow_insecure_http=allow_insecure_http,
-            warn=self.warn,
-        )
+        self.planner = Planner(doc, workflow, connections=connections, warn=self.warn)
         self._warned: set[str] = set()
         self.started = 0.0
         self.deadline = math.inf
@@ -242,20 +225,13 @@ class _Run:
     def _client(self, operation: Operation) -> HttpClient:
         client = self.clients.get(operation.base_url)
         if client is None:
-            backend = self.backends.get(operation.source)
+            backend = self.connections.backends.get(operation.source)
             label = (
                 f"{operation.source} ({backend or operation.origin})"
                 if operation.origin
                 else operation.source
             )
-            client = HttpClient(
-                operation.base_url,
-                vendor=label,
-                timeout_s=self.request_timeout_s,
-                retry=self.retry,
-                allow_insecure_http=self.allow_insecure_http,
-                rng=self.rng,
-            )
+            client = self.connections.client(operation.base_url, label, self.rng)
             self.clients[operation.base_url] = client
         return client
 
@@ -350,7 +326,9 @@ class _Run:
         )
         method = plan.operation.spec.method
         excluded = (
-            (self.retry or RetryPolicy()).retry_statuses if method in IDEMPOTENT_METHODS else frozenset({429})
+            (self.connections.retry or RetryPolicy()).retry_statuses
+            if method in IDEMPOTENT_METHODS
+            else frozenset({429})
         )
         client = self._client(plan.operation)
         await client.start()
@@ -605,14 +583,16 @@ async def run_workflow(
     run = _Run(
         doc,
         workflow,
-        servers=servers or {},
-        backends=backends or {},
+        connections=Connections(
+            servers=dict(servers or {}),
+            backends=dict(backends or {}),
+            request_timeout_s=request_timeout_s,
+            retry=retry,
+            allow_insecure_http=allow_insecure_http,
+        ),
         timeout_s=timeout_s,
         max_steps=max_steps,
         pacing=pacing or Pacing(),
-        request_timeout_s=request_timeout_s,
-        retry=retry,
-        allow_insecure_http=allow_insecure_http,
         on_step=on_step,
         rng=rng or random.Random(),
     )

@@ -32,8 +32,9 @@ from .azure_providers import (
     ionq_to_qasm,
     provider_output,
 )
-from .azure_storage import STORAGE_ACCOUNT, BlobStorage, same_secret
+from .azure_storage import STORAGE_ACCOUNT, BlobStorage
 from .emulator import ApiError, Emulator, duration_option
+from .handlers import read_json, same_secret
 from .odata import order_key, parse_filter
 
 __all__ = [
@@ -184,6 +185,10 @@ def _azure_time(moment: datetime) -> str:
 
 def _error(status: int, code: str, message: str) -> ApiError:
     return ApiError(status, message, headers={"x-ms-error-code": code})
+
+
+def _not_json(_: ValueError) -> ApiError:
+    return _error(400, "InvalidRequestContent", "The request body is not valid JSON.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -555,16 +560,6 @@ class AzureQuantumEmulator(Emulator):
             raise _error(404, "JobNotFound", f"Job '{job_id}' was not found.")
         return job
 
-    @staticmethod
-    async def _json(request: web.Request) -> Any:
-        raw = await request.read()
-        if not raw.strip():
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise _error(400, "InvalidRequestContent", "The request body is not valid JSON.") from None
-
     def _provider(self, provider_id: str) -> EmulatedProvider | None:
         for provider in self.providers:
             if provider.id.lower() == provider_id.lower():
@@ -575,7 +570,7 @@ class AzureQuantumEmulator(Emulator):
 
     async def _sas_uri(self, request: web.Request) -> web.Response:
         api = self._workspace(request)
-        body = await self._json(request)
+        body = await read_json(request, _not_json)
         container = body.get("containerName") if isinstance(body, dict) else None
         blob = body.get("blobName") if isinstance(body, dict) else None
         if (
@@ -617,7 +612,7 @@ class AzureQuantumEmulator(Emulator):
         job_id = request.match_info["job_id"]
         if not _JOB_ID.match(job_id):
             raise _error(400, "InvalidJobId", f"The job id '{job_id}' is not a GUID.")
-        body = await self._json(request)
+        body = await read_json(request, _not_json)
         if not isinstance(body, dict):
             raise _error(400, "InvalidJobDefinition", "The body must be a JobDetails object.")
         fields = {key: body[key] for key in _CREATE_FIELDS if key in body and body[key] is not None}

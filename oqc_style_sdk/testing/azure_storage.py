@@ -23,21 +23,15 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
+from .handlers import same_secret
 from .odata import parse_time
 
-__all__ = ["SAS_VERSION", "STORAGE_ACCOUNT", "BlobStorage", "same_secret"]
+__all__ = ["SAS_VERSION", "STORAGE_ACCOUNT", "BlobStorage"]
 
 #: The storage account of the emulated blob service (path-style URLs, as Azurite serves them).
 STORAGE_ACCOUNT: Final = "devstoreaccount1"
 #: The SAS ``sv`` the store signs with (the official examples' value).
 SAS_VERSION: Final = "2019-02-02"
-
-
-def same_secret(given: str, expected: str) -> bool:
-    """Compare a presented secret with the expected one in constant time."""
-    return secrets.compare_digest(
-        given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
-    )
 
 
 def _utcnow() -> datetime:

@@ -55,6 +55,7 @@ from .databricks_model import (
     parse_int,
 )
 from .emulator import Emulator, duration_option
+from .handlers import same_secret
 
 __all__ = [
     "DEFAULT_CLUSTER_ID",
@@ -246,9 +247,7 @@ class DatabricksEmulator(Emulator):
         scheme, _, value = sent.partition(" ")
         if scheme.lower() != "bearer" or not value:
             return False
-        return secrets.compare_digest(
-            value.strip().encode("utf-8", "surrogateescape"), self.token.encode("utf-8", "surrogateescape")
-        )
+        return same_secret(value.strip(), self.token)
 
     def unauthorized_response(self, request: web.Request) -> web.StreamResponse:
         return self._error(401, "PERMISSION_DENIED", "Unauthorized access.")

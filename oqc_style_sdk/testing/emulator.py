@@ -100,6 +100,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from anyio.abc import TaskGroup
 
+from .._http.secrets import CREDENTIAL_HEADERS
 from ..exceptions import ConfigurationError
 
 __all__ = [
@@ -128,19 +129,9 @@ REDACTED: Final = "<redacted>"
 #: How long an emulator serves at most, unless told otherwise (seconds).
 DEFAULT_MAX_LIFETIME_S: Final = 600.0
 
-#: Headers whose values never enter the request log (lower case).
-SECRET_HEADERS: Final = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "authentication-token",
-        "cookie",
-        "x-api-key",
-        "api-key",
-        "ocp-apim-subscription-key",
-        "x-databricks-azure-sp-management-token",
-    }
-)
+#: Headers whose values never enter the request log (lower case): those the SDK treats as
+#: credentials, and the management token Databricks' Azure service principals send.
+SECRET_HEADERS: Final = CREDENTIAL_HEADERS | {"x-databricks-azure-sp-management-token"}
 #: JSON body keys whose values never enter the request log (lower case, at any depth).
 SECRET_FIELDS: Final = frozenset(
     {"password", "client_secret", "authentication_token", "access_token", "refresh_token", "token"}

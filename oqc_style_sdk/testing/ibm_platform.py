@@ -25,8 +25,9 @@ from typing import Any, Final
 from aiohttp import web
 
 from .emulator import ApiError
+from .handlers import read_json, same_secret
 
-__all__ = ["CATALOG_PREFIX", "IAM_GRANT_TYPE", "IAM_PATH", "SEARCH_PREFIX", "IbmCloudPlatform", "read_json"]
+__all__ = ["CATALOG_PREFIX", "IAM_GRANT_TYPE", "IAM_PATH", "SEARCH_PREFIX", "IbmCloudPlatform"]
 
 #: Where the IAM token endpoint lives on the emulator (``IBM_QUANTUM_IAM_URL``).
 IAM_PATH: Final = "/identity/token"
@@ -36,17 +37,6 @@ SEARCH_PREFIX: Final = "/global-search"
 CATALOG_PREFIX: Final = "/global-catalog/api/v1"
 #: The catalog id of the instance's plan (emulator choice; IBM's ids are opaque too).
 PLAN_ID: Final = "emulated-quantum-computing-plan"
-
-
-async def read_json(request: web.Request) -> Any:
-    """The request's JSON body (None when empty); 400 when it is not JSON."""
-    raw = await request.read()
-    if not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise ApiError(400, "The request body is not valid JSON") from None
 
 
 def _b64url(data: bytes) -> str:
@@ -126,7 +116,7 @@ class IbmCloudPlatform:
             return _iam_error("BXNIM0109E", "Property missing or empty. Property name is 'grant_type'.")
         if not isinstance(api_key, str) or not api_key:
             return _iam_error("BXNIM0109E", "Property missing or empty. Property name is 'apikey'.")
-        if not secrets.compare_digest(api_key.encode("utf-8", "surrogateescape"), self.api_key.encode()):
+        if not same_secret(api_key, self.api_key):
             return _iam_error("BXNIM0415E", "Provided API key could not be found.")
         now = datetime.now(UTC)
         token = self._jwt(now)

@@ -29,9 +29,10 @@ from ..backends.local import PARSE_ERROR, SIMULATOR_TARGET, LocalBackend
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
 from .emulator import REDACTED, ApiError, Emulator, duration_option
+from .handlers import found, query_int, read_json, same_secret, utc_moment
 from .ibm_devices import VALIDATION_ERROR_CODE, IbmDevice, PubRefused, device_program
 from .ibm_encoding import EncodingError, decode_array, qiskit_result
-from .ibm_platform import IAM_GRANT_TYPE, IAM_PATH, IbmCloudPlatform, read_json
+from .ibm_platform import IAM_GRANT_TYPE, IAM_PATH, IbmCloudPlatform
 from .ibm_sessions import SessionRegistry
 
 __all__ = [
@@ -142,10 +143,9 @@ def _iso(moment: datetime | str | None) -> str | None:
 
 def _parse_moment(name: str, value: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(value.strip())
+        return utc_moment(value.strip())
     except ValueError:
         raise ApiError(400, f"{name} is not an ISO 8601 date-time: {value!r}") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _flag(name: str, value: str | None) -> bool | None:
@@ -160,13 +160,9 @@ def _flag(name: str, value: str | None) -> bool | None:
 
 
 def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"{name} must be an integer, got {raw!r}") from None
+    value = query_int(
+        request, name, default, lambda raw: ApiError(400, f"{name} must be an integer, got {raw!r}")
+    )
     if not low <= value <= high:
         raise ApiError(400, f"{name} must be from {low} to {high}, got {value}")
     return value
@@ -454,7 +450,7 @@ class IbmQuantumEmulator(Emulator):
         crn = request.headers.get("Service-CRN")
         if not crn:
             return 400, "Missing Service-CRN header"
-        if not secrets.compare_digest(crn.encode("utf-8", "surrogateescape"), self.instance.encode()):
+        if not same_secret(crn, self.instance):
             return 403, "You are not authorized to use this service instance"
         version = request.headers.get("IBM-API-Version")
         if version is not None:
@@ -637,10 +633,7 @@ class IbmQuantumEmulator(Emulator):
         return queued
 
     def _device(self, request: web.Request) -> IbmDevice:
-        device = self._by_name.get(request.match_info["name"])
-        if device is None:
-            raise ApiError(404, "Backend not found")
-        return device
+        return found(self._by_name.get(request.match_info["name"]), "Backend not found")
 
     async def _device_configuration(self, request: web.Request) -> web.Response:
         return web.json_response(self._device(request).configuration())
@@ -779,10 +772,7 @@ class IbmQuantumEmulator(Emulator):
             self.engine_runs += 1
 
     def _find(self, request: web.Request) -> _Job:
-        job = self._jobs.get(request.match_info["job_id"])
-        if job is None:
-            raise ApiError(404, "Job not found")
-        return job
+        return found(self._jobs.get(request.match_info["job_id"]), "Job not found")
 
     async def _get_job(self, request: web.Request) -> web.Response:
         job = self._find(request)

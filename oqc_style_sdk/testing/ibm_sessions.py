@@ -21,7 +21,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from .emulator import ApiError
-from .ibm_platform import read_json
+from .handlers import found, read_json
 
 __all__ = ["MODES", "SessionRegistry"]
 
@@ -62,9 +62,7 @@ class SessionRegistry:
 
     def admit(self, session_id: str, backend: str, job_id: str) -> None:
         """Check that a new job may run in ``session_id`` on ``backend`` (ApiError if not)."""
-        session = self._sessions.get(session_id)
-        if session is None:
-            raise ApiError(404, f"Session not found: {session_id[:64]!r}")
+        session = found(self._sessions.get(session_id), f"Session not found: {session_id[:64]!r}")
         if not session.accepting_jobs:
             raise ApiError(400, f"Session {session.id} is closed and does not accept jobs")
         if backend != session.backend:
@@ -72,10 +70,7 @@ class SessionRegistry:
         session.job_ids.append(job_id)
 
     def _find(self, request: web.Request) -> _Session:
-        session = self._sessions.get(request.match_info["session_id"])
-        if session is None:
-            raise ApiError(404, "Session not found")
-        return session
+        return found(self._sessions.get(request.match_info["session_id"]), "Session not found")
 
     async def _create(self, request: web.Request) -> web.Response:
         body = await read_json(request)

@@ -8,9 +8,11 @@ job list shows. Kept apart from the emulator because it is a small language of i
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any, Final
+
+from .handlers import utc_moment
 
 __all__ = ["FIELDS", "Predicate", "Record", "order_key", "parse_filter", "parse_time"]
 
@@ -20,8 +22,7 @@ def parse_time(text: str) -> datetime:
     zone means UTC). Raises ValueError."""
     value = text.strip().replace("Z", "+00:00").replace("z", "+00:00")
     value = re.sub(r"(\.\d{6})\d+", r"\1", value)
-    moment = datetime.fromisoformat(value)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return utc_moment(value)
 
 
 _TOKEN = re.compile(
@@ -154,19 +155,21 @@ def parse_filter(text: str) -> Predicate:
             raise ValueError(f"{op} needs a value")
         return lambda record: _compare(record.get(key), op, operand)
 
-    def conjunction() -> Predicate:
-        parts = [primary()]
-        while (token := peek()) is not None and token[0] == "word" and token[1].lower() == "and":
+    def chain(
+        word: str, operand: Callable[[], Predicate], combine: Callable[[Iterable[bool]], bool]
+    ) -> Predicate:
+        """``operand (word operand)*``, the parts' answers combined by ``combine`` (all, any)."""
+        parts = [operand()]
+        while (token := peek()) is not None and token[0] == "word" and token[1].lower() == word:
             take()
-            parts.append(primary())
-        return lambda record: all(part(record) for part in parts)
+            parts.append(operand())
+        return lambda record: combine(part(record) for part in parts)
+
+    def conjunction() -> Predicate:
+        return chain("and", primary, all)
 
     def disjunction() -> Predicate:
-        parts = [conjunction()]
-        while (token := peek()) is not None and token[0] == "word" and token[1].lower() == "or":
-            take()
-            parts.append(conjunction())
-        return lambda record: any(part(record) for part in parts)
+        return chain("or", conjunction, any)
 
     predicate = disjunction()
     if position != len(tokens):

@@ -25,6 +25,7 @@ from ..backends.local import DEFAULT_SHOTS, MAX_SHOTS, SIMULATOR_TARGET, LocalBa
 from ..exceptions import ConfigurationError, JobValidationError
 from ..state import JobState
 from .emulator import ApiError, Emulator, duration_option, sdk_version
+from .handlers import found, read_json, same_secret, utc_moment
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -185,10 +186,9 @@ def _timing(moment: datetime | str | None) -> str | None:
 
 def _parse_date(name: str, value: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(value.strip())
+        return utc_moment(value.strip())
     except ValueError:
         raise ApiError(400, f"{name} is not a date: {value!r}") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _task_page(query: Mapping[str, str], tasks: list[_Task]) -> list[_Task] | None:
@@ -465,9 +465,7 @@ class OqcEmulator(Emulator):
         sent = request.headers.get(_TOKEN_HEADER)
         if sent is None:
             return False
-        return secrets.compare_digest(
-            sent.encode("utf-8", "surrogateescape"), self.token.encode("utf-8", "surrogateescape")
-        )
+        return same_secret(sent, self.token)
 
     def unauthorized_response(self, request: web.Request) -> web.StreamResponse:
         return self.error_response(401, "Authentication Error")
@@ -645,10 +643,7 @@ class OqcEmulator(Emulator):
     # -- request helpers ------------------------------------------------------------------------
 
     def _qpu(self, request: web.Request) -> OqcQpu:
-        qpu = self._by_path.get(request.match_info["qpu"])
-        if qpu is None:
-            raise ApiError(404, "QPU not found")
-        return qpu
+        return found(self._by_path.get(request.match_info["qpu"]), "QPU not found")
 
     def _task(self, request: web.Request) -> _Task:
         qpu = self._qpu(request)
@@ -656,16 +651,6 @@ class OqcEmulator(Emulator):
         if task is None or task.qpu is not qpu:
             raise ApiError(404, "Task not found")
         return task
-
-    @staticmethod
-    async def _json(request: web.Request) -> Any:
-        raw = await request.read()
-        if not raw.strip():
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise ApiError(400, "The request body is not valid JSON") from None
 
     def _qpu_item(self, qpu: OqcQpu) -> dict[str, Any]:
         active = self._active[qpu.id]
@@ -697,7 +682,7 @@ class OqcEmulator(Emulator):
         return web.json_response({"version": self.version})
 
     async def _login(self, request: web.Request) -> web.Response:
-        body = await self._json(request)
+        body = await read_json(request)
         if not isinstance(body, dict):
             raise ApiError(400, "Email and password are required")
         email, password = body.get("email"), body.get("password")
@@ -744,16 +729,14 @@ class OqcEmulator(Emulator):
         )
 
     async def _get_qpu(self, request: web.Request) -> web.Response:
-        qpu = self._by_id.get(request.match_info["qpu_id"])
-        if qpu is None:
-            raise ApiError(404, "QPU not found")
+        qpu = found(self._by_id.get(request.match_info["qpu_id"]), "QPU not found")
         return web.json_response(self._qpu_item(qpu))
 
     # -- tasks ----------------------------------------------------------------------------------
 
     async def _reserve(self, request: web.Request) -> web.Response:
         qpu = self._qpu(request)
-        body = await self._json(request)
+        body = await read_json(request)
         if not isinstance(body, dict):
             raise ApiError(400, 'expected {"qpu_id", "task_count", "tag"}')
         self._check_qpu_id(qpu, body.get("qpu_id"))
@@ -766,7 +749,7 @@ class OqcEmulator(Emulator):
 
     async def _submit(self, request: web.Request) -> web.Response:
         qpu = self._qpu(request)
-        body = await self._json(request)
+        body = await read_json(request)
         items = body.get("tasks") if isinstance(body, dict) else None
         if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
             raise ApiError(400, 'expected {"tasks": [Task, ...]} with at least one task')
@@ -803,7 +786,7 @@ class OqcEmulator(Emulator):
 
     async def _cancel_many(self, request: web.Request) -> web.Response:
         qpu = self._qpu(request)
-        body = await self._json(request)
+        body = await read_json(request)
         ids = body.get("tasks") if isinstance(body, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ApiError(400, 'expected {"tasks": ["<task id>", ...]}')
@@ -904,7 +887,7 @@ class OqcEmulator(Emulator):
 
     async def _qpu_wait_time(self, request: web.Request) -> web.Response:
         self._qpu(request)
-        body = await self._json(request)
+        body = await read_json(request)
         targets = body.get("targets") if isinstance(body, dict) else None
         if not isinstance(targets, list):
             raise ApiError(400, 'expected {"targets": ["<qpu id>", ...]}')

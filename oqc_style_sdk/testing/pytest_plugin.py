@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
 from typing import Any, Final
 
 import pytest
@@ -79,34 +78,15 @@ async def emulator_factory() -> AsyncIterator[EmulatorFactory]:
     """``async with emulator_factory("oqc", **options) as emu:`` — emulators left running are stopped."""
     created: list[Emulator] = []
 
-    def factory(vendor: str, **options: Any) -> _Running:
+    def factory(vendor: str, **options: Any) -> Emulator:
         options.setdefault("job_duration_s", TEST_JOB_DURATION_S)
         options.setdefault("max_lifetime_s", TEST_MAX_LIFETIME_S)
         emulator = create_emulator(vendor, **options)
         created.append(emulator)
-        return _Running(emulator)
+        return emulator  # an async context manager: started on entry, stopped on exit
 
     try:
         yield factory
     finally:
         for emulator in created:
             await emulator.stop()
-
-
-class _Running(AbstractAsyncContextManager[Emulator]):
-    """``async with``: start the emulator, yield it, stop it (no generator left to finalise)."""
-
-    def __init__(self, emulator: Emulator) -> None:
-        self.emulator = emulator
-
-    async def __aenter__(self) -> Emulator:
-        await self.emulator.start()
-        return self.emulator
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.emulator.stop()

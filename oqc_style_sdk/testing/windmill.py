@@ -9,7 +9,6 @@ is opaque data (see :class:`EmulatedScript` and :data:`DEFAULT_SCRIPTS`).
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +21,7 @@ from aiohttp import web
 from ..backends.windmill import SCRIPT_LANGUAGES
 from ..exceptions import ConfigurationError
 from .emulator import ApiError, Emulator, duration_option, sdk_version
+from .handlers import found, query_int, read_json, same_secret, utc_moment
 
 __all__ = [
     "DEFAULT_SCRIPTS",
@@ -118,6 +118,10 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _not_json(exc: ValueError) -> ApiError:
+    return ApiError(400, f"Bad request: the body is not valid JSON ({exc})")
+
+
 def _bool_query(request: web.Request, name: str) -> bool | None:
     raw = request.query.get(name)
     if raw is None:
@@ -130,13 +134,12 @@ def _bool_query(request: web.Request, name: str) -> bool | None:
 
 
 def _int_query(request: web.Request, name: str, default: int, low: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"Bad request: {name} must be an integer, not {raw!r}") from None
+    value = query_int(
+        request,
+        name,
+        default,
+        lambda raw: ApiError(400, f"Bad request: {name} must be an integer, not {raw!r}"),
+    )
     if value < low:
         raise ApiError(400, f"Bad request: {name} must be at least {low}")
     return value
@@ -148,10 +151,9 @@ def _time_query(request: web.Request, name: str) -> datetime | None:
     if raw is None:
         return None
     try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return utc_moment(raw.replace("Z", "+00:00"))
     except ValueError:
         raise ApiError(400, f"Bad request: {name} must be a date-time, not {raw!r}") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _matches_list(value: str | None, spec: str | None) -> bool:
@@ -338,9 +340,7 @@ class WindmillEmulator(Emulator):
             sent = request.cookies.get("token")
         if not sent:
             return False
-        return secrets.compare_digest(
-            sent.encode("utf-8", "surrogateescape"), self.token.encode("utf-8", "surrogateescape")
-        )
+        return same_secret(sent, self.token)
 
     def unauthorized_response(self, request: web.Request) -> web.StreamResponse:
         return self.error_response(401, "Not authorized: invalid or missing token")
@@ -454,20 +454,10 @@ class WindmillEmulator(Emulator):
 
     def _job(self, request: web.Request, what: str = "Job") -> _Job:
         self._check_workspace(request)
-        job = self._jobs.get(request.match_info["id"])
-        if job is None:
-            raise ApiError(404, f"Not found: {what} not found at name {request.match_info['id']}")
-        return job
-
-    @staticmethod
-    async def _json(request: web.Request) -> Any:
-        raw = await request.read()
-        if not raw.strip():
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError as exc:
-            raise ApiError(400, f"Bad request: the body is not valid JSON ({exc})") from None
+        return found(
+            self._jobs.get(request.match_info["id"]),
+            f"Not found: {what} not found at name {request.match_info['id']}",
+        )
 
     def _new_job_id(self, request: web.Request) -> tuple[str, bool]:
         """(the job id, whether that job exists already) — from ``job_id`` or a fresh UUID."""
@@ -596,13 +586,11 @@ class WindmillEmulator(Emulator):
     async def _run_path(self, request: web.Request) -> web.Response:
         self._check_workspace(request)
         path = request.match_info["path"]
-        body = await self._json(request)
+        body = await read_json(request, _not_json)
         args = {} if body is None else body
         if not isinstance(args, dict):
             raise ApiError(400, "Bad request: the script args must be a JSON object")
-        script = self.scripts.get(path)
-        if script is None:
-            raise ApiError(404, f"Not found: Script not found at name {path}")
+        script = found(self.scripts.get(path), f"Not found: Script not found at name {path}")
         if script.duration_s == "slow":
             run_s = self.slow_duration_s
         elif script.duration_s is None:
@@ -638,7 +626,7 @@ class WindmillEmulator(Emulator):
 
     async def _run_preview(self, request: web.Request) -> web.Response:
         self._check_workspace(request)
-        body = await self._json(request)
+        body = await read_json(request, _not_json)
         if not isinstance(body, dict):
             raise ApiError(400, "Bad request: the body must be a Preview object")
         args, content, language = body.get("args"), body.get("content"), body.get("language")
@@ -706,11 +694,9 @@ class WindmillEmulator(Emulator):
     async def _do_cancel(self, request: web.Request, *, force: bool) -> web.Response:
         self._check_workspace(request)
         job_id = request.match_info["id"]
-        body = await self._json(request)
+        body = await read_json(request, _not_json)
         reason = body.get("reason") if isinstance(body, dict) else None
-        job = self._jobs.get(job_id)
-        if job is None:
-            raise ApiError(404, f"Not found: queued job id {job_id} does not exist")
+        job = found(self._jobs.get(job_id), f"Not found: queued job id {job_id} does not exist")
         self._advance(job)
         if job.final is not None:
             return web.Response(

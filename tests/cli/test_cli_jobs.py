@@ -226,9 +226,10 @@ async def test_ctrl_c_on_a_real_run_prints_the_commands_to_resume(emu: OqcEmulat
     emu.job_duration_s = 60.0
     argv = [sys.executable, "-c", "from oqc_style_sdk.cli import main; main()"]
     argv += ["run", str(bell), "--backend", "oqc", "--target", LUCY_QPU_ID, "--quiet"]
-    with anyio.fail_after(60):
+    # The child's start-up (imports) can take long on a loaded machine: the one deadline is fail_after's.
+    with anyio.fail_after(120):
         async with await anyio.open_process(argv, env=dict(os.environ), stderr=subprocess.PIPE) as proc:
-            for _ in range(600):  # until the task is at OQC (the emulator has no event for it)
+            for _ in range(2400):  # until the task is at OQC (the emulator has no event for it)
                 if emu.task_ids and await emu.status_of(emu.task_ids[0]) in ("SUBMITTED", "RUNNING"):
                     break
                 await anyio.sleep(0.05)

@@ -10,7 +10,6 @@ import json
 import re
 import textwrap
 from collections.abc import AsyncIterator
-from importlib.metadata import entry_points
 from typing import Any
 
 import aiohttp
@@ -36,11 +35,7 @@ from oqc_style_sdk.testing.emulator import (
 from oqc_style_sdk.testing.oqc import OqcEmulator
 from oqc_style_sdk.testing.pytest_plugin import EmulatorFactory
 
-PLUGIN = "oqc_style_sdk.testing.pytest_plugin"
-# Once the package's ``pytest11`` entry point is installed, pytest has loaded the plugin already (and
-# naming it here again would register it twice, which pytest refuses).
-_INSTALLED = any(ep.value == PLUGIN for ep in entry_points(group="pytest11"))
-pytest_plugins = ["pytester", *([] if _INSTALLED else [PLUGIN])]
+pytest_plugins = ["pytester"]  # the emulator fixtures: tests/conftest.py
 
 SECRET = "s3cr3t-t0ken-value"
 #: The plugin's defaults (not imported from it: a plugin module imported before pytest registers it

@@ -43,19 +43,11 @@ from oqc_style_sdk.polling import PollingPolicy
 from oqc_style_sdk.state import JobState
 from oqc_style_sdk.testing.azure_quantum import AzureQuantumEmulator
 from oqc_style_sdk.testing.pytest_plugin import EmulatorFactory
-from tests.common import DATA, FAST
+from tests.common import BELL3, DATA, FAST
 
 DATA = DATA / "azure"
 OLD_API = "2024-03-01-preview"
 
-BELL = """OPENQASM 3.0;
-include "stdgates.inc";
-qubit[2] q;
-bit[2] c;
-h q[0];
-cx q[0], q[1];
-c = measure q;
-"""
 #: Two registers, measured out of order: a = [q2], b = [q1, q0] → a "1", b "10" every shot.
 REGISTERS_QASM2 = """OPENQASM 2.0;
 include "qelib1.inc";
@@ -125,7 +117,7 @@ async def wait_for(emu: AzureQuantumEmulator, job_id: str, status: str) -> None:
 @pytest.mark.parametrize("target", [IONQ, QUANTINUUM])
 async def test_bell_returns_correct_counts(env: AzureQuantumEmulator, target: str) -> None:
     async with Sdk("azure_quantum", polling=FAST) as sdk:
-        job = sdk.create_job(program=BELL, target=target, config={"shots": 1000})
+        job = sdk.create_job(program=BELL3, target=target, config={"shots": 1000})
         outputs = await job.execute(timeout_s=20)
     assert job.state is JobState.COMPLETED
     assert job.vendor_status == "Succeeded"
@@ -196,7 +188,7 @@ def test_result_decoders() -> None:
 
 
 def test_program_conversion() -> None:
-    program = ionq_program(BELL)
+    program = ionq_program(BELL3)
     assert program.meas_map == [0, 1]
     assert program.cregs == [("c", [0, 1])]
     for refused, message in (
@@ -214,7 +206,7 @@ def test_program_conversion() -> None:
         with pytest.raises(JobValidationError, match=message):
             ionq_program(refused)
     assert quantinuum_program(REGISTERS_QASM2) == REGISTERS_QASM2  # OpenQASM 2 goes as written
-    lowered = quantinuum_program(BELL.replace("cx q[0], q[1];", "cx q[0], q[1];\nswap q[0], q[1];"))
+    lowered = quantinuum_program(BELL3.replace("cx q[0], q[1];", "cx q[0], q[1];\nswap q[0], q[1];"))
     assert lowered.startswith("OPENQASM 2.0;")
     assert "swap" not in lowered
     assert "creg c[2];" in lowered
@@ -237,7 +229,7 @@ async def test_every_documented_status_through_the_adapter(
 ) -> None:
     async with Sdk("azure_quantum", polling=FAST) as sdk:
         backend = backend_of(sdk)
-        job = sdk.create_job(program=BELL, target=IONQ)
+        job = sdk.create_job(program=BELL3, target=IONQ)
         await job.submit()
         assert job.task_id is not None
         ref = RunRef(job.task_id)
@@ -270,7 +262,7 @@ async def test_every_documented_status_through_the_adapter(
 
 async def test_a_failed_job_carries_the_error_data(env: AzureQuantumEmulator) -> None:
     async with Sdk("azure_quantum", polling=FAST) as sdk:
-        job = sdk.create_job(program=BELL, target=IONQ)
+        job = sdk.create_job(program=BELL3, target=IONQ)
         await job.submit()
         assert job.task_id is not None
         await env.set_status(job.task_id, "Failed", error_code="ProviderError", error_message="ion trap lost")
@@ -293,7 +285,7 @@ async def test_a_create_retried_after_a_lost_response_makes_one_job(
     else:
         env.drop_next(1, method="PUT", path=jobs, after_processing=True)
     async with Sdk("azure_quantum", polling=FAST, retry=RetryPolicy(base_delay_s=0.01)) as sdk:
-        job = sdk.create_job(program=BELL, target=IONQ, config={"shots": 100})
+        job = sdk.create_job(program=BELL3, target=IONQ, config={"shots": 100})
         await job.execute(timeout_s=20)
     assert job.completed
     assert env.job_ids == [job.task_id]
@@ -307,7 +299,7 @@ async def test_a_submission_given_up_and_resumed_reuses_the_job_id(env: AzureQua
     async with Sdk(
         "azure_quantum", polling=FAST, retry=RetryPolicy(max_attempts=2, base_delay_s=0.01)
     ) as sdk:
-        job = sdk.create_job(program=BELL, target=IONQ, config={"shots": 100})
+        job = sdk.create_job(program=BELL3, target=IONQ, config={"shots": 100})
         with pytest.raises(ServerError):
             await job.execute(timeout_s=20)
         assert job.state is JobState.CREATED  # the job may exist: nothing is decided yet
@@ -322,7 +314,7 @@ async def test_a_submission_given_up_and_resumed_reuses_the_job_id(env: AzureQua
 async def test_a_409_on_create_is_resolved_by_reading_the_job(env: AzureQuantumEmulator) -> None:
     env.fail_after_processing_next(1, status=409, method="PUT", path=re.compile(r"/jobs/[0-9a-f-]{36}$"))
     async with Sdk("azure_quantum", polling=FAST) as sdk:
-        job = sdk.create_job(program=BELL, target=QUANTINUUM, config={"shots": 10})
+        job = sdk.create_job(program=BELL3, target=QUANTINUUM, config={"shots": 10})
         await job.execute(timeout_s=20)
     assert job.completed
     assert env.job_ids == [job.task_id]
@@ -443,7 +435,7 @@ async def test_older_api_versions_create_the_container_themselves(emulator_facto
     async with emulator_factory("azure_quantum") as emulator:
         assert isinstance(emulator, AzureQuantumEmulator)
         async with Sdk("azure_quantum", polling=FAST, api_version=OLD_API, **emulator.credentials) as sdk:
-            job = sdk.create_job(program=BELL, target=IONQ, config={"shots": 10})
+            job = sdk.create_job(program=BELL3, target=IONQ, config={"shots": 10})
             await job.execute(timeout_s=20)
         assert job.completed
         container = f"{emulator.storage_url.removeprefix(emulator.base_url)}/job-{job.task_id}"
@@ -476,7 +468,7 @@ async def test_cancel_per_api_version(
         assert isinstance(emulator, AzureQuantumEmulator)
         async with Sdk("azure_quantum", polling=FAST, api_version=api_version, **emulator.credentials) as sdk:
             assert backend_of(sdk).cancel_with_post is (method == "POST")
-            job = sdk.create_job(program=BELL, target=IONQ)
+            job = sdk.create_job(program=BELL3, target=IONQ)
             await job.submit()
             assert job.task_id is not None
             await wait_for(emulator, job.task_id, "Executing")
@@ -492,7 +484,7 @@ async def test_cancel_per_api_version(
 async def test_cancel_racing_the_end_keeps_the_result(env: AzureQuantumEmulator) -> None:
     """The job ends between the status read and the cancel: the 409 is not an error, the result wins."""
     async with Sdk("azure_quantum", polling=FAST) as sdk:
-        job = sdk.create_job(program=BELL, target=IONQ, config={"shots": 10})
+        job = sdk.create_job(program=BELL3, target=IONQ, config={"shots": 10})
         await job.submit()
         assert job.task_id is not None
         await env.set_status(job.task_id, "Executing")
@@ -521,7 +513,7 @@ async def test_many_waiting_jobs_cost_one_list_request_per_tick(emulator_factory
         assert isinstance(emulator, AzureQuantumEmulator)
         policy = PollingPolicy(0.05, 0.05)  # jittered: the poller still reads them together
         async with Sdk("azure_quantum", polling=policy, **emulator.credentials) as sdk:
-            jobs = [sdk.create_job(program=BELL, target=IONQ, config={"shots": 10}) for _ in range(n)]
+            jobs = [sdk.create_job(program=BELL3, target=IONQ, config={"shots": 10}) for _ in range(n)]
             for job in jobs:
                 await job.submit()
             emulator.clear_log()
@@ -544,7 +536,7 @@ async def test_batched_reads_follow_pages_and_fall_back(emulator_factory: Emulat
         assert isinstance(emulator, AzureQuantumEmulator)
         async with Sdk("azure_quantum", polling=FAST, **emulator.credentials) as sdk:
             backend = backend_of(sdk)
-            jobs = [sdk.create_job(program=BELL, target=QUANTINUUM) for _ in range(5)]
+            jobs = [sdk.create_job(program=BELL3, target=QUANTINUUM) for _ in range(5)]
             for job in jobs:
                 await job.submit()
             refs = [RunRef(str(job.task_id)) for job in jobs]
@@ -598,26 +590,26 @@ async def test_validation_needs_no_io(env: AzureQuantumEmulator) -> None:
     async with Sdk("azure_quantum") as sdk:
         before = len(env.requests)
         for kwargs, error in (
-            ({"program": BELL}, "no target"),
-            ({"program": BELL, "target": "ionq.qpu.nope"}, "unknown target"),
-            ({"program": BELL, "target": "microsoft.estimator"}, "unknown target"),
+            ({"program": BELL3}, "no target"),
+            ({"program": BELL3, "target": "ionq.qpu.nope"}, "unknown target"),
+            ({"program": BELL3, "target": "microsoft.estimator"}, "unknown target"),
             ({"program": "", "target": IONQ}, "empty"),
             ({"program": {"not": "text"}, "target": IONQ}, "OpenQASM"),
             ({"program": "x" * 1_000_001, "target": IONQ}, "limit"),
-            ({"program": BELL, "target": IONQ, "config": {"shots": 0}}, "shots"),
-            ({"program": BELL, "target": IONQ, "config": {"shots": 1_000_001}}, "shots"),
-            ({"program": BELL, "target": IONQ, "config": {"shots": True}}, "shots"),
-            ({"program": BELL, "target": IONQ, "config": {"seed": 1}}, "unknown config"),
-            ({"program": BELL, "target": IONQ, "config": {"priority": "Urgent"}}, "priority"),
-            ({"program": BELL, "target": IONQ, "config": {"tags": "a"}}, "tags"),
-            ({"program": BELL, "target": IONQ, "config": {"name": ""}}, "name"),
+            ({"program": BELL3, "target": IONQ, "config": {"shots": 0}}, "shots"),
+            ({"program": BELL3, "target": IONQ, "config": {"shots": 1_000_001}}, "shots"),
+            ({"program": BELL3, "target": IONQ, "config": {"shots": True}}, "shots"),
+            ({"program": BELL3, "target": IONQ, "config": {"seed": 1}}, "unknown config"),
+            ({"program": BELL3, "target": IONQ, "config": {"priority": "Urgent"}}, "priority"),
+            ({"program": BELL3, "target": IONQ, "config": {"tags": "a"}}, "tags"),
+            ({"program": BELL3, "target": IONQ, "config": {"name": ""}}, "name"),
         ):
             with pytest.raises(JobValidationError, match=error):
                 sdk.create_job(**kwargs)
         with pytest.raises(UnknownTargetError):
-            sdk.create_job(program=BELL, target="ionq.qpu.nope")
+            sdk.create_job(program=BELL3, target="ionq.qpu.nope")
         job = sdk.create_job(
-            program=BELL, target=IONQ, config={"shots": 7, "priority": "High", "tags": ["x"], "name": "n"}
+            program=BELL3, target=IONQ, config={"shots": 7, "priority": "High", "tags": ["x"], "name": "n"}
         )
         assert job.config == {"shots": 7, "priority": "High", "tags": ["x"], "name": "n"}
         assert len(env.requests) == before
@@ -688,7 +680,7 @@ async def test_the_api_key_and_a_token_provider(
 ) -> None:
     monkeypatch.delenv("AZURE_QUANTUM_ACCESS_TOKEN")
     async with Sdk("azure_quantum", polling=FAST, api_key=env.api_key) as sdk:
-        job = sdk.create_job(program=BELL, target=QUANTINUUM, config={"shots": 10})
+        job = sdk.create_job(program=BELL3, target=QUANTINUUM, config={"shots": 10})
         await job.execute(timeout_s=20)
     assert job.completed
     workspace = [r for r in env.requests if r.path.startswith(env.workspace_path)][1:]  # after the ping
@@ -719,7 +711,7 @@ async def test_a_connection_string_is_all_it_takes(
     async with Sdk("azure_quantum", polling=FAST) as sdk:
         backend = backend_of(sdk)
         assert (backend.endpoint, backend.workspace) == (emu.base_url, emu.workspace)
-        job = sdk.create_job(program=BELL, target=QUANTINUUM, config={"shots": 10})
+        job = sdk.create_job(program=BELL3, target=QUANTINUUM, config={"shots": 10})
         await job.execute(timeout_s=20)
     assert job.completed
     workspace = [r for r in emu.requests if r.path.startswith(emu.workspace_path)][1:]  # after the ping
@@ -787,7 +779,7 @@ async def test_an_expiring_output_sas_is_refreshed(emulator_factory: EmulatorFac
     async with emulator_factory("azure_quantum", sas_ttl_s=120) as emulator:
         assert isinstance(emulator, AzureQuantumEmulator)
         async with Sdk("azure_quantum", polling=FAST, **emulator.credentials) as sdk:
-            job = sdk.create_job(program=BELL, target=IONQ, config={"shots": 10})
+            job = sdk.create_job(program=BELL3, target=IONQ, config={"shots": 10})
             await job.execute(timeout_s=20)
         assert job.completed
         sas_calls = [r.body for r in emulator.requests if r.path.endswith("/storage/sasUri")]
@@ -801,7 +793,7 @@ async def test_an_expiring_output_sas_is_refreshed(emulator_factory: EmulatorFac
 
 async def test_diagnostics(env: AzureQuantumEmulator) -> None:
     async with Sdk("azure_quantum", polling=FAST) as sdk:
-        job = sdk.create_job(program=BELL, target=IONQ, config={"shots": 10}, fetch_diagnostics=True)
+        job = sdk.create_job(program=BELL3, target=IONQ, config={"shots": 10}, fetch_diagnostics=True)
         await job.execute(timeout_s=20)
     assert job.timings is not None
     assert job.timings["created_at"]
@@ -820,7 +812,7 @@ async def test_secrets_never_in_reprs_logs_messages_or_files(
     no_retry = RetryPolicy(max_attempts=1)
     async with Sdk("azure_quantum", polling=FAST, api_key=env.api_key, retry=no_retry) as sdk:
         backend = backend_of(sdk)
-        job = sdk.create_job(program=BELL, target=IONQ, config={"shots": 10})
+        job = sdk.create_job(program=BELL3, target=IONQ, config={"shots": 10})
         await job.execute(timeout_s=20)
         saved = (await job.save(tmp_path / "job.json")).read_text()
         env.fail_next(
@@ -886,10 +878,10 @@ async def test_a_next_link_to_another_host_is_not_followed(env: AzureQuantumEmul
 async def test_unexpected_answers_are_protocol_errors(env: AzureQuantumEmulator) -> None:
     async with Sdk("azure_quantum", polling=FAST, retry=RetryPolicy(max_attempts=1)) as sdk:
         backend = backend_of(sdk)
-        job = sdk.create_job(program=BELL, target=IONQ, config={"shots": 10})
+        job = sdk.create_job(program=BELL3, target=IONQ, config={"shots": 10})
         await job.submit()
         ref = RunRef(str(job.task_id))
-        other = sdk.create_job(program=BELL, target=IONQ, config={"shots": 10})
+        other = sdk.create_job(program=BELL3, target=IONQ, config={"shots": 10})
         await other.submit()
         pair = [ref, RunRef(str(other.task_id))]
         for body, message in (
@@ -912,7 +904,7 @@ async def test_unexpected_answers_are_protocol_errors(env: AzureQuantumEmulator)
         await job.wait(timeout_s=10)
         await other.wait(timeout_s=10)
         # an output blob that is not JSON, an output format this SDK does not read
-        spec = RunSpec(BELL, IONQ, {"shots": 10})
+        spec = RunSpec(BELL3, IONQ, {"shots": 10})
         env.storage.write(f"job-{ref.task_id}", "rawOutputData", b"<html>", "text/html")
         with pytest.raises(ProtocolError, match="not JSON"):
             await backend.result(ref, spec)

@@ -36,17 +36,9 @@ from oqc_style_sdk.job_output import JobCancellation, JobError, JobResult
 from oqc_style_sdk.state import JobState
 from oqc_style_sdk.testing.azure_quantum import AzureQuantumEmulator
 from oqc_style_sdk.testing.pytest_plugin import EmulatorFactory
-from tests.common import FAST
+from tests.common import BELL3, FAST
 
 PROGRESSION = ("CancellationRequested", "Cancelling")
-BELL = """OPENQASM 3.0;
-include "stdgates.inc";
-qubit[2] q;
-bit[2] c;
-h q[0];
-cx q[0], q[1];
-c = measure q;
-"""
 
 
 def sequence(emu: AzureQuantumEmulator) -> list[tuple[str, str, int | None]]:
@@ -73,7 +65,7 @@ async def wait_for(emu: AzureQuantumEmulator, job_id: str, status: str) -> None:
 
 
 async def submitted(sdk: Sdk, emu: AzureQuantumEmulator) -> tuple[Any, str]:
-    job = sdk.create_job(program=BELL, target="ionq.simulator", config={"shots": 20})
+    job = sdk.create_job(program=BELL3, target="ionq.simulator", config={"shots": 20})
     await job.submit()
     assert job.task_id is not None
     return job, job.task_id
@@ -217,9 +209,9 @@ async def test_a_job_known_to_be_terminal_or_never_sent_costs_no_request(
     async with emulator_factory("azure_quantum") as emu:
         assert isinstance(emu, AzureQuantumEmulator)
         async with Sdk("azure_quantum", polling=FAST, **emu.credentials) as sdk:
-            done = sdk.create_job(program=BELL, target="ionq.simulator", config={"shots": 5})
+            done = sdk.create_job(program=BELL3, target="ionq.simulator", config={"shots": 5})
             await done.execute(timeout_s=10)
-            never = sdk.create_job(program=BELL, target="ionq.simulator")
+            never = sdk.create_job(program=BELL3, target="ionq.simulator")
             emu.clear_log()
             assert await done.cancel(timeout_s=5) is JobState.COMPLETED
             assert await never.cancel(timeout_s=5) is JobState.CANCELLED

@@ -7,7 +7,6 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +41,6 @@ from oqc_style_sdk.testing.databricks import DatabricksEmulator
 from oqc_style_sdk.testing.emulator import Emulator
 from oqc_style_sdk.testing.pytest_plugin import EmulatorFactory
 from tests.common import FAST
-
-PLUGIN = "oqc_style_sdk.testing.pytest_plugin"
-_INSTALLED = any(ep.value == PLUGIN for ep in entry_points(group="pytest11"))
-pytest_plugins = [] if _INSTALLED else [PLUGIN]
-
 
 API = "/api/2.2/jobs"
 CLUSTER = "0923-164208-meows279"

@@ -26,7 +26,6 @@ import json
 import threading
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from importlib.metadata import entry_points
 from typing import Any
 
 import aiohttp
@@ -55,11 +54,6 @@ from oqc_style_sdk.testing.databricks import (
 from oqc_style_sdk.testing.emulator import REDACTED, Emulator, serve_forever
 from oqc_style_sdk.testing.pytest_plugin import EmulatorFactory
 from tests.common import DATA
-
-PLUGIN = "oqc_style_sdk.testing.pytest_plugin"
-_INSTALLED = any(ep.value == PLUGIN for ep in entry_points(group="pytest11"))
-pytest_plugins = [] if _INSTALLED else [PLUGIN]
-
 
 DATA = DATA / "databricks"
 SPEC_FILE = DATA / "databricks-jobs-2.1-azure.openapi.yaml"

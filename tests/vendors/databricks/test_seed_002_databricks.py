@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from importlib.metadata import entry_points
 from typing import Any
 
 import anyio
@@ -35,11 +34,6 @@ from oqc_style_sdk.testing.databricks import DatabricksEmulator
 from oqc_style_sdk.testing.emulator import REDACTED, Emulator, LoggedRequest
 from oqc_style_sdk.testing.pytest_plugin import EmulatorFactory
 from tests.common import DATA
-
-PLUGIN = "oqc_style_sdk.testing.pytest_plugin"
-_INSTALLED = any(ep.value == PLUGIN for ep in entry_points(group="pytest11"))
-pytest_plugins = [] if _INSTALLED else [PLUGIN]
-
 
 SEED = DATA / "databricks" / "seed_002_cancel_active_run.txt"
 API = "/api/2.2/jobs"

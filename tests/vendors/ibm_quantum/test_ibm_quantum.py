@@ -41,19 +41,10 @@ from oqc_style_sdk.backends.ibm_quantum import (
 )
 from oqc_style_sdk.exceptions import ProtocolError
 from oqc_style_sdk.testing.ibm_quantum import JOB_STATUSES, IbmQuantumEmulator
-from tests.common import BELL as BELL2
-from tests.common import FAST
+from tests.common import BELL, BELL3, FAST
 
 BOUND_S = 10
 DEVICE = "ibm_fez"
-BELL3 = """OPENQASM 3.0;
-include "stdgates.inc";
-qubit[2] q;
-bit[2] c;
-h q[0];
-cx q[0], q[1];
-c = measure q;
-"""
 ENV_NAMES = (
     "IBM_QUANTUM_API_KEY",
     "QISKIT_IBM_TOKEN",
@@ -99,7 +90,7 @@ def job_gets(emu: IbmQuantumEmulator, task_id: str) -> int:
 # ==================================================================================================
 
 
-@pytest.mark.parametrize("program", [BELL2, BELL3], ids=["qasm2", "qasm3"])
+@pytest.mark.parametrize("program", [BELL, BELL3], ids=["qasm2", "qasm3"])
 async def test_bell_pair_counts_with_settings_from_env(monkeypatch: pytest.MonkeyPatch, program: str) -> None:
     async with IbmQuantumEmulator(job_duration_s=0.05, max_lifetime_s=60) as emu:
         assert set(emu.env) == {
@@ -236,7 +227,7 @@ async def test_validation_refuses_bad_specs_without_sending() -> None:
             ({"program": 42}, "OpenQASM text"),
             ({"program": "   "}, "empty"),
             ({"program": "x" * 1_000_001}, "byte limit"),
-            ({"program": BELL2.replace("2.0", "5.0")}, "OPENQASM 5"),
+            ({"program": BELL.replace("2.0", "5.0")}, "OPENQASM 5"),
             ({"program": BELL3, "config": {"shots": 0}}, "shots"),
             ({"program": BELL3, "config": {"shots": MAX_SHOTS + 1}}, "shots"),
             ({"program": BELL3, "config": {"shots": True}}, "shots"),
@@ -569,7 +560,7 @@ async def test_secrets_never_reach_reprs_logs_messages_or_files(
         emu.fail_next(1, status=503, path="/identity/token")
         emu.fail_next(1, status=500, path="/api/v1/jobs/", method="GET")
         emu.expire_tokens()  # the next request gets 401: a refresh, and the IAM 503 on the way
-        job = sdk.create_job(program=BELL2, config={"shots": 10})
+        job = sdk.create_job(program=BELL, config={"shots": 10})
         await job.execute()
         assert job.state is JobState.COMPLETED
         texts += [repr(sdk), repr(sdk.backend), repr(job), str(sdk.backend.identity())]

@@ -37,23 +37,14 @@ from oqc_style_sdk.exceptions import (
     UnknownTargetError,
 )
 from oqc_style_sdk.job_output import JobError, JobResult
-from oqc_style_sdk.testing.emulator import LoggedRequest, start_emulator
+from oqc_style_sdk.testing.emulator import LoggedRequest
 from oqc_style_sdk.testing.oqc import INACTIVE_QPU_ID, LUCY_QPU_ID, SIMULATOR_QPU_ID, OqcEmulator
+from tests.vendors.oqc.common import emulator, reservations, wait_until_running
 
 PROGRAM = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg c[1]; h q[0]; measure q[0] -> c[0];'
 BAD_PROGRAM = PROGRAM.replace("2.0", "5.0")
 LUCY_PATH = "/d865b5a184"
 TASK_LIST = re.compile(r"^/[^/]+/tasks$")
-
-
-@asynccontextmanager
-async def emulator(**options: Any) -> AsyncIterator[OqcEmulator]:
-    options.setdefault("job_duration_s", 0.05)
-    options.setdefault("max_lifetime_s", 120.0)
-    options.setdefault("max_concurrency", 16)
-    async with start_emulator("oqc", **options) as emu:
-        assert isinstance(emu, OqcEmulator)
-        yield emu
 
 
 @asynccontextmanager
@@ -71,13 +62,6 @@ def calls(entries: list[LoggedRequest], method: str, suffix: str) -> list[Logged
     return [e for e in entries if e.method == method and e.path.endswith(suffix)]
 
 
-def reservations(emu: OqcEmulator) -> list[LoggedRequest]:
-    """``POST {qpu_url}/tasks`` (``emu.count`` matches path prefixes, so it would count submits)."""
-    return [
-        e for e in emu.requests if e.method == "POST" and e.path.count("/") == 2 and e.path.endswith("/tasks")
-    ]
-
-
 def status_reads(entries: list[LoggedRequest]) -> list[LoggedRequest]:
     """Single status reads and task-list reads (the batched status read)."""
     return [
@@ -86,15 +70,6 @@ def status_reads(entries: list[LoggedRequest]) -> list[LoggedRequest]:
         if e.method == "GET"
         and (e.path.endswith("/status") or (e.path.count("/") == 2 and e.path.endswith("/tasks")))
     ]
-
-
-async def wait_until_running(job: Any, emu: OqcEmulator) -> None:
-    """Refresh until the job (and the emulator) say RUNNING."""
-    while job.state is not JobState.RUNNING:
-        await job.refresh()
-        if job.state is not JobState.RUNNING:
-            await anyio.sleep(0.02)
-    assert await emu.status_of(job.task_id) == "RUNNING"
 
 
 async def fetch(emu: OqcEmulator, url: str) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import entry_points
 from typing import Any
 
 import aiohttp
@@ -27,23 +26,9 @@ from oqc_style_sdk.testing.oqc import (
     shots_from_config,
 )
 from oqc_style_sdk.testing.pytest_plugin import EmulatorFactory
-
-PLUGIN = "oqc_style_sdk.testing.pytest_plugin"
-# Once the package's ``pytest11`` entry point is installed, pytest has loaded the plugin already (and
-# naming it here again would register it twice, which pytest refuses).
-_INSTALLED = any(ep.value == PLUGIN for ep in entry_points(group="pytest11"))
-pytest_plugins = [] if _INSTALLED else [PLUGIN]
-
+from tests.common import BELL3
 
 PROGRAM = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg c[1]; h q[0]; measure q[0] -> c[0];'
-BELL = """OPENQASM 3.0;
-include "stdgates.inc";
-qubit[2] q;
-bit[2] c;
-h q[0];
-cx q[0], q[1];
-c = measure q;
-"""
 BAD_PROGRAM = PROGRAM.replace("2.0", "5.0")
 INACTIVE_QPU_ID = "qpu:uk:3:9829a5504f"
 ERROR_NOT_FOUND = {"response": {"errors": ["Task not found"]}}
@@ -244,7 +229,7 @@ async def test_reserve_then_submit_runs_to_completion(
         assert await api.status(first) == "CREATED"
         status, results = await api.call("GET", f"/tasks/{first}/results")
         assert (status, results) == (200, {"results": None})
-        status, answer = await api.submit(api.task(BELL, 100, first), api.task(PROGRAM, 250, second))
+        status, answer = await api.submit(api.task(BELL3, 100, first), api.task(PROGRAM, 250, second))
         assert (status, answer) == (200, [{"task_id": first}, {"task_id": second}])
         assert await api.status(first) in ("SUBMITTED", "RUNNING")  # it lasts at least 0.2 s
         seen = await api.wait(first, "COMPLETED", "FAILED")

@@ -34,23 +34,14 @@ from oqc_style_sdk.exceptions import (
     ServerError,
 )
 from oqc_style_sdk.job_output import JobCancellation, JobError, JobPending, JobResult
-from oqc_style_sdk.testing.emulator import LoggedRequest, start_emulator
+from oqc_style_sdk.testing.emulator import LoggedRequest
 from oqc_style_sdk.testing.oqc import INACTIVE_QPU_ID, LUCY_QPU_ID, OqcEmulator
+from tests.vendors.oqc.common import emulator, reservations, wait_until_running
 
 PROGRAM = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg c[1]; h q[0]; measure q[0] -> c[0];'
 BAD_PROGRAM = PROGRAM.replace("2.0", "5.0")
 LUCY = "/d865b5a184"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "EXPIRED"}
-
-
-@asynccontextmanager
-async def emulator(**options: Any) -> AsyncIterator[OqcEmulator]:
-    options.setdefault("job_duration_s", 0.05)
-    options.setdefault("max_lifetime_s", 120.0)
-    options.setdefault("max_concurrency", 16)
-    async with start_emulator("oqc", **options) as emu:
-        assert isinstance(emu, OqcEmulator)
-        yield emu
 
 
 @asynccontextmanager
@@ -61,12 +52,6 @@ async def session(**options: Any) -> AsyncIterator[tuple[OqcEmulator, OqcSdk]]:
 
 def posts(emu: OqcEmulator, suffix: str) -> list[LoggedRequest]:
     return [e for e in emu.requests if e.method == "POST" and e.path.endswith(suffix)]
-
-
-def reservations(emu: OqcEmulator) -> list[LoggedRequest]:
-    return [
-        e for e in emu.requests if e.method == "POST" and e.path.count("/") == 2 and e.path.endswith("/tasks")
-    ]
 
 
 def status_reads(emu: OqcEmulator, task_id: str | None = None) -> list[LoggedRequest]:
@@ -80,14 +65,6 @@ def status_reads(emu: OqcEmulator, task_id: str | None = None) -> list[LoggedReq
             or (e.path.count("/") == 2 and e.path.endswith("/tasks"))
         )
     ]
-
-
-async def wait_until_running(job: Any, emu: OqcEmulator) -> None:
-    while job.state is not JobState.RUNNING:
-        await job.refresh()
-        if job.state is not JobState.RUNNING:
-            await anyio.sleep(0.02)
-    assert await emu.status_of(job.task_id) == "RUNNING"
 
 
 async def all_ids_settled(emu: OqcEmulator) -> dict[str, str]:

@@ -18,7 +18,6 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from functools import cache
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +42,6 @@ from oqc_style_sdk.testing.windmill import (
     WindmillEmulator,
 )
 from tests.common import DATA, SHARED
-
-PLUGIN = "oqc_style_sdk.testing.pytest_plugin"
-_INSTALLED = any(ep.value == PLUGIN for ep in entry_points(group="pytest11"))
-pytest_plugins = [] if _INSTALLED else [PLUGIN]
-
 
 DATA = DATA / "windmill"
 SPEC_FILE = DATA / "windmill.openapi.yaml"
