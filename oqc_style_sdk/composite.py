@@ -16,18 +16,11 @@ from typing import TYPE_CHECKING, Any, overload
 
 import anyio
 
+from ._submission import await_submissions, save_jobs, start_batch_submission
 from ._waiting import deadline
 from .backends.base import Observation
 from .exceptions import JobStateError, JobTimeoutError, JobValidationError
-from .job import (
-    DEFAULT_CANCEL_TIMEOUT_S,
-    Job,
-    Reading,
-    await_submissions,
-    save_jobs,
-    send_cancels,
-    start_batch_submission,
-)
+from .job import DEFAULT_CANCEL_TIMEOUT_S, Job, Reading, send_cancels
 from .job_output import JobOutput, JobOutputProxy, JobPending
 from .state import JobState
 
@@ -269,9 +262,10 @@ class CompositeJob(Sequence[Job]):
             raise JobStateError(f"{self!r}: children {pending[:10]} have not ended yet")
         self.outputs.raise_for_status()
 
-    async def save(self, path: str | Path) -> Path:
-        """Write every child to one file, atomically (see ``Job.save``)."""
-        return await save_jobs(self._children, path, composite_id=self.id)
+    async def save(self, path: str | Path, timeout_s: float | None = None) -> Path:
+        """Write every child to one file, atomically; ``timeout_s`` as ``Job.save`` has it (one
+        reservation for every child without a key, bounded by it)."""
+        return await save_jobs(self._children, path, composite_id=self.id, timeout_s=timeout_s)
 
     # ------------------------------------------------------------------ internals
     def _deadline(self, timeout_s: float | None, what: str) -> deadline:

@@ -19,11 +19,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from ._submission import Reservation, fix_local_key, keys_for_submission, save_jobs, sending
 from ._waiting import _Flight, deadline
 from .backends.base import Diagnostics, FoundRun, Observation, RunRef, RunSpec
 from .exceptions import (
@@ -35,8 +35,6 @@ from .exceptions import (
     JobTimeoutError,
     JobValidationError,
     NotFoundError,
-    SdkError,
-    SdkNotStartedError,
 )
 from .job_output import (
     JobCancellation,
@@ -59,117 +57,6 @@ logger = logging.getLogger("oqc_style_sdk.job")
 DEFAULT_CANCEL_TIMEOUT_S = 60.0
 
 _RECONFIGURABLE = frozenset({"program", "target", "qpu_id", "config", "fetch_diagnostics", "tag"})
-
-
-def start_batch_submission(jobs: Sequence[Job], *, rerun: bool = False) -> None:
-    """Start submitting the CREATED ``jobs`` (of one Sdk) through the backend's batch submission;
-    with ``rerun``, the ended ones start fresh runs first and go too.
-
-    Each job keeps its own single flight (``job.submit()`` waits for the batch, never sends a
-    second time) and its own key, made before anything is sent and reused by any resend; each
-    job's outcome is its own (one refused job ends FAILED, the others are submitted).
-    """
-    if rerun:
-        for job in jobs:
-            if job._state.is_terminal and job._submitting is None:
-                job._start_new_run()
-    todo = [job for job in jobs if job._state is JobState.CREATED and job._submitting is None]
-    if todo:
-        for job in todo:
-            job._submitting = _Flight()
-        todo[0]._sdk._spawn(_run_batch, todo)
-
-
-async def _run_batch(todo: list[Job]) -> None:
-    # Each job's flight and run as the batch starts (parallel lists: no tuple per job).
-    flights = [job._submitting for job in todo]
-    runs = [job._run for job in todo]
-    backend = todo[0]._sdk.backend
-    try:
-        try:
-            fresh = [job for job in todo if job._key is None]
-            if fresh:  # made once per run, saved with the job, reused on every resend
-                keys = await backend.new_idempotency_keys([job._spec for job in fresh])
-                for job, key in zip(fresh, keys, strict=True):
-                    job._key = key
-            for job in todo:
-                job._submit_attempted = True
-            outcomes = await backend.submit_many(
-                [job._spec for job in todo], [job._key or "" for job in todo]
-            )
-        except Exception as exc:
-            outcomes = [exc] * len(todo)
-        # One error may be every job's outcome: each job raises it from where it failed, so its
-        # traceback does not grow by one raise per job.
-        origins: dict[int, TracebackType | None] = {}
-        for job, flight, run, outcome in zip(todo, flights, runs, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                outcome.with_traceback(origins.setdefault(id(outcome), outcome.__traceback__))
-            if flight is not None:
-                await flight.run(job._settle_submission, outcome, run)
-    finally:  # cancelled part-way (the Sdk closing): no waiter is left hanging
-        for job, flight in zip(todo, flights, strict=True):
-            if flight is not None and not flight._ended:
-                flight.fail(SdkNotStartedError(f"the submission of {job!r} was interrupted"))
-            if job._submitting is flight:
-                job._submitting = None
-
-
-async def await_submissions(
-    jobs: Sequence[Job], wanted: Callable[[Job], bool], errors: list[tuple[int, Exception]]
-) -> list[tuple[int, Job]]:
-    """Wait, in turn, for the submissions in flight now (a batch's, or a job's own) of the
-    ``wanted`` jobs; collect their errors with the job's index. Returns the wanted jobs that had
-    none in flight. The flights are taken before the first wait: each is cleared as its batch
-    ends, and a job whose batch failed must not count as one never sent."""
-    flights = [job._submitting for job in jobs]
-    idle: list[tuple[int, Job]] = []
-    for i, (job, flight) in enumerate(zip(jobs, flights, strict=True)):
-        if not wanted(job):
-            continue
-        if flight is None:
-            idle.append((i, job))
-            continue
-        try:
-            await flight.wait()
-        except Exception as exc:  # collected: the caller raises it with the job's index
-            errors.append((i, exc))
-    return idle
-
-
-async def reserve_keys(jobs: Sequence[Job]) -> None:
-    """Give each CREATED job of ``jobs`` (of one Sdk) without one its run's idempotency key.
-
-    Called before a save (DESIGN.md: a key is made while CREATED and saved with the job), so a
-    process killed mid-submission is followed by one that resends the same key — the vendor's
-    same run — rather than a second run. A key that cannot be had now (the vendor unreachable) is
-    left to the submission, which makes its own.
-    """
-
-    def keyless(job: Job) -> bool:
-        return job._state is JobState.CREATED and job._key is None and job._submitting is None
-
-    waiting = [job for job in jobs if keyless(job)]
-    if not waiting:
-        return
-    try:  # one reservation request where the vendor has one (OQC)
-        keys = await waiting[0]._sdk.backend.new_idempotency_keys([job._spec for job in waiting])
-    except SdkError as exc:
-        logger.debug("no idempotency keys for %d job(s) before saving them: %s", len(waiting), exc)
-        return
-    for job, key in zip(waiting, keys, strict=True):
-        if keyless(job):  # a submission that started meanwhile made its own key
-            job._key = key
-
-
-async def save_jobs(jobs: Sequence[Job], path: str | Path, *, composite_id: str | None = None) -> Path:
-    """Save ``jobs`` (one job, or a composite's children) to one file: keys reserved first, then
-    each job's snapshot taken on the event loop, so the picture is consistent, and written."""
-    from .persistence import write
-
-    await reserve_keys(jobs)
-    snapshots = [job._snapshot() for job in jobs]
-    return await write(path, jobs[0]._sdk.backend.identity(), snapshots, composite_id=composite_id)
 
 
 async def send_cancels(jobs: Sequence[Job], refs: Sequence[RunRef], reason: str | None) -> None:
@@ -244,6 +131,7 @@ class Job:
     # object fewer for the garbage collector to walk.
     __slots__ = (
         "__weakref__",
+        "_attempted_at",
         "_cancel_reason",
         "_cancel_sent",
         "_diagnostics",
@@ -251,8 +139,10 @@ class Job:
         "_finishing",
         "_history",
         "_key",
+        "_keying",
         "_last_obs",
         "_output",
+        "_recall",
         "_ref",
         "_run",
         "_saved_at",
@@ -283,7 +173,13 @@ class Job:
         self._state = JobState.CREATED
         self._run = 1
         self._key: str | None = None
+        #: The reservation of the run's key at the vendor, while one is in flight (``_submission``).
+        self._keying: Reservation | None = None
         self._submit_attempted = False
+        #: When a request of the current run's submission was last sent (if one was).
+        self._attempted_at: datetime | None = None
+        #: A key read from a file: the process that wrote it may have sent it after saving.
+        self._recall = False
         self._ref: RunRef | None = None
         self._last_obs: Observation | None = None
         self._vendor_status: str | None = None
@@ -582,16 +478,24 @@ class Job:
             raise JobCancelledError(f"{self!r} was cancelled", error=self._output)
         raise JobStateError(f"{self!r} has not ended yet")
 
-    async def save(self, path: str | Path) -> Path:
-        """Write the job to ``path`` as versioned JSON, atomically, readable by its owner only."""
+    async def save(self, path: str | Path, timeout_s: float | None = None) -> Path:
+        """Write the job to ``path`` as versioned JSON, atomically, readable by its owner only.
+
+        The file holds the run's idempotency key whenever it can be had without the vendor, a
+        submission in flight included, so a process that loads it never makes a second vendor job.
+        A save never waits on a vendor unless ``timeout_s`` lets it: then it spends up to that long
+        getting a key the vendor hands out (OQC reserves task ids), and writes the file either way.
+        """
         await self._read_unread()
-        return await save_jobs((self,), path)
+        return await save_jobs((self,), path, timeout_s=timeout_s)
 
     # ------------------------------------------------------------------ record (data in, data out)
     def _snapshot(self) -> JobSnapshot:
         """The job as data: everything a later process needs to carry on (no secret, no code)."""
         ref = self._ref
         diag = self._diagnostics
+        # A submission in flight whose key is fixed may reach the vendor any moment: recorded as sent.
+        sending_now = self._submitting is not None and self._key is not None
         return JobSnapshot(
             id=self.id,
             program=self._spec.program,
@@ -602,7 +506,10 @@ class Job:
             state=self._state,
             run=self._run,
             idempotency_key=self._key,
-            submit_attempted=self._submit_attempted,
+            submit_attempted=self._submit_attempted or sending_now,
+            submit_attempted_at=(_now() if sending_now else self._attempted_at)
+            if self._state is JobState.CREATED
+            else None,
             ref=None if ref is None else RefSnapshot(task_id=ref.task_id, extra=dict(ref.extra)),
             vendor_status=self._vendor_status,
             cancel_reason=self._cancel_reason,
@@ -628,6 +535,8 @@ class Job:
         job._run = snap.run
         job._key = snap.idempotency_key
         job._submit_attempted = snap.submit_attempted
+        job._attempted_at = snap.submit_attempted_at
+        job._recall = snap.state is JobState.CREATED and snap.idempotency_key is not None
         ref = job._ref = None if snap.ref is None else RunRef(snap.ref.task_id, dict(snap.ref.extra))
         job._vendor_status = snap.vendor_status
         job._cancel_reason = snap.cancel_reason
@@ -761,6 +670,8 @@ class Job:
         self._unread = None
         self._key = None
         self._submit_attempted = False
+        self._attempted_at = None
+        self._recall = False
         self._ref = None
         self._last_obs = None
         self._vendor_status = None
@@ -838,6 +749,7 @@ class Job:
             return
         flight = self._submitting
         if flight is None:
+            fix_local_key(self)  # the submission's identity, before anything is sent
             flight = self._submitting = _Flight()
             self._sdk._spawn(flight.run, self._submit_once)
         await flight.wait()
@@ -846,10 +758,9 @@ class Job:
         spec, run = self._spec, self._run
         backend = self._sdk.backend
         try:
-            if self._key is None:  # made once per run, saved with the job, reused on every resend
-                self._key = await backend.new_idempotency_key(spec)
-            self._submit_attempted = True
-            ref = await backend.submit(spec, self._key)
+            if self._key is None:  # reserved once per run, saved with the job, reused on every resend
+                await keys_for_submission((self,))
+            ref = await backend.submit(spec, sending(self))
         except Exception as exc:
             self._submission_failed(exc, run)
             return

@@ -102,6 +102,9 @@ class JobSnapshot(_Model):
     run: int = Field(ge=1)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
     submit_attempted: bool = False
+    #: When a request of the run's submission was last sent (or, for one in flight, the save):
+    #: a vendor that takes no key (IBM) looks the run up from then. Written only when known.
+    submit_attempted_at: datetime | None = Field(default=None, exclude_if=lambda moment: moment is None)
     ref: RefSnapshot | None = None
     vendor_status: str | None = None
     cancel_reason: str | None = None

@@ -22,7 +22,7 @@ Wire facts (``specs/VENDORS.md`` §2, ``specs/azure-quantum-data-plane.openapi.j
 - Errors are ``{"error": {"code", "message"}}`` with an ``x-ms-error-code`` header.
 
 How this adapter uses them
-    * ``new_idempotency_key()`` makes the job's GUID. It is saved with the job before anything is
+    * ``local_idempotency_key()`` makes the job's GUID. It is saved with the job before anything is
       sent and becomes the Azure job id, so a create whose answer was lost is sent again with the
       same id: the service answers with the existing job (a 409 for an existing id is resolved by
       reading the job), never a second one.
@@ -588,7 +588,7 @@ class AzureQuantumBackend(HttpBackend):
             config["tags"] = list(tags)
         return RunSpec(program=program, target=spec.target, config=config, tag=spec.tag)
 
-    async def new_idempotency_key(self, spec: RunSpec) -> str:
+    def local_idempotency_key(self, spec: RunSpec) -> str:
         """A fresh GUID: the Azure job id, saved with the job before anything is sent."""
         return str(uuid.uuid4())
 

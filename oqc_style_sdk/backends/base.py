@@ -179,11 +179,30 @@ class Backend(ABC):
     def validate(self, spec: RunSpec) -> RunSpec:
         """Check and normalise a spec without I/O; raise JobValidationError if it cannot run."""
 
+    def local_idempotency_key(self, spec: RunSpec) -> str | None:
+        """The key of a new run, made here with no request; None where the vendor gives it
+        (OQC reserves task ids: :meth:`new_idempotency_key` asks for them).
+
+        The Job fixes a run's key with it the moment its submission starts (and a save fixes it
+        for a job not yet sent), so every saved file holds the key any request of that run
+        carries. Vendors that let the client choose the run's id return such an id."""
+        if type(self).new_idempotency_key is not Backend.new_idempotency_key:
+            return None  # a backend that makes its keys its own way (a request, say)
+        return uuid.uuid4().hex
+
     async def new_idempotency_key(self, spec: RunSpec) -> str:
         """The key of a new run, made before its first submission and saved with the job.
 
-        Vendors that let the client choose the run's id, or reserve one (OQC), return that id."""
-        return uuid.uuid4().hex
+        The default is :meth:`local_idempotency_key`'s; a vendor that reserves ids (OQC) asks it."""
+        return self.local_idempotency_key(spec) or uuid.uuid4().hex
+
+    def recall_submission(self, idempotency_key: str, sent_at: datetime | None) -> None:  # noqa: B027
+        """A submission with this key was sent before (last at ``sent_at``, if known) — by this
+        Sdk, or by the process whose job file was loaded — and what became of it is not known:
+        it may have created the run. Called before the key is submitted again.
+
+        A vendor that takes the key finds its run by it and needs nothing here (the default).
+        One that takes none (IBM) looks for that run first and creates none if it finds it."""
 
     @abstractmethod
     async def submit(self, spec: RunSpec, idempotency_key: str) -> RunRef:

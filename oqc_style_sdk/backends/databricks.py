@@ -632,7 +632,7 @@ class DatabricksBackend(HttpBackend):
             _check_submit(body)
         return RunSpec(program=program, target=target, config=config, tag=spec.tag)
 
-    async def new_idempotency_key(self, spec: RunSpec) -> str:
+    def local_idempotency_key(self, spec: RunSpec) -> str:
         """A fresh ``idempotency_token`` (37 characters), made once per run and saved with the job."""
         return f"oqcs-{uuid.uuid4().hex}"
 

@@ -56,9 +56,10 @@ How this adapter uses them
 - **No idempotency key.** IBM takes none, so :attr:`IbmQuantumBackend.idempotent_submit` is False and
   the job creation POST is never resent by the HTTP layer after an ambiguous failure (a 429 is: it was
   not processed). Each job is tagged ``oqcs-submission:<key>`` (the run's idempotency key, beside the
-  job's own tag); when a job is submitted again after a creation whose answer was lost (by this
-  backend), that tag is looked up first (``GET /jobs?tags=…``) and a job found is adopted, not
-  created twice.
+  job's own tag); when a job is submitted again after a creation whose answer was lost — by this
+  Sdk, or by the process whose job file was loaded (the file records that it was sent) — that tag is
+  looked up first (``GET /jobs?tags=…``) and a job found is adopted, not created twice
+  (:mod:`oqc_style_sdk.backends._ibm_submit`).
 - **Creations wait their turn.** The documented limit is kept on this side
   (``max_jobs_per_window=5``, ``rate_window_s=60``; ``IBM_QUANTUM_MAX_JOBS_PER_WINDOW`` and
   ``IBM_QUANTUM_RATE_WINDOW_S``; ``None``/``none`` turns it off): a creation beyond it waits, before
@@ -103,6 +104,7 @@ from ..exceptions import (
 from ..state import JobState
 from . import _ibm_runs
 from ._http_backend import HttpBackend
+from ._ibm_submit import SUBMISSION_TAG_PREFIX, LostCreations
 
 # The local simulator's qiskit discipline: qiskit is first imported by its parked loader thread.
 from ._ibm_target import DEFAULT_OPTIMIZATION_LEVEL, target_from_ibm, transpile_for, warm_transpiler
@@ -159,8 +161,6 @@ MAX_PROGRAM_BYTES: Final = 1_000_000
 #: ``optimization_level`` (0-3, of the preset pass manager) and ``transpile`` (False: send as written).
 CONFIG_KEYS: Final = ("shots", "options", "optimization_level", "transpile")
 
-#: The job tag that names a submission, so that one whose answer was lost can be found again.
-SUBMISSION_TAG_PREFIX: Final = "oqcs-submission:"
 #: How far before a job's submission the job list is read from (clocks differ). A job outside the
 #: window is read on its own.
 LIST_WINDOW_SLACK: Final = timedelta(hours=1)
@@ -544,13 +544,8 @@ class IbmQuantumBackend(HttpBackend):
         self._target_locks: dict[str, anyio.Lock] = {}
         self._job_list_usable = True
         self._undocumented: set[str] = set()
-        #: Idempotency keys whose job creation went unanswered (it may have happened), and when.
-        self._unanswered: dict[str, datetime] = {}
-        #: When (anyio clock) a creation that got no answer at all (timeout, disconnect, the caller's
-        #: deadline) was sent, and how long after that it may still land at IBM (a request the client
-        #: gave up on can still be processed).
-        self._last_sent: dict[str, float] = {}
-        self._landing_s = float(timeout_s) + RESEND_GRACE_S
+        #: Creations whose answer was lost (they may have made a job), looked up before a resend.
+        self._lost = LostCreations(float(timeout_s) + RESEND_GRACE_S)
         limit, window_s = _creation_limit(max_jobs_per_window, rate_window_s)
         #: The job-creation limit kept on this side (None: only IBM's 429s limit creations).
         self.creations: CreationWindow | None = None
@@ -728,40 +723,33 @@ class IbmQuantumBackend(HttpBackend):
             body["tags"] = tags
         return body
 
+    def recall_submission(self, idempotency_key: str, sent_at: datetime | None) -> None:
+        """A creation with this key may have made a job (a loaded file says it was sent): its tag
+        is looked up before the key creates anything."""
+        self._lost.recall(idempotency_key, sent_at)
+
     async def submit(self, spec: RunSpec, idempotency_key: str) -> RunRef:
         """Create the job — once: a job whose creation may have happened (its answer was lost) is
         looked up by its submission tag before anything is sent again."""
         program, metrics = await self._isa_program(spec)
-        earlier = self._unanswered.get(idempotency_key)
-        if earlier is not None:
-            found = await self._find_submission(idempotency_key, earlier)
-            last = self._last_sent.get(idempotency_key)
-            settle = 0.0 if last is None else last + self._landing_s - anyio.current_time()
-            if found is None and settle > 0:
-                # Not listed yet, but the unanswered creation may still be in flight at IBM: look
-                # again once it must have landed (bounded by the caller's deadline), then resend.
-                await anyio.sleep(settle)
-                found = await self._find_submission(idempotency_key, earlier)
-            if found is not None:
-                del self._unanswered[idempotency_key]
-                self._last_sent.pop(idempotency_key, None)
-                return self._ref(found.task_id, found.extra.get("backend", ""), earlier, metrics)
+        found = await self._lost.find(self, idempotency_key)
+        if found is not None:
+            made = _submitted_at(found) or datetime.now(UTC)
+            return self._ref(found.task_id, found.extra.get("backend", ""), made, metrics)
         body = self.job_body(spec, program, idempotency_key)
         async with self._creation_turn():
-            submitted_at = datetime.now(UTC)
-            self._unanswered.setdefault(idempotency_key, submitted_at)
-            self._last_sent[idempotency_key] = anyio.current_time()  # until an answer comes back
+            submitted_at = self._lost.sending(idempotency_key)
             try:
                 response = await self._http.post("/jobs", json=body)
             except BackendError as exc:
-                if exc.status is not None:  # answered: the request is no longer in flight
-                    self._last_sent.pop(idempotency_key, None)
-                if exc.status is not None and exc.status < 500 and exc.status != 408:
-                    del self._unanswered[idempotency_key]  # answered: nothing was created
+                if exc.status is not None:  # answered: no longer in flight; refused: nothing made
+                    self._lost.answered(idempotency_key, settled=exc.status < 500 and exc.status != 408)
                 raise
-        del self._unanswered[idempotency_key]
-        self._last_sent.pop(idempotency_key, None)
+        # Answered: the job exists, but until its id is read the key stays on record, so that a
+        # body that cannot be parsed is followed by a lookup, never by a second creation.
+        self._lost.answered(idempotency_key, settled=False)
         created = _parse(_CreatedJob, response.json(), "the job creation")
+        self._lost.answered(idempotency_key, settled=True)
         logger.debug("IBM Quantum job %s created on %s", created.id, created.backend or spec.target)
         return self._ref(created.id, created.backend or str(spec.target), submitted_at, metrics)
 
@@ -784,28 +772,6 @@ class IbmQuantumBackend(HttpBackend):
         if metrics is not None:  # saved with the job: diagnostics of a loaded job have them too
             extra["transpilation"] = json.dumps(metrics, separators=(",", ":"))
         return RunRef(task_id=job_id, extra=extra)
-
-    async def _find_submission(self, idempotency_key: str, submitted_at: datetime) -> RunRef | None:
-        """The job an earlier, unanswered creation with this key made, if IBM lists one."""
-        since = submitted_at - LIST_WINDOW_SLACK
-        params: dict[str, str | int] = {
-            "tags": SUBMISSION_TAG_PREFIX + idempotency_key,
-            "created_after": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "exclude_params": "true",
-            "limit": 1,
-        }
-        body = (await self._http.get("/jobs", params=params)).json()
-        jobs = body.get("jobs") if isinstance(body, dict) else None
-        if not isinstance(jobs, list):
-            raise ProtocolError("IBM Quantum answered the job list without a 'jobs' list")
-        if not jobs:
-            logger.info(
-                "IBM Quantum has no job from the unanswered submission %s: sending it again", idempotency_key
-            )
-            return None
-        job = _parse(_Job, jobs[0], "a job")
-        logger.info("IBM Quantum job %s was created by an unanswered submission; not sending again", job.id)
-        return self._ref(job.id, job.backend or "", submitted_at)
 
     def observation(self, body: Any) -> Observation:
         """A job object (``GET /jobs/{id}``) read through :data:`IBM_STATUS`."""

@@ -18,7 +18,7 @@ Wire facts (``specs/VENDORS.md`` §4, ``specs/windmill.openapi.yaml`` v1.743.0):
 - Errors are ``text/plain`` display strings (``Not found: …``, ``Bad request: …``).
 
 How this adapter uses them: the job id is a UUID made by the SDK before the first submission
-(:meth:`WindmillBackend.new_idempotency_key`) and saved with the job; every submission carries it as
+(:meth:`WindmillBackend.local_idempotency_key`) and saved with the job; every submission carries it as
 ``job_id``. A submission sent again after a lost answer finds the job already there (400): the
 adapter then reads ``jobs_u/get/{id}`` and, the job being there, takes it as the same run — never a
 second one. Status reads of many jobs go through one ``jobs/queue/list`` request per 100 queued jobs;
@@ -365,7 +365,7 @@ class WindmillBackend(HttpBackend):
             out["scheduled_in_secs"] = delay
         return out
 
-    async def new_idempotency_key(self, spec: RunSpec) -> str:
+    def local_idempotency_key(self, spec: RunSpec) -> str:
         """A fresh UUID: the job id Windmill is asked to use (``job_id``), saved with the job."""
         return str(uuid.uuid4())
 
