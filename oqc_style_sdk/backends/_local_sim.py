@@ -3,7 +3,7 @@
 The same code runs in the backend's process (cheap runs, on a thread) and in its worker processes
 (:mod:`._local_worker`). It touches no state of the backend; what it keeps is per process:
 
-* **Parse once.** A program's text is parsed once per process: the circuit, its metrics, how
+* **Parse once.** A program's text is parsed once per process: the circuit, how
   its clbits map to registers and whether Aer runs its gates natively are kept in a bounded LRU
   cache keyed by the text (:data:`PARSE_CACHE_RUNS` programs, :data:`PARSE_CACHE_BYTES` of text).
   A failure to parse is kept too.
@@ -25,7 +25,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from ._local_limits import MEMORY_LIMIT, LimitError, check_circuit, expanded_cost
+from ._local_limits import (
+    MEMORY_FRACTION,
+    MEMORY_LIMIT,
+    LimitError,
+    available_memory_bytes,
+    check_circuit,
+    expanded_cost,
+)
 from ._qiskit import as_circuit, error_message, is_circuit, qiskit_ready, start_qiskit_loader
 
 __all__ = [
@@ -36,6 +43,7 @@ __all__ = [
     "TOO_COSTLY",
     "Item",
     "Outcome",
+    "metrics_of",
     "simulate_chunk",
 ]
 
@@ -70,10 +78,9 @@ class Item:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What the simulation of one run hands back."""
+    """What the simulation of one run hands back (its circuit's metrics: :func:`metrics_of`)."""
 
     counts: Counts | None = None
-    metrics: dict[str, Any] | None = None
     message: str | None = None
     code: str | None = None
     method: str | None = None
@@ -84,9 +91,15 @@ class _Prepared:
     """A parsed program and what its runs need of it."""
 
     circuit: Any
-    metrics: dict[str, Any]
     registers: list[tuple[str, list[int]]]  # (name, clbit indices, least significant first)
     runnable: Any = None  # the circuit Aer is given (lowered if it had gates Aer lacks)
+    known_metrics: dict[str, Any] | None = None
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        if self.known_metrics is None:
+            self.known_metrics = _metrics(self.circuit)
+        return self.known_metrics
 
 
 class _Cache:
@@ -153,7 +166,7 @@ def _metrics(circuit: Any) -> dict[str, Any]:
 def _prepare(circuit: Any) -> _Prepared:
     index = {clbit: i for i, clbit in enumerate(circuit.clbits)}
     registers = [(register.name, [index[bit] for bit in register]) for register in circuit.cregs]
-    return _Prepared(circuit=circuit, metrics=_metrics(circuit), registers=registers)
+    return _Prepared(circuit=circuit, registers=registers)
 
 
 def _prepared(program: Any) -> _Prepared | str:
@@ -226,35 +239,51 @@ def _aer_group(runs: list[tuple[int, Item, _Prepared, str]], out: list[Outcome |
                 _aer_group([run], out)
             return
         i, _, prepared, _ = runs[0]
-        out[i] = Outcome(metrics=prepared.metrics, message=error_message(exc), code=SIMULATION_ERROR)
+        out[i] = Outcome(message=error_message(exc), code=SIMULATION_ERROR)
         return
     for (i, _, prepared, _), result in zip(runs, results, strict=True):
         metadata = result.get("metadata") or {}
         used = metadata.get("method")
         if result.get("success"):
             counts = _counts(result.get("data", {}).get("counts", {}), prepared.registers)
-            out[i] = Outcome(counts=counts, metrics=prepared.metrics, method=used)
+            out[i] = Outcome(counts=counts, method=used)
         else:
             status = str(result.get("status") or output.get("status") or "simulation failed")
             code = MEMORY_LIMIT if "Insufficient memory" in status else SIMULATION_ERROR
-            out[i] = Outcome(metrics=prepared.metrics, message=status.removeprefix("ERROR: "), code=code)
+            out[i] = Outcome(message=status.removeprefix("ERROR: "), code=code)
 
 
 def _reference(item: Item, prepared: _Prepared) -> Outcome:
     from qiskit.primitives import StatevectorSampler
 
     if not prepared.registers:
-        return Outcome(counts={}, metrics=prepared.metrics, method="reference")
+        return Outcome(counts={}, method="reference")
     sampler = StatevectorSampler(seed=item.seed)
     try:
         data = sampler.run([prepared.circuit], shots=item.shots).result()[0].data
     except Exception as exc:
-        return Outcome(metrics=prepared.metrics, message=error_message(exc), code=SIMULATION_ERROR)
+        return Outcome(message=error_message(exc), code=SIMULATION_ERROR)
     counts = {
         name: {bits: int(n) for bits, n in sorted(data[name].get_counts().items())}
         for name, _ in prepared.registers
     }
-    return Outcome(counts=counts, metrics=prepared.metrics, method="reference")
+    return Outcome(counts=counts, method="reference")
+
+
+def metrics_of(program: Any) -> dict[str, Any] | None:
+    """The circuit metrics of a program (parsed once, cached), or None if it does not parse.
+
+    Computed where asked (a run's diagnostics), not for every run simulated."""
+    start_qiskit_loader()
+    qiskit_ready.wait()
+    prepared = _prepared(program)
+    if isinstance(prepared, str):
+        return None
+    try:
+        metrics = prepared.metrics
+    except Exception:  # metrics of a circuit qiskit cannot measure: none
+        return None
+    return {**metrics, "gate_counts": dict(metrics["gate_counts"])}
 
 
 def simulate_chunk(items: list[Item]) -> list[Outcome]:
@@ -262,6 +291,7 @@ def simulate_chunk(items: list[Item]) -> list[Outcome]:
     start_qiskit_loader()
     qiskit_ready.wait()
     out: list[Outcome | None] = [None] * len(items)
+    memory = int(available_memory_bytes() * MEMORY_FRACTION)
     groups: dict[tuple[int, int | None, str, str, int], list[tuple[int, Item, _Prepared, str]]] = {}
     for i, item in enumerate(items):
         prepared = _prepared(item.program)
@@ -271,18 +301,18 @@ def simulate_chunk(items: list[Item]) -> list[Outcome]:
         if item.max_cost is not None:
             cost = expanded_cost(prepared.circuit, item.shots, _aer_names())
             if cost is None or cost > item.max_cost:
-                out[i] = Outcome(metrics=prepared.metrics, code=TOO_COSTLY)
+                out[i] = Outcome(code=TOO_COSTLY)
                 continue
         try:
-            method = check_circuit(prepared.circuit, item.method)
+            method = check_circuit(prepared.circuit, item.method, memory)
         except LimitError as exc:
-            out[i] = Outcome(metrics=prepared.metrics, message=str(exc), code=exc.code)
+            out[i] = Outcome(message=str(exc), code=exc.code)
             continue
         except Exception as exc:
-            out[i] = Outcome(metrics=prepared.metrics, message=error_message(exc), code=SIMULATION_ERROR)
+            out[i] = Outcome(message=error_message(exc), code=SIMULATION_ERROR)
             continue
         if not prepared.registers:  # nothing measured into a register: nothing to count
-            out[i] = Outcome(counts={}, metrics=prepared.metrics)
+            out[i] = Outcome(counts={})
         elif item.engine == "reference":
             out[i] = _reference(item, prepared)
         else:
@@ -294,6 +324,6 @@ def simulate_chunk(items: list[Item]) -> list[Outcome]:
         try:
             _aer_group(runs, out)
         except Exception as exc:  # a bug here must fail these runs, not the chunk
-            for i, _, prepared, _ in runs:
-                out[i] = Outcome(metrics=prepared.metrics, message=error_message(exc), code=SIMULATION_ERROR)
+            for i, *_ in runs:
+                out[i] = Outcome(message=error_message(exc), code=SIMULATION_ERROR)
     return [o if o is not None else Outcome(message="not simulated", code=SIMULATION_ERROR) for o in out]

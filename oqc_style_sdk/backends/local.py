@@ -46,7 +46,7 @@ import math
 import operator
 import os
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache, partial
@@ -78,7 +78,15 @@ from ._local_limits import (
     gpu_build_installed,
     text_cost,
 )
-from ._local_sim import PARSE_ERROR, SIMULATION_ERROR, TOO_COSTLY, Item, Outcome, simulate_chunk
+from ._local_sim import (
+    PARSE_ERROR,
+    SIMULATION_ERROR,
+    TOO_COSTLY,
+    Item,
+    Outcome,
+    metrics_of,
+    simulate_chunk,
+)
 from ._local_worker import Worker, WorkerLost, WorkerPool
 from ._qiskit import aer_available, is_circuit, start_qiskit_loader
 from .base import Backend, Diagnostics, Observation, RunRef, RunSpec
@@ -92,6 +100,7 @@ __all__ = [
     "MAX_PROGRAM_BYTES",
     "MAX_SEED",
     "MAX_SHOTS",
+    "MIN_CHUNK_RUNS",
     "PARSE_ERROR",
     "QPU_STAND_IN_TARGET",
     "SIMULATION_ERROR",
@@ -122,8 +131,10 @@ CONFIG_KEYS: Final = ("shots", "seed", "min_duration_s", "method", "device")
 
 #: About how long one chunk simulates (from the measured time per run), so first results come early.
 CHUNK_TARGET_S: Final = 0.1
-#: The most runs in one chunk.
+#: The most runs in one chunk ...
 MAX_CHUNK_RUNS: Final = 512
+#: ... and the fewest a worker is sent while the queue has more (a round trip costs ~1 ms).
+MIN_CHUNK_RUNS: Final = 16
 #: Queued cheap runs worth more than this much simulation go to the worker processes ...
 WORKER_WORTH_S: Final = 0.05
 #: ... and, while none is running, more than this much starts them (a start costs ~1-3 s of CPU).
@@ -216,7 +227,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 @dataclass(slots=True, eq=False)
 class _Task:
-    """One run and everything later reads need. The parsed circuit is not kept."""
+    """One run and everything later reads need. The parsed circuit is not kept (its metrics are
+    computed when diagnostics ask, from the program, parsed once per process)."""
 
     task_id: str
     ref: RunRef
@@ -239,7 +251,6 @@ class _Task:
     ended_at: datetime | None = None
     ended_clock: float | None = None
     counts: Counts | None = None
-    metrics: dict[str, Any] | None = None
     message: str | None = None
     code: str | None = None
     cancel_reason: str | None = None
@@ -277,6 +288,9 @@ class LocalBackend(Backend):
     min_poll_interval_s = 0.02
     max_poll_interval_s = 0.5
     status_reads_per_s = None  # in-process: no vendor to spare
+    #: :meth:`statuses` reads any number of runs in one pass, so a composite follows its children
+    #: together (one subscription to the poller, no task per child).
+    batch_status = True
 
     def __init__(
         self,
@@ -325,6 +339,7 @@ class LocalBackend(Backend):
         # Measured seconds of simulation per run, in-process and in a worker (moving averages).
         self._inline_run_s = 0.001
         self._worker_run_s = 0.001
+        self._measured: set[str] = set()  # the lanes whose first (warm-up) chunk has been seen
 
     def __repr__(self) -> str:
         return (
@@ -526,6 +541,16 @@ class LocalBackend(Backend):
             ended_at=task.ended_at,
         )
 
+    async def statuses(self, refs: Sequence[RunRef]) -> dict[str, Observation | BaseException]:
+        """Many runs' states from memory, in one pass (no task per run; never suspends)."""
+        out: dict[str, Observation | BaseException] = {}
+        for ref in refs:
+            try:
+                out[ref.task_id] = await self.status(ref)
+            except NotFoundError as exc:
+                out[ref.task_id] = exc
+        return out
+
     async def cancel(self, ref: RunRef, reason: str | None = None) -> None:
         """Cancel a queued or running run at once (never suspends); a finished run is left as is.
 
@@ -570,8 +595,8 @@ class LocalBackend(Backend):
             "total_s": span(task.submitted_clock, task.ended_clock),
         }
         metrics = None
-        if task.metrics is not None:
-            metrics = {**task.metrics, "gate_counts": dict(task.metrics["gate_counts"])}
+        if task.started_at is not None and task.code != PARSE_ERROR:  # its circuit's, parsed here
+            metrics = await anyio.to_thread.run_sync(metrics_of, task.spec.program, abandon_on_cancel=True)
         metadata = {
             "engine": self._engine,
             "qiskit_version": _version("qiskit"),
@@ -719,7 +744,7 @@ class LocalBackend(Backend):
             return self._take(count, cheap_only=True), None
         if pool.idle and (use_workers or self._inline_busy):
             per_worker = math.ceil(len(self._queue) / (2 * pool.size))
-            by_time = max(1, int(CHUNK_TARGET_S / self._worker_run_s))
+            by_time = max(MIN_CHUNK_RUNS, int(CHUNK_TARGET_S / self._worker_run_s))
             worker = pool.take()
             assert worker is not None
             return self._take(max(1, min(per_worker, by_time, MAX_CHUNK_RUNS)), cheap_only=False), worker
@@ -831,11 +856,19 @@ class LocalBackend(Backend):
             assert worker is not None
             self._requeue(chunk, killed=worker.killed, exit_code=worker.process.poll())
             return
-        if worker is None:
-            self._inline_run_s = 0.8 * self._inline_run_s + 0.2 * per_run
-        else:
-            self._worker_run_s = 0.8 * self._worker_run_s + 0.2 * per_run
+        self._measure("inline" if worker is None else f"worker {worker.pid}", per_run)
         await self._end_runs(chunk, outcomes)
+
+    def _measure(self, lane: str, per_run: float) -> None:
+        """Fold a chunk's seconds per run into the lane's moving average (not a lane's first
+        chunk, which imports and warms up; a sample at most ten times the average)."""
+        if lane not in self._measured:
+            self._measured.add(lane)
+            return
+        if lane == "inline":
+            self._inline_run_s = 0.8 * self._inline_run_s + 0.2 * min(per_run, 10 * self._inline_run_s)
+        else:
+            self._worker_run_s = 0.8 * self._worker_run_s + 0.2 * min(per_run, 10 * self._worker_run_s)
 
     def _requeue(self, chunk: _Chunk, *, killed: bool, exit_code: int | None) -> None:
         """A worker ended before it answered: its chunk's active runs go back to the queue's head
@@ -863,7 +896,6 @@ class LocalBackend(Backend):
                 task.chunk = None
                 deferred.append(task)
                 continue
-            task.metrics = outcome.metrics
             task.method = outcome.method
             assert task.started_clock is not None
             due = task.started_clock + task.min_duration_s
