@@ -234,10 +234,12 @@ def circuit_cost(circuit: Any, shots: int) -> int | None:
 # -- circuits: unrolled size, Clifford, memory, method ---------------------------------------------
 
 
-def expanded_cost(circuit: Any, shots: int, native: frozenset[str]) -> int | None:
-    """shots × operations × 2**qubits of a parsed circuit, its loops unrolled and the gates Aer
-    lacks expanded from their definitions; None if unbounded (a ``while`` loop) or over 24 qubits."""
-    if circuit.num_qubits > 24:
+def expanded_cost(circuit: Any, shots: int, native: frozenset[str], method: str = "automatic") -> int | None:
+    """shots × operations × 2**qubits (× qubits with the stabilizer method) of a parsed circuit, its
+    loops unrolled and the gates Aer lacks expanded from their definitions; None if unbounded (a
+    ``while`` loop) or over 24 qubits (but for the stabilizer method)."""
+    qubits = int(circuit.num_qubits)
+    if qubits > 24 and method != "stabilizer":
         return None
     sizes: dict[int, int] = {}
 
@@ -270,7 +272,9 @@ def expanded_cost(circuit: Any, shots: int, native: frozenset[str]) -> int | Non
         return total
 
     operations = size(circuit)
-    return None if operations is None else shots * max(1, operations) << int(circuit.num_qubits)
+    if operations is None:
+        return None
+    return shots * max(1, operations) * (qubits if method == "stabilizer" else 1 << qubits)
 
 
 def unrolled_operations(circuit: Any) -> int:

@@ -19,6 +19,7 @@ The same code runs in the backend's process (cheap runs, on a thread) and in its
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections import OrderedDict
@@ -129,6 +130,8 @@ class _Cache:
 
 
 _CACHE = _Cache()
+#: Aer's threads per simulation in this process (a worker sets it from its share of the cores).
+_THREADS = int(os.environ.get("OQC_STYLE_SDK_AER_THREADS", "1") or 1)
 _AER_NAMES: frozenset[str] | None = None
 _SIMULATOR: Any = None
 
@@ -216,7 +219,11 @@ def _aer_call(circuits: list[Any], shots: int, seed: int | None, method: str, de
         from qiskit_aer import AerSimulator
 
         _SIMULATOR = AerSimulator()
+    # One thread: the cheap runs simulated in-process gain nothing from OpenMP's team (whose
+    # start-up costs milliseconds on a busy machine), and each worker process has its own core.
     options: dict[str, Any] = {"shots": shots, "method": method, "device": device}
+    if device == "CPU":
+        options["max_parallel_threads"] = _THREADS
     if seed is not None:
         options["seed_simulator"] = seed
     execute = getattr(_SIMULATOR, "_execute_circuits_job", None)
@@ -298,11 +305,6 @@ def simulate_chunk(items: list[Item]) -> list[Outcome]:
         if isinstance(prepared, str):
             out[i] = Outcome(message=prepared, code=PARSE_ERROR)
             continue
-        if item.max_cost is not None:
-            cost = expanded_cost(prepared.circuit, item.shots, _aer_names())
-            if cost is None or cost > item.max_cost:
-                out[i] = Outcome(code=TOO_COSTLY)
-                continue
         try:
             method = check_circuit(prepared.circuit, item.method, memory)
         except LimitError as exc:
@@ -311,6 +313,11 @@ def simulate_chunk(items: list[Item]) -> list[Outcome]:
         except Exception as exc:
             out[i] = Outcome(message=error_message(exc), code=SIMULATION_ERROR)
             continue
+        if item.max_cost is not None:
+            cost = expanded_cost(prepared.circuit, item.shots, _aer_names(), method)
+            if cost is None or cost > item.max_cost:
+                out[i] = Outcome(code=TOO_COSTLY)
+                continue
         if not prepared.registers:  # nothing measured into a register: nothing to count
             out[i] = Outcome(counts={})
         elif item.engine == "reference":

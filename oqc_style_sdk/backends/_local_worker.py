@@ -73,7 +73,7 @@ class Worker:
         root = str(Path(__file__).resolve().parents[2])  # the directory holding oqc_style_sdk
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        env.setdefault("OMP_NUM_THREADS", str(threads))
+        env["OQC_STYLE_SDK_AER_THREADS"] = str(threads)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "oqc_style_sdk.backends._local_worker"],
             stdin=subprocess.PIPE,
