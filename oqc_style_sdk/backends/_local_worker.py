@@ -157,7 +157,7 @@ class WorkerPool:
 
     def pids(self) -> list[int]:
         """The process ids of the live workers."""
-        return [worker.pid for worker in (*self._idle, *self._busy)]
+        return [worker.pid for worker in (*self._idle, *self._busy) if not worker.killed]
 
     def want(self, count: int) -> None:
         """Start workers in the background until ``count`` (at most the pool's size) are alive or

@@ -288,9 +288,6 @@ class LocalBackend(Backend):
     min_poll_interval_s = 0.02
     max_poll_interval_s = 0.5
     status_reads_per_s = None  # in-process: no vendor to spare
-    #: :meth:`statuses` reads any number of runs in one pass, so a composite follows its children
-    #: together (one subscription to the poller, no task per child).
-    batch_status = True
 
     def __init__(
         self,
