@@ -8,11 +8,11 @@ Design (docs/local.md says it for users)
   chunk to a lane; a chunk is one simulation (an Aer call per group of its runs, see
   :mod:`._local_sim`). Runs submitted close together (a composite's children, jobs of one loop
   iteration) share chunks; chunks are sized so the first results come early (about
-  :data:`CHUNK_TARGET_S` of simulation each) and a queue is shared among the workers.
+  ``chunk_target_s`` of simulation each) and a queue is shared among the workers.
 * **Two lanes.** A *cheap* run (a bound on its work, shots × operations × 2**qubits, at most
   :data:`~._local_limits.INLINE_COST_LIMIT`: a few milliseconds) is simulated in this process on a
   thread: no process round trip for a Bell job. Everything else, and a queue of cheap runs worth
-  more than :data:`WORKER_WORTH_S` of simulation, goes to the backend's **worker processes**
+  more than ``worker_worth_s`` of simulation, goes to the backend's **worker processes**
   (:mod:`._local_worker`: started when first wanted, one per core up to ``max_concurrency``,
   killed when the Sdk closes), so a composite uses every core and the GIL binds neither parsing nor
   Aer's Python side.
@@ -92,22 +92,19 @@ from ._qiskit import aer_available, is_circuit, start_qiskit_loader
 from .base import Backend, Diagnostics, Observation, RunRef, RunSpec
 
 __all__ = [
-    "CHUNK_TARGET_S",
     "CONFIG_KEYS",
     "DEFAULT_SHOTS",
     "INTERNAL_ERROR",
-    "MAX_CHUNK_RUNS",
     "MAX_PROGRAM_BYTES",
     "MAX_SEED",
     "MAX_SHOTS",
-    "MIN_CHUNK_RUNS",
     "PARSE_ERROR",
     "QPU_STAND_IN_TARGET",
+    "SCHEDULE",
     "SIMULATION_ERROR",
     "SIMULATOR_TARGET",
-    "WORKER_START_S",
-    "WORKER_WORTH_S",
     "LocalBackend",
+    "Schedule",
 ]
 
 logger = logging.getLogger("oqc_style_sdk.backends.local")
@@ -129,21 +126,33 @@ QPU_STAND_IN_TARGET: Final = "qpu:uk:2:d865b5a184"
 #: The keys a run's config may have.
 CONFIG_KEYS: Final = ("shots", "seed", "min_duration_s", "method", "device")
 
-#: About how long one chunk simulates (from the measured time per run), so first results come early.
-CHUNK_TARGET_S: Final = 0.1
-#: The most runs in one chunk ...
-MAX_CHUNK_RUNS: Final = 512
-#: ... and the fewest a worker is sent while the queue has more (a round trip costs ~1 ms).
-MIN_CHUNK_RUNS: Final = 16
-#: Queued cheap runs worth more than this much simulation go to the worker processes ...
-WORKER_WORTH_S: Final = 0.05
-#: ... and, while none is running, more than this much starts them (a start costs ~1-3 s of CPU).
-WORKER_START_S: Final = 1.0
-#: A text program this short, whose text does not bound its work (gate definitions, loops), is
-#: parsed in this process to learn whether it is cheap after all (not if it has a ``while``).
-PROBE_MAX_CHARS: Final = 20_000
-#: The most runs of one in-process chunk.
-_INLINE_MAX_RUNS: Final = 64
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """How the dispatcher sizes chunks and picks lanes (:data:`SCHEDULE`; docs/local.md).
+
+    A chunk simulates about ``chunk_target_s`` (from the measured time per run), so the first
+    results come early; it holds at most ``max_chunk_runs`` runs, and a worker is sent at least
+    ``min_chunk_runs`` while the queue has more (a round trip costs about a millisecond). Queued
+    cheap runs worth more than ``worker_worth_s`` of simulation go to the worker processes; while
+    none is running, more than ``worker_start_s`` starts them (a start costs 1-3 s of CPU). A text
+    program of at most ``probe_max_chars`` whose text does not bound its work (gate definitions,
+    loops; not a ``while``) is parsed in this process to learn whether it is cheap after all. An
+    in-process chunk holds at most ``inline_max_runs`` runs.
+    """
+
+    chunk_target_s: float = 0.1
+    chunk_runs: tuple[int, int] = (16, 512)  # (min_chunk_runs, max_chunk_runs)
+    worker_s: tuple[float, float] = (0.05, 1.0)  # (worker_worth_s, worker_start_s)
+    probe_max_chars: int = 20_000
+    inline_max_runs: int = 64
+
+    def worker_threshold_s(self, started: bool) -> float:
+        """The queued work that goes to workers: ``worker_worth_s`` once any is running."""
+        return self.worker_s[0] if started else self.worker_s[1]
+
+
+SCHEDULE: Final = Schedule()
 
 Engine = Literal["aer", "reference"]
 SimulatorChoice = Literal["auto", "aer", "reference"]
@@ -240,7 +249,7 @@ class _Task:
     submitted_clock: float
     #: A bound on its simulation work when it is cheap enough for the in-process lane, else None.
     cost: int | None = None
-    #: Not known cheap, but worth parsing in this process to learn (see PROBE_MAX_CHARS).
+    #: Not known cheap, but worth parsing in this process to learn (see SCHEDULE.probe_max_chars).
     probe: bool = False
     state: JobState = JobState.SUBMITTED
     chunk: _Chunk | None = None
@@ -516,9 +525,9 @@ class LocalBackend(Backend):
             submitted_clock=anyio.current_time(),
             cost=cost if cost is not None and cost <= INLINE_COST_LIMIT else None,
         )
-        task.probe = task.cost is None and (
-            not isinstance(program, str) or (len(program) <= PROBE_MAX_CHARS and "while" not in program)
-        )
+        text = isinstance(program, str)
+        short = text and len(program) <= SCHEDULE.probe_max_chars and "while" not in program
+        task.probe = task.cost is None and (short or not text)
         self._tasks[task_id] = task
         self._by_key[idempotency_key] = task_id
         self._queue.append(task)
@@ -731,20 +740,21 @@ class LocalBackend(Backend):
             use_workers = False
         elif not _inline(head):
             use_workers = True
-            pool.want(max(1, math.ceil(work_s / CHUNK_TARGET_S)))
+            pool.want(max(1, math.ceil(work_s / SCHEDULE.chunk_target_s)))
         else:
-            use_workers = work_s > (WORKER_WORTH_S if pool.started else WORKER_START_S)
+            use_workers = work_s > SCHEDULE.worker_threshold_s(pool.started > 0)
             if use_workers:
-                pool.want(math.ceil(work_s / CHUNK_TARGET_S))
+                pool.want(math.ceil(work_s / SCHEDULE.chunk_target_s))
         if not self._inline_busy and _inline(head) and (not use_workers or not pool.idle):
-            count = max(1, min(_INLINE_MAX_RUNS, int(WORKER_WORTH_S / self._inline_run_s)))
+            count = max(1, min(SCHEDULE.inline_max_runs, int(SCHEDULE.worker_s[0] / self._inline_run_s)))
             return self._take(count, cheap_only=True), None
         if pool.idle and (use_workers or self._inline_busy):
             per_worker = math.ceil(len(self._queue) / (2 * pool.size))
-            by_time = max(MIN_CHUNK_RUNS, int(CHUNK_TARGET_S / self._worker_run_s))
+            by_time = max(SCHEDULE.chunk_runs[0], int(SCHEDULE.chunk_target_s / self._worker_run_s))
             worker = pool.take()
             assert worker is not None
-            return self._take(max(1, min(per_worker, by_time, MAX_CHUNK_RUNS)), cheap_only=False), worker
+            size = max(1, min(per_worker, by_time, SCHEDULE.chunk_runs[1]))
+            return self._take(size, cheap_only=False), worker
         if pool.failed and not self._inline_busy:  # no workers to be had: everything in-process
             return self._take(1, cheap_only=False), None
         return None
