@@ -172,7 +172,8 @@ class WorkerPool:
         worker: Worker | None = None
         began = anyio.current_time()
         try:
-            worker = Worker(self._threads)
+            # fork and exec off the event loop (milliseconds), not abandoned: the process is ours
+            worker = await anyio.to_thread.run_sync(Worker, self._threads)
             await worker.ready()
             logger.debug("local worker %d ready in %.2f s", worker.pid, anyio.current_time() - began)
         except BaseException as exc:
