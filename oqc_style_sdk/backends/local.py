@@ -198,6 +198,8 @@ def _simulate(items: list[Item]) -> list[Outcome]:
 
 def _as_int(value: object) -> int | None:
     """``value`` as an int if it is an integer (bool is not), else None."""
+    if type(value) is int:  # the common case, without the (slow) protocol check below
+        return value
     if isinstance(value, bool) or not isinstance(value, SupportsIndex):
         return None
     return operator.index(value)
