@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -134,6 +135,18 @@ _CACHE = _Cache()
 _THREADS = int(os.environ.get("OQC_STYLE_SDK_AER_THREADS", "1") or 1)
 _AER_NAMES: frozenset[str] | None = None
 _SIMULATOR: Any = None
+
+
+_MEMORY: list[float] = [0.0, -1.0]  # (limit in bytes, when read)
+
+
+def _memory_limit() -> int:
+    """The memory a simulation may plan to use, read at most every half second (a read of
+    /proc/meminfo costs about as much as simulating a Bell pair)."""
+    now = time.monotonic()
+    if now - _MEMORY[1] > 0.5:
+        _MEMORY[:] = [available_memory_bytes() * MEMORY_FRACTION, now]
+    return int(_MEMORY[0])
 
 
 def _aer_names() -> frozenset[str]:
@@ -298,7 +311,7 @@ def simulate_chunk(items: list[Item]) -> list[Outcome]:
     start_qiskit_loader()
     qiskit_ready.wait()
     out: list[Outcome | None] = [None] * len(items)
-    memory = int(available_memory_bytes() * MEMORY_FRACTION)
+    memory = _memory_limit()
     groups: dict[tuple[int, int | None, str, str, int], list[tuple[int, Item, _Prepared, str]]] = {}
     for i, item in enumerate(items):
         prepared = _prepared(item.program)
