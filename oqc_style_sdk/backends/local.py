@@ -1,36 +1,39 @@
 """The embedded local simulator: the SDK's default backend (no account, no network).
 
-Design
-------
-* **One worker task per run, in the Sdk's task group.** :meth:`LocalBackend.submit` records the
-  run as ``SUBMITTED`` (vendor status ``QUEUED``) and spawns a worker with
-  ``task_group.start_soon``; nothing runs as a bare asyncio task, so closing the Sdk's task group
-  stops every worker (a run still active then ends ``CANCELLED``).
-* **A capacity limiter is the queue.** A worker waits for a slot of an ``anyio.CapacityLimiter``
-  (``max_concurrency`` slots). On getting one the run becomes ``RUNNING``; it parses and samples
-  the program in a worker thread (``anyio.to_thread.run_sync(..., abandon_on_cancel=True)``) so
-  the event loop never blocks, then sleeps what remains of its minimum duration (measured from the
-  start of the run: a stand-in for the time a device takes) and ends ``COMPLETED`` or ``FAILED``.
-* **Status and cancel never suspend.** They read and change in-memory state only, so
-  ``ref = await submit(...); await cancel(ref)`` always ends ``CANCELLED``. Cancelling a queued
-  run cancels its worker's scope (it never runs); cancelling a running one abandons its thread (a
-  simulation thread cannot be interrupted; its outcome is discarded when it ends) and cancels the
-  min-duration sleep. The first terminal state wins: a late outcome never overwrites a
-  cancellation, and cancelling a finished run changes nothing.
-* **Parsing happens at run time**, not in :meth:`LocalBackend.validate`, which only does cheap
-  checks (type, size, target, config). ``OPENQASM 3`` (or no header) goes to
-  ``qiskit.qasm3.loads``; any other version goes to ``qiskit.qasm2.loads`` so that its own message
-  surfaces (``OPENQASM 5.0`` fails with "can only handle OpenQASM 2.0, but given 5.0"). A run that
-  fails to parse ends ``FAILED`` with code ``PARSE_ERROR``; one that fails to simulate with
-  ``SIMULATION_ERROR``.
-* **Sampling** uses a V2 sampler: ``qiskit_aer.primitives.SamplerV2`` when qiskit-aer is
-  installed (engine ``"aer"``), else ``qiskit.primitives.StatevectorSampler`` (engine
-  ``"reference"``). Results are counts per classical register, keyed by register name:
-  ``{"c": {"00": 507, "11": 493}}``. Clbits in no register (QASM 3 ``bit b;``) are not reported.
-* **qiskit is imported lazily**, so ``import oqc_style_sdk`` stays fast (qiskit and its samplers
-  take about half a second to import). :meth:`LocalBackend.start` begins importing it in the
-  background, in a daemon thread that never exits: qiskit's Rust extension crashes the process if
-  the thread that first imported it has exited (anyio's worker threads exit when idle).
+Design (docs/local.md says it for users)
+-----------------------------------------
+* **A queue and one dispatcher.** :meth:`LocalBackend.submit` records the run as ``SUBMITTED``
+  (vendor status ``QUEUED``) and appends it to the queue; nothing else happens in the caller's task.
+  One dispatcher task (in the Sdk's task group) takes the queue's head in **chunks** and hands each
+  chunk to a lane; a chunk is one simulation (an Aer call per group of its runs, see
+  :mod:`._local_sim`). Runs submitted close together (a composite's children, jobs of one loop
+  iteration) share chunks; chunks are sized so the first results come early (about
+  ``chunk_target_s`` of simulation each) and a queue is shared among the workers.
+* **Two lanes.** A *cheap* run (a bound on its work, shots × operations × 2**qubits, at most
+  :data:`~._local_limits.INLINE_COST_LIMIT`: a few milliseconds) is simulated in this process on a
+  thread: no process round trip for a Bell job. Everything else, and a queue of cheap runs worth
+  more than ``worker_worth_s`` of simulation, goes to the backend's **worker processes**
+  (:mod:`._local_worker`: started when first wanted, one per core up to ``max_concurrency``,
+  killed when the Sdk closes), so a composite uses every core and the GIL binds neither parsing nor
+  Aer's Python side.
+* **max_concurrency** bounds the simulations (chunks) under way at once; a chunk holds its slot
+  until every run in it has ended, minimum durations included.
+* **Cancelling** a queued run drops it from the queue. Cancelling a running run ends it
+  ``CANCELLED`` at once (status and cancel never suspend); if its chunk is still simulating in a
+  worker, that worker is killed (its CPU stops at once) and the chunk's other runs go back to the
+  head of the queue, still ``RUNNING``. A cheap run on the in-process lane is left to finish (it
+  takes milliseconds) and its outcome is discarded. The first terminal state wins.
+* **Limits** (:mod:`._local_limits`): ``create_job`` refuses a program whose ``for`` loops unroll to
+  more than ``MAX_UNROLLED_OPERATIONS``, and a circuit whose simulation cannot fit in memory; what
+  only the parsed circuit tells is checked when the run starts (``FAILED``, code ``LOOP_LIMIT`` or
+  ``MEMORY_LIMIT``) before anything is allocated.
+* **Parsing happens at run time**, once per program text and process (a bounded cache), not in
+  :meth:`LocalBackend.validate`. ``OPENQASM 3`` (or no header) goes to ``qiskit.qasm3.loads``; any
+  other version goes to ``qiskit.qasm2.loads`` so that its own message surfaces. A run that fails
+  to parse ends ``FAILED`` with code ``PARSE_ERROR``; one that fails to simulate with
+  ``SIMULATION_ERROR``. Results are counts per classical register: ``{"c": {"00": 507, ...}}``.
+* **qiskit is imported lazily**, so ``import oqc_style_sdk`` stays fast. :meth:`LocalBackend.start`
+  begins importing it in the background, in a daemon thread that never exits (see ``_qiskit``).
 * Each run stays in memory (a slotted dataclass with counts, timings and circuit metrics, not the
   circuit) for later status, result and diagnostics reads. Run references carry the backend's
   instance id: a run is reachable only from the instance (so the process) that simulated it.
@@ -42,8 +45,9 @@ import logging
 import math
 import operator
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache, partial
 from importlib import metadata
@@ -51,6 +55,7 @@ from typing import Any, Final, Literal, SupportsIndex, get_args
 from uuid import uuid4
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
@@ -63,14 +68,27 @@ from ..exceptions import (
     UnknownTargetError,
 )
 from ..state import JobState
-from ._qiskit import (
-    aer_available,
-    as_circuit,
-    error_message,
-    is_circuit,
-    qiskit_ready,
-    start_qiskit_loader,
+from ._local_limits import (
+    AER_METHODS,
+    DEVICES,
+    INLINE_COST_LIMIT,
+    check_circuit,
+    check_loops_in_text,
+    circuit_cost,
+    gpu_build_installed,
+    text_cost,
 )
+from ._local_sim import (
+    PARSE_ERROR,
+    SIMULATION_ERROR,
+    TOO_COSTLY,
+    Item,
+    Outcome,
+    metrics_of,
+    simulate_chunk,
+)
+from ._local_worker import Worker, WorkerLost, WorkerPool
+from ._qiskit import aer_available, is_circuit, start_qiskit_loader
 from .base import Backend, Diagnostics, Observation, RunRef, RunSpec
 
 __all__ = [
@@ -82,9 +100,11 @@ __all__ = [
     "MAX_SHOTS",
     "PARSE_ERROR",
     "QPU_STAND_IN_TARGET",
+    "SCHEDULE",
     "SIMULATION_ERROR",
     "SIMULATOR_TARGET",
     "LocalBackend",
+    "Schedule",
 ]
 
 logger = logging.getLogger("oqc_style_sdk.backends.local")
@@ -104,7 +124,35 @@ SIMULATOR_TARGET: Final = "simulator"
 QPU_STAND_IN_TARGET: Final = "qpu:uk:2:d865b5a184"
 
 #: The keys a run's config may have.
-CONFIG_KEYS: Final = ("shots", "seed", "min_duration_s")
+CONFIG_KEYS: Final = ("shots", "seed", "min_duration_s", "method", "device")
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """How the dispatcher sizes chunks and picks lanes (:data:`SCHEDULE`; docs/local.md).
+
+    A chunk simulates about ``chunk_target_s`` (from the measured time per run), so the first
+    results come early; it holds at most ``max_chunk_runs`` runs, and a worker is sent at least
+    ``min_chunk_runs`` while the queue has more (a round trip costs about a millisecond). Queued
+    cheap runs worth more than ``worker_worth_s`` of simulation go to the worker processes; while
+    none is running, more than ``worker_start_s`` starts them (a start costs 1-3 s of CPU). A text
+    program of at most ``probe_max_chars`` whose text does not bound its work (gate definitions,
+    loops; not a ``while``) is parsed in this process to learn whether it is cheap after all. An
+    in-process chunk holds at most ``inline_max_runs`` runs.
+    """
+
+    chunk_target_s: float = 0.1
+    chunk_runs: tuple[int, int] = (16, 512)  # (min_chunk_runs, max_chunk_runs)
+    worker_s: tuple[float, float] = (0.05, 1.0)  # (worker_worth_s, worker_start_s)
+    probe_max_chars: int = 20_000
+    inline_max_runs: int = 64
+
+    def worker_threshold_s(self, started: bool) -> float:
+        """The queued work that goes to workers: ``worker_worth_s`` once any is running."""
+        return self.worker_s[0] if started else self.worker_s[1]
+
+
+SCHEDULE: Final = Schedule()
 
 Engine = Literal["aer", "reference"]
 SimulatorChoice = Literal["auto", "aer", "reference"]
@@ -118,26 +166,16 @@ _VENDOR_STATUS: Final[Mapping[JobState, str]] = {
     JobState.CANCELLED: "CANCELLED",
 }
 
-#: Observation codes of FAILED runs: the program did not parse; it parsed but did not simulate;
-#: a bug in this module (should never happen).
-PARSE_ERROR: Final = "PARSE_ERROR"
-SIMULATION_ERROR: Final = "SIMULATION_ERROR"
+#: Observation code of a bug in this module (should never happen). PARSE_ERROR (the program did
+#: not parse) and SIMULATION_ERROR (it parsed but did not simulate) come from ``_local_sim``;
+#: LOOP_LIMIT and MEMORY_LIMIT from ``_local_limits``.
 INTERNAL_ERROR: Final = "INTERNAL_ERROR"
+_SHUT_DOWN: Final = "the local simulator shut down before the run ended"
 
 
 # --------------------------------------------------------------------------------------------------
-# The simulation itself (runs in a worker thread; touches no shared state)
+# The simulation itself (runs in a worker thread or process; touches no shared state)
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """What one simulation thread hands back to its worker."""
-
-    counts: Counts | None = None
-    metrics: dict[str, Any] | None = None
-    message: str | None = None
-    code: str | None = None
 
 
 @cache
@@ -148,73 +186,9 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def _metrics(circuit: Any) -> dict[str, Any]:
-    return {
-        "num_qubits": int(circuit.num_qubits),
-        "num_clbits": int(circuit.num_clbits),
-        "depth": int(circuit.depth()),
-        "size": int(circuit.size()),
-        "gate_counts": {str(name): int(n) for name, n in circuit.count_ops().items()},
-    }
-
-
-def _operation_names(circuit: Any) -> set[str]:
-    """Every operation name in the circuit, control-flow bodies included."""
-    names: set[str] = set()
-    for instruction in circuit.data:
-        operation = instruction.operation
-        names.add(operation.name)
-        for block in getattr(operation, "blocks", ()):
-            names |= _operation_names(block)
-    return names
-
-
-@cache
-def _aer_operation_names() -> frozenset[str]:
-    from qiskit_aer import AerSimulator
-
-    return frozenset(AerSimulator().target.operation_names) | {"barrier"}
-
-
-def _sample(circuit: Any, shots: int, seed: int | None, engine: Engine) -> Counts:
-    """Counts per classical register, bitstrings sorted."""
-    registers = [register.name for register in circuit.cregs]
-    if not registers:  # nothing measured into a register: nothing to count (and no sampler warning)
-        return {}
-    if engine == "aer":
-        import qiskit
-        from qiskit_aer import AerSimulator
-        from qiskit_aer.primitives import SamplerV2
-
-        if not _operation_names(circuit) <= _aer_operation_names():
-            # Gates Aer does not know (user-defined gates, global_phase ...): lower them first.
-            circuit = qiskit.transpile(circuit, AerSimulator(), optimization_level=0)
-        sampler: Any = SamplerV2(seed=seed)
-    else:
-        from qiskit.primitives import StatevectorSampler
-
-        sampler = StatevectorSampler(seed=seed)
-    data = sampler.run([circuit], shots=shots).result()[0].data
-    return {name: {bits: int(n) for bits, n in sorted(data[name].get_counts().items())} for name in registers}
-
-
-def _simulate(program: Any, shots: int, seed: int | None, engine: Engine) -> _Outcome:
-    """Parse and sample one program. Runs in a worker thread; never raises."""
-    start_qiskit_loader()
-    qiskit_ready.wait()
-    try:
-        circuit = as_circuit(program)
-    except Exception as exc:  # any failure to read the program is the program's fault
-        return _Outcome(message=error_message(exc), code=PARSE_ERROR)
-    try:
-        metrics = _metrics(circuit)
-    except Exception as exc:
-        return _Outcome(message=error_message(exc), code=SIMULATION_ERROR)
-    try:
-        counts = _sample(circuit, shots, seed, engine)
-    except Exception as exc:
-        return _Outcome(metrics=metrics, message=error_message(exc), code=SIMULATION_ERROR)
-    return _Outcome(counts=counts, metrics=metrics)
+def _simulate(items: list[Item]) -> list[Outcome]:
+    """Simulate a chunk in this process (the in-process lane; runs in a worker thread)."""
+    return simulate_chunk(items)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,6 +198,8 @@ def _simulate(program: Any, shots: int, seed: int | None, engine: Engine) -> _Ou
 
 def _as_int(value: object) -> int | None:
     """``value`` as an int if it is an integer (bool is not), else None."""
+    if type(value) is int:  # the common case, without the (slow) protocol check below
+        return value
     if isinstance(value, bool) or not isinstance(value, SupportsIndex):
         return None
     return operator.index(value)
@@ -262,7 +238,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 @dataclass(slots=True, eq=False)
 class _Task:
-    """One run and everything later reads need. The parsed circuit is not kept."""
+    """One run and everything later reads need. The parsed circuit is not kept (its metrics are
+    computed when diagnostics ask, from the program, parsed once per process)."""
 
     task_id: str
     ref: RunRef
@@ -272,28 +249,48 @@ class _Task:
     min_duration_s: float
     submitted_at: datetime
     submitted_clock: float
+    #: A bound on its simulation work when it is cheap enough for the in-process lane, else None.
+    cost: int | None = None
+    #: Not known cheap, but worth parsing in this process to learn (see SCHEDULE.probe_max_chars).
+    probe: bool = False
     state: JobState = JobState.SUBMITTED
-    scope: anyio.CancelScope | None = None
+    chunk: _Chunk | None = None
+    #: Simulated alone (after a worker crashed on a chunk holding it).
+    solo: bool = False
     started_at: datetime | None = None
     started_clock: float | None = None
     ended_at: datetime | None = None
     ended_clock: float | None = None
     counts: Counts | None = None
-    metrics: dict[str, Any] | None = None
     message: str | None = None
     code: str | None = None
     cancel_reason: str | None = None
+    method: str | None = None
+    lane: str | None = None
+    worker_pid: int | None = None
+    batch_size: int | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Chunk:
+    """Runs simulated together: one simulation, one slot of ``max_concurrency``."""
+
+    tasks: list[_Task]
+    worker: Worker | None
+    changed: anyio.Event = field(default_factory=anyio.Event)
+    simulating: bool = True
 
 
 class LocalBackend(Backend):
-    """The embedded local simulator: OpenQASM 2/3 programs sampled in worker threads.
+    """The embedded local simulator: OpenQASM 2/3 programs (or circuits) sampled by qiskit-aer.
 
-    :param max_concurrency: how many runs simulate at once (default: the CPU count); others queue.
+    :param max_concurrency: how many simulations (chunks of runs) go on at once, and the most
+        worker processes (default: the CPU count; workers are at most one per core); others queue.
     :param min_duration_s: the shortest a run lasts from its start, to mimic a device (default 0).
         A run's config key ``min_duration_s`` overrides it.
     :param seed: the sampler seed of runs whose config has none (default: unseeded).
-    :param simulator: ``"aer"`` (qiskit-aer's SamplerV2; it must be installed), ``"reference"``
-        (qiskit's StatevectorSampler) or ``"auto"`` (aer when installed, else reference).
+    :param simulator: ``"aer"`` (qiskit-aer; it must be installed), ``"reference"`` (qiskit's
+        StatevectorSampler) or ``"auto"`` (aer when installed, else reference).
     """
 
     name = "local"
@@ -311,8 +308,9 @@ class LocalBackend(Backend):
         seed: int | None = None,
         simulator: SimulatorChoice = "auto",
     ) -> None:
+        cpus = os.cpu_count() or 2
         if max_concurrency is None:
-            max_concurrency = os.cpu_count() or 2
+            max_concurrency = cpus
         concurrency = _as_int(max_concurrency)
         if concurrency is None or concurrency < 1:
             raise ConfigurationError(f"max_concurrency must be a positive int, got {max_concurrency!r}")
@@ -342,6 +340,14 @@ class LocalBackend(Backend):
         self._closed = False
         self._tasks: dict[str, _Task] = {}
         self._by_key: dict[str, str] = {}
+        self._queue: deque[_Task] = deque()
+        self._wake: anyio.Event | None = None
+        self._pool = WorkerPool(min(concurrency, cpus), self._poke)
+        self._inline_busy = False
+        # Measured seconds of simulation per run, in-process and in a worker (moving averages).
+        self._inline_run_s = 0.001
+        self._worker_run_s = 0.001
+        self._measured: set[str] = set()  # the lanes whose first (warm-up) chunk has been seen
 
     def __repr__(self) -> str:
         return (
@@ -358,22 +364,31 @@ class LocalBackend(Backend):
 
     @property
     def max_concurrency(self) -> int:
-        """How many runs simulate at once."""
+        """How many simulations go on at once."""
         return self._max_concurrency
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of this backend's live worker processes (none until first wanted)."""
+        return self._pool.pids()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self, task_group: TaskGroup) -> None:
-        """Remember the task group that will hold the workers, and create the run queue."""
+        """Remember the task group that will hold the dispatcher, chunks and worker start-ups."""
         self._task_group = task_group
         start_qiskit_loader()  # warm up (in the background) so the first run does not wait
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self._max_concurrency)
+        self._wake = anyio.Event()
         self._closed = False
+        self._pool.bind(task_group)
+        task_group.start_soon(self._dispatch, name="local simulator dispatcher")
 
     async def aclose(self) -> None:
-        """Refuse new runs. The task group's owner cancels workers still going."""
+        """Refuse new runs and kill the worker processes. The task group's owner cancels the rest."""
         self._closed = True
+        self._pool.close()
+        self._poke()  # the dispatcher ends, cancelling the runs still active
 
     def identity(self) -> dict[str, str]:
         """Local jobs load into any local Sdk; :meth:`can_resume` decides about active ones."""
@@ -385,13 +400,18 @@ class LocalBackend(Backend):
         """Check and normalise a spec without I/O and without parsing the program.
 
         Raises JobValidationError for a program that is neither a ``QuantumCircuit`` nor a
-        non-empty ``str`` of at most :data:`MAX_PROGRAM_BYTES` UTF-8 bytes, UnknownTargetError for
-        an unknown target, and JobValidationError for a config that is not a mapping of ``shots``
-        (int, 1..1_000_000, default 1000), ``seed`` (int in 0..2**63-1, or None) and
-        ``min_duration_s`` (seconds >= 0).
+        non-empty ``str`` of at most :data:`MAX_PROGRAM_BYTES` UTF-8 bytes, or whose ``for`` loops
+        (of literal bounds) unroll to more than ``MAX_UNROLLED_OPERATIONS`` statements (a circuit:
+        also one whose simulation cannot fit in memory); UnknownTargetError for an unknown target;
+        and JobValidationError for a config that is not a mapping of ``shots`` (int,
+        1..1_000_000, default 1000), ``seed`` (int in 0..2**63-1, or None), ``min_duration_s``
+        (seconds >= 0), ``method`` (an Aer method) and ``device`` (``CPU`` or ``GPU``).
         """
+        config = self._normalise_config(spec.config)
         program = spec.program
-        if not is_circuit(program):  # a circuit has every parameter bound (oqc_style_sdk.programs)
+        if is_circuit(program):  # a circuit has every parameter bound (oqc_style_sdk.programs)
+            check_circuit(program, config.get("method", "automatic"))
+        else:
             if not isinstance(program, str):
                 raise JobValidationError(
                     "the local simulator runs OpenQASM 2 or 3 source text (str) or a qiskit "
@@ -400,6 +420,7 @@ class LocalBackend(Backend):
             if not program.strip():
                 raise JobValidationError("the program is empty")
             self._check_size(program)
+            check_loops_in_text(program)
 
         target = self.default_target if spec.target is None else spec.target
         if not isinstance(target, str):
@@ -407,8 +428,6 @@ class LocalBackend(Backend):
         known = [SIMULATOR_TARGET, QPU_STAND_IN_TARGET]
         if target not in known:
             raise UnknownTargetError(target, known)
-
-        config = self._normalise_config(spec.config)
         return RunSpec(program=program, target=target, config=config, tag=spec.tag)
 
     @staticmethod
@@ -426,8 +445,7 @@ class LocalBackend(Backend):
                 "the most the local simulator accepts"
             )
 
-    @staticmethod
-    def _normalise_config(config: object) -> dict[str, Any]:
+    def _normalise_config(self, config: object) -> dict[str, Any]:
         if config is None:
             config = {}
         if not isinstance(config, Mapping):
@@ -461,12 +479,28 @@ class LocalBackend(Backend):
                     f"got {config['min_duration_s']!r}"
                 )
             out["min_duration_s"] = duration
+        for key, allowed in (("method", AER_METHODS), ("device", DEVICES)):
+            if key not in config:
+                continue
+            value = config[key]
+            if value not in allowed:
+                raise JobValidationError(
+                    f"config {key!r} must be one of {', '.join(allowed)} (qiskit-aer's), got {value!r}"
+                )
+            if self._engine != "aer":
+                raise JobValidationError(f"config {key!r} needs the aer simulator (simulator='aer')")
+            out[key] = value
+        if out.get("device") == "GPU" and not gpu_build_installed():
+            raise JobValidationError(
+                "config device='GPU' needs a GPU build of qiskit-aer (pip install qiskit-aer-gpu); "
+                "the qiskit-aer installed here simulates on the CPU only"
+            )
         return out
 
     # -- runs ------------------------------------------------------------------------------------
 
     async def submit(self, spec: RunSpec, idempotency_key: str) -> RunRef:
-        """Queue a run and spawn its worker. The same key on this instance gives the same ref."""
+        """Queue a run. The same key on this instance gives the same ref. Never suspends."""
         if self._task_group is None or self._limiter is None or self._closed:
             state = "closed" if self._closed else "not started"
             raise SdkNotStartedError(
@@ -479,20 +513,27 @@ class LocalBackend(Backend):
         config = spec.config
         seed = config.get("seed")
         task_id = str(uuid4())
+        shots = config["shots"]
+        program = spec.program
+        cost = text_cost(program, shots) if isinstance(program, str) else circuit_cost(program, shots)
         task = _Task(
             task_id=task_id,
             ref=RunRef(task_id, extra={"instance": self.instance_id}),
             spec=spec,
-            shots=config["shots"],
+            shots=shots,
             seed=self._seed if seed is None else seed,
             min_duration_s=config.get("min_duration_s", self._min_duration_s),
             submitted_at=_utcnow(),
             submitted_clock=anyio.current_time(),
-            scope=anyio.CancelScope(),
+            cost=cost if cost is not None and cost <= INLINE_COST_LIMIT else None,
         )
+        text = isinstance(program, str)
+        short = text and len(program) <= SCHEDULE.probe_max_chars and "while" not in program
+        task.probe = task.cost is None and (short or not text)
         self._tasks[task_id] = task
         self._by_key[idempotency_key] = task_id
-        self._task_group.start_soon(self._work, task, name=f"local run {task_id}")
+        self._queue.append(task)
+        self._poke()
         logger.debug("queued local run %s (shots=%d)", task_id, task.shots)
         return task.ref
 
@@ -508,16 +549,32 @@ class LocalBackend(Backend):
             ended_at=task.ended_at,
         )
 
+    async def statuses(self, refs: Sequence[RunRef]) -> dict[str, Observation | BaseException]:
+        """Many runs' states from memory, in one pass (no task per run; never suspends)."""
+        out: dict[str, Observation | BaseException] = {}
+        for ref in refs:
+            try:
+                out[ref.task_id] = await self.status(ref)
+            except NotFoundError as exc:
+                out[ref.task_id] = exc
+        return out
+
     async def cancel(self, ref: RunRef, reason: str | None = None) -> None:
-        """Cancel a queued or running run at once (never suspends); a finished run is left as is."""
+        """Cancel a queued or running run at once (never suspends); a finished run is left as is.
+
+        A run whose chunk is simulating in a worker process stops that process."""
         task = self._lookup(ref)
         if task.state.is_terminal:
             return
         was_running = task.state is JobState.RUNNING
         task.cancel_reason = reason
-        if task.scope is not None:
-            task.scope.cancel()
+        chunk = task.chunk
         self._finish(task, JobState.CANCELLED)
+        if chunk is not None:
+            if chunk.simulating and chunk.worker is not None:
+                chunk.worker.kill()  # its other runs go back to the queue
+            chunk.changed.set()
+        self._poke()
         logger.debug("cancelled local run %s while %s", task.task_id, "running" if was_running else "queued")
 
     async def result(self, ref: RunRef, spec: RunSpec) -> Counts:
@@ -546,8 +603,8 @@ class LocalBackend(Backend):
             "total_s": span(task.submitted_clock, task.ended_clock),
         }
         metrics = None
-        if task.metrics is not None:
-            metrics = {**task.metrics, "gate_counts": dict(task.metrics["gate_counts"])}
+        if task.started_at is not None and task.code != PARSE_ERROR:  # its circuit's, parsed here
+            metrics = await anyio.to_thread.run_sync(metrics_of, task.spec.program, abandon_on_cancel=True)
         metadata = {
             "engine": self._engine,
             "qiskit_version": _version("qiskit"),
@@ -556,6 +613,10 @@ class LocalBackend(Backend):
             "seed": task.seed,
             "target": task.spec.target,
             "cancel_reason": task.cancel_reason,
+            "method": task.method,
+            "lane": task.lane,
+            "worker_pid": task.worker_pid,
+            "batch_size": task.batch_size,
         }
         return Diagnostics(timings=timings, metrics=metrics, metadata=metadata)
 
@@ -594,7 +655,7 @@ class LocalBackend(Backend):
             "fresh run"
         )
 
-    # -- internals -------------------------------------------------------------------------------
+    # -- internals: state ------------------------------------------------------------------------
 
     def _lookup(self, ref: RunRef) -> _Task:
         instance = ref.extra.get("instance")
@@ -633,44 +694,247 @@ class LocalBackend(Backend):
         task.code = code
         task.ended_at = _utcnow()
         task.ended_clock = anyio.current_time()
-        task.scope = None
+        task.chunk = None
         self._changed(task)
 
-    async def _work(self, task: _Task) -> None:
-        """Queue, run and finish one task. Never raises except for its own cancellation."""
-        scope = task.scope
-        try:
-            if scope is None or task.state.is_terminal:  # cancelled before the worker started
-                return
-            with scope:
-                await self._run(task)
-        except Exception as exc:  # a bug here must not take down the Sdk's task group
-            logger.exception("local run %s failed unexpectedly", task.task_id)
-            self._finish(task, JobState.FAILED, message=f"internal error: {exc!r}", code=INTERNAL_ERROR)
-        finally:
-            if task.state.is_active:  # the task group was cancelled: the backend shut down
-                task.cancel_reason = "the local simulator shut down before the run ended"
-                self._finish(task, JobState.CANCELLED)
+    def _poke(self) -> None:
+        """Wake the dispatcher: the queue or a lane changed."""
+        if self._wake is not None:
+            self._wake.set()
 
-    async def _run(self, task: _Task) -> None:
-        assert self._limiter is not None
-        async with self._limiter:
+    async def _changes(self) -> None:
+        assert self._wake is not None
+        await self._wake.wait()
+        self._wake = anyio.Event()
+
+    # -- internals: dispatching ------------------------------------------------------------------
+
+    def _trim(self) -> None:
+        queue = self._queue
+        while queue and queue[0].state.is_terminal:
+            queue.popleft()
+
+    def _take(self, count: int, cheap_only: bool) -> list[_Task]:
+        """Up to ``count`` active runs from the queue's head (a solo run alone)."""
+        taken: list[_Task] = []
+        queue = self._queue
+        while queue and len(taken) < count:
+            task = queue[0]
             if task.state.is_terminal:
-                return
-            task.state = JobState.RUNNING
-            task.started_at = _utcnow()
-            started = task.started_clock = anyio.current_time()
-            self._changed(task)
-            simulate = partial(_simulate, task.spec.program, task.shots, task.seed, self._engine)
-            outcome = await anyio.to_thread.run_sync(simulate, abandon_on_cancel=True)
+                queue.popleft()
+                continue
+            if (cheap_only and not _inline(task)) or (task.solo and taken):
+                break
+            taken.append(queue.popleft())
+            if task.solo:
+                break
+        return taken
+
+    def _plan(self) -> tuple[list[_Task], Worker | None] | None:
+        """The next chunk and its lane (None: the in-process lane), or None to wait for a lane."""
+        self._trim()
+        if not self._queue:
+            return None
+        head = self._queue[0]
+        pool = self._pool
+        work_s = len(self._queue) * self._inline_run_s  # the queue's work, simulated here
+        if pool.failed:
+            use_workers = False
+        elif not _inline(head):
+            use_workers = True
+            pool.want(max(1, math.ceil(work_s / SCHEDULE.chunk_target_s)))
+        else:
+            use_workers = work_s > SCHEDULE.worker_threshold_s(pool.started > 0)
+            if use_workers:
+                pool.want(math.ceil(work_s / SCHEDULE.chunk_target_s))
+        if not self._inline_busy and _inline(head) and (not use_workers or not pool.idle):
+            count = max(1, min(SCHEDULE.inline_max_runs, int(SCHEDULE.worker_s[0] / self._inline_run_s)))
+            return self._take(count, cheap_only=True), None
+        if pool.idle and (use_workers or self._inline_busy):
+            per_worker = math.ceil(len(self._queue) / (2 * pool.size))
+            by_time = max(SCHEDULE.chunk_runs[0], int(SCHEDULE.chunk_target_s / self._worker_run_s))
+            worker = pool.take()
+            assert worker is not None
+            size = max(1, min(per_worker, by_time, SCHEDULE.chunk_runs[1]))
+            return self._take(size, cheap_only=False), worker
+        if pool.failed and not self._inline_busy:  # no workers to be had: everything in-process
+            return self._take(1, cheap_only=False), None
+        return None
+
+    async def _dispatch(self) -> None:
+        """Hand queued runs to lanes, one chunk per free slot of ``max_concurrency``."""
+        assert self._limiter is not None
+        assert self._task_group is not None
+        try:
+            while not self._closed:
+                self._trim()
+                if not self._queue:
+                    await self._changes()
+                    continue
+                token = object()
+                await self._limiter.acquire_on_behalf_of(token)
+                handed = False
+                try:
+                    await anyio.lowlevel.checkpoint()  # runs submitted at this moment join the chunk
+                    plan = self._plan()
+                    while plan is None and self._queue and not self._closed:
+                        await self._changes()
+                        plan = self._plan()
+                    if plan is not None:
+                        tasks, worker = plan
+                        if tasks:
+                            chunk = _Chunk(tasks, worker)
+                            self._task_group.start_soon(self._run_chunk, chunk, token, name="local chunk")
+                            handed = True
+                        elif worker is not None:
+                            self._pool.give_back(worker)
+                finally:
+                    if not handed:
+                        self._limiter.release_on_behalf_of(token)
+        finally:
+            for task in list(self._tasks.values()):
+                if task.state.is_active:
+                    task.cancel_reason = _SHUT_DOWN
+                    self._finish(task, JobState.CANCELLED)
+            self._queue.clear()
+            self._pool.close()
+
+    # -- internals: one chunk --------------------------------------------------------------------
+
+    async def _run_chunk(self, chunk: _Chunk, token: object) -> None:
+        """Simulate a chunk, then end its runs (after their minimum durations)."""
+        assert self._limiter is not None
+        worker = chunk.worker
+        try:
+            await self._simulate_chunk(chunk)
+        except Exception as exc:  # a bug here must not take down the Sdk's task group
+            logger.exception("a local chunk failed unexpectedly")
+            for task in chunk.tasks:
+                self._finish(task, JobState.FAILED, message=f"internal error: {exc!r}", code=INTERNAL_ERROR)
+        finally:
+            if worker is not None:
+                if chunk.simulating:  # cancelled (shut down) mid-simulation: stop its CPU
+                    worker.kill()
+                self._pool.give_back(worker)
+            for task in chunk.tasks:
+                if task.chunk is chunk:
+                    task.chunk = None
+            self._limiter.release_on_behalf_of(token)
+            self._poke()
+
+    async def _simulate_chunk(self, chunk: _Chunk) -> None:
+        tasks, worker = chunk.tasks, chunk.worker
+        for task in tasks:
+            task.chunk = chunk
+            task.lane = "inline" if worker is None else "worker"
+            task.worker_pid = None if worker is None else worker.pid
+            task.batch_size = len(tasks)
+            if task.state is JobState.SUBMITTED:
+                task.state = JobState.RUNNING
+                task.started_at = _utcnow()
+                task.started_clock = anyio.current_time()
+                self._changed(task)
+        items = [
+            Item(
+                program=task.spec.program,
+                shots=task.shots,
+                seed=task.seed,
+                method=task.spec.config.get("method", "automatic"),
+                device=task.spec.config.get("device", "CPU"),
+                engine=self._engine,
+                max_cost=INLINE_COST_LIMIT if worker is None and task.cost is None else None,
+            )
+            for task in tasks
+        ]
+        began = anyio.current_time()
+        outcomes: list[Outcome] | None = None
+        if worker is None:
+            self._inline_busy = True
+            try:
+                outcomes = await anyio.to_thread.run_sync(partial(_simulate, items), abandon_on_cancel=True)
+            finally:
+                self._inline_busy = False
+        else:
+            try:
+                outcomes = await worker.run(items)
+            except WorkerLost:
+                outcomes = None
+        chunk.simulating = False
+        per_run = (anyio.current_time() - began) / len(tasks)
+        if outcomes is None:
+            assert worker is not None
+            self._requeue(chunk, killed=worker.killed, exit_code=worker.process.poll())
+            return
+        self._measure("inline" if worker is None else f"worker {worker.pid}", per_run)
+        await self._end_runs(chunk, outcomes)
+
+    def _measure(self, lane: str, per_run: float) -> None:
+        """Fold a chunk's seconds per run into the lane's moving average (not a lane's first
+        chunk, which imports and warms up; a sample at most ten times the average)."""
+        if lane not in self._measured:
+            self._measured.add(lane)
+            return
+        if lane == "inline":
+            self._inline_run_s = 0.8 * self._inline_run_s + 0.2 * min(per_run, 10 * self._inline_run_s)
+        else:
+            self._worker_run_s = 0.8 * self._worker_run_s + 0.2 * min(per_run, 10 * self._worker_run_s)
+
+    def _requeue(self, chunk: _Chunk, *, killed: bool, exit_code: int | None) -> None:
+        """A worker ended before it answered: its chunk's active runs go back to the queue's head
+        (after a crash, each to run alone, so the one that crashed it fails on its own)."""
+        active = [task for task in chunk.tasks if task.state.is_active]
+        if not killed and len(chunk.tasks) == 1 and active:
+            message = f"the simulator process ended unexpectedly (exit code {exit_code})"
+            self._finish(active[0], JobState.FAILED, message=message, code=SIMULATION_ERROR)
+            return
+        for task in reversed(active):
+            task.chunk = None
+            task.solo = task.solo or not killed
+            self._queue.appendleft(task)
+        logger.debug("re-queued %d runs of a stopped local worker", len(active))
+
+    async def _end_runs(self, chunk: _Chunk, outcomes: list[Outcome]) -> None:
+        waiting: list[tuple[float, _Task, Outcome]] = []
+        now = anyio.current_time()
+        deferred: list[_Task] = []
+        for task, outcome in zip(chunk.tasks, outcomes, strict=True):
             if task.state.is_terminal:  # cancelled meanwhile: the outcome is discarded
-                return
-            task.metrics = outcome.metrics
-            remaining = task.min_duration_s - (anyio.current_time() - started)
-            if remaining > 0:
-                await anyio.sleep(remaining)
-            if outcome.code is None:
-                self._finish(task, JobState.COMPLETED, counts=outcome.counts)
+                continue
+            if outcome.code == TOO_COSTLY:  # probed here: it needs a worker
+                task.probe = False
+                task.chunk = None
+                deferred.append(task)
+                continue
+            task.method = outcome.method
+            assert task.started_clock is not None
+            due = task.started_clock + task.min_duration_s
+            if due > now:
+                waiting.append((due, task, outcome))
             else:
-                logger.debug("local run %s failed: %s", task.task_id, outcome.message)
-                self._finish(task, JobState.FAILED, message=outcome.message, code=outcome.code)
+                self._conclude(task, outcome)
+        self._queue.extendleft(reversed(deferred))
+        if deferred:
+            self._poke()
+        waiting.sort(key=lambda entry: entry[0])
+        while waiting:
+            waiting = [entry for entry in waiting if entry[1].state.is_active]
+            now = anyio.current_time()
+            while waiting and waiting[0][0] <= now:
+                _, task, outcome = waiting.pop(0)
+                self._conclude(task, outcome)
+            if waiting:
+                with anyio.move_on_after(waiting[0][0] - now):
+                    await chunk.changed.wait()
+                chunk.changed = anyio.Event()
+
+    def _conclude(self, task: _Task, outcome: Outcome) -> None:
+        if outcome.code is None:
+            self._finish(task, JobState.COMPLETED, counts=outcome.counts)
+        else:
+            logger.debug("local run %s failed: %s", task.task_id, outcome.message)
+            self._finish(task, JobState.FAILED, message=outcome.message, code=outcome.code)
+
+
+def _inline(task: _Task) -> bool:
+    """Whether a run may be simulated in this process (cheap, or to be probed)."""
+    return task.cost is not None or task.probe
