@@ -28,12 +28,15 @@ from typing import Any
 import anyio
 
 SHOTS = 100
-#: How long ``sdk_cancel`` watches for the CPU to stop before saying it did not.
+#: How long ``sdk_cancel`` watches the CPU after calling ``cancel()``.
 CANCEL_WATCH_S = 5.0
-#: The CPU counts as stopped once the process tree uses at most this share of one core over
-#: ``QUIET_WINDOW_S`` (``/proc`` counts CPU time in ticks of 10 ms).
-QUIET_SHARE = 0.1
-QUIET_WINDOW_S = 0.3
+#: The simulation has stopped at the first moment after which the process tree, less the event
+#: loop's thread (where the watch itself samples), uses at most ``QUIET_CPU_S`` of CPU until the
+#: end of the watch (``/proc`` counts other processes' CPU in ticks of 10 ms), provided the watch
+#: ends with at least ``QUIET_TAIL_S`` of such quiet; else it did not stop.
+QUIET_CPU_S = 0.02
+QUIET_TAIL_S = 1.0
+SAMPLE_EVERY_S = 0.02
 
 
 def program(i: int) -> str:
@@ -61,7 +64,7 @@ def tree_cpu_s() -> float:
     import psutil  # a dependency of qiskit-aer
 
     own = os.times()
-    total = own.user + own.system + own.children_user + own.children_system
+    total = time.process_time() + own.children_user + own.children_system
     for child in psutil.Process().children(recursive=True):
         try:
             t = child.cpu_times()
@@ -182,15 +185,20 @@ async def sdk_cancel(n: int) -> dict[str, Any]:
     busy: list[float] = []
     stopped: list[bool] = []
     states: list[str] = []
+    phases: dict[str, float] = {}
+    clock0 = time.perf_counter()
     async with Sdk() as sdk:
         await sdk.create_job(program=program(-1), config={"shots": SHOTS}).execute(timeout_s=120)
+        phases["warm_up_s"] = time.perf_counter() - clock0
         for _ in range(n):
             job = sdk.create_job(program=long_program(), config={"shots": SHOTS})
             await job.submit()
+            submitted = time.perf_counter()
             with anyio.fail_after(60):
                 while job.state is not JobState.RUNNING:
                     await anyio.sleep(0.02)
                     await job.refresh()
+            phases.setdefault("to_running_s", time.perf_counter() - submitted)
             cpu0, wait0 = tree_cpu_s(), time.perf_counter()
             await anyio.sleep(1.0)  # the simulation is under way: the CPU is busy
             busy.append((tree_cpu_s() - cpu0) / (time.perf_counter() - wait0))
@@ -201,34 +209,31 @@ async def sdk_cancel(n: int) -> dict[str, Any]:
             stop = _cpu_stop(samples)
             stopped.append(stop is not None)
             stops.append(CANCEL_WATCH_S if stop is None else stop)
+        closing = time.perf_counter()
+    phases["close_s"] = time.perf_counter() - closing
+    phases["total_s"] = time.perf_counter() - clock0
     return {
         "ok": sum(s == JobState.CANCELLED.value for s in states),
         "states": states,
         "stop_s": stops,
         "stopped": stopped,
         "cores_busy_before_cancel": busy,
+        "phases": phases,
     }
 
 
 async def _sample_cpu(samples: list[tuple[float, float]], started: float) -> None:
-    """(seconds since ``started``, process-tree CPU seconds) every 10 ms, for the watch."""
-    while time.perf_counter() - started < CANCEL_WATCH_S + QUIET_WINDOW_S:
-        samples.append((time.perf_counter() - started, tree_cpu_s()))
-        await anyio.sleep(0.01)
+    """(seconds since ``started``, CPU seconds of the tree but this thread), for the watch."""
+    while (now := time.perf_counter() - started) < CANCEL_WATCH_S:
+        samples.append((now, tree_cpu_s() - time.thread_time()))
+        await anyio.sleep(SAMPLE_EVERY_S)
 
 
 def _cpu_stop(samples: list[tuple[float, float]]) -> float | None:
-    """The first moment after which the tree used at most ``QUIET_SHARE`` of a core for a window."""
-    j = 0
-    for i, (t, cpu) in enumerate(samples):
-        j = max(j, i)
-        while j < len(samples) and samples[j][0] < t + QUIET_WINDOW_S:
-            j += 1
-        if j == len(samples) or t > CANCEL_WATCH_S:
-            return None
-        if samples[j][1] - cpu <= QUIET_SHARE * (samples[j][0] - t):
-            return t
-    return None
+    """When the CPU use stopped for good (see ``QUIET_CPU_S``), or None if it did not."""
+    end_t, end_cpu = samples[-1]
+    stop = next(t for t, cpu in samples if end_cpu - cpu <= QUIET_CPU_S)
+    return stop if end_t - stop >= QUIET_TAIL_S else None
 
 
 SCENARIOS: dict[str, Any] = {

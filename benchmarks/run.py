@@ -26,6 +26,9 @@ from typing import Any
 import aiohttp
 
 HERE = Path(__file__).resolve().parent
+#: Every process started here imports the SDK of this checkout, even where the virtual environment's
+#: editable install points at another one (a worktree sharing a venv).
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
 OURS = sys.executable
 PEERS = str(HERE / ".venv-peers" / "bin" / "python")
 #: The OQC emulator of every OQC scenario: jobs of 2–5 s, not simulated (a fixed result).
