@@ -224,25 +224,27 @@ def listing(args: argparse.Namespace, figures: dict[str, Any], raw: dict[str, An
     figures.update(listing_figures(args.jobs_10k))
 
 
+def _local_vs_aer(kind: str, n: int, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``aer_KIND`` and ``sdk_KIND`` of client_local.py, each in its own process, both complete."""
+    aer = client(OURS, "client_local.py", f"aer_{kind}", n)
+    sdk = client(OURS, "client_local.py", f"sdk_{kind}", n)
+    raw[f"local_{kind}"] = {"aer": aer, "sdk": sdk}
+    if aer["ok"] != n or sdk["ok"] != n:
+        raise RuntimeError(f"a local {kind} run missed circuits: {raw[f'local_{kind}']}")
+    return aer, sdk
+
+
 def local_batch(args: argparse.Namespace, figures: dict[str, Any], raw: dict[str, Any]) -> None:
     """A composite of small distinct circuits through Sdk() against one direct AerSimulator batch
-    (client_local.py, each side in its own process); the composite's cores used."""
-    aer = client(OURS, "client_local.py", "aer_batch", args.local_batch)
-    sdk = client(OURS, "client_local.py", "sdk_batch", args.local_batch)
-    raw["local_batch"] = {"aer": aer, "sdk": sdk}
-    if aer["ok"] != args.local_batch or sdk["ok"] != args.local_batch:
-        raise RuntimeError(f"a local batch missed circuits: {raw['local_batch']}")
+    (client_local.py); the composite's cores used."""
+    aer, sdk = _local_vs_aer("batch", args.local_batch, raw)
     figures["local_vs_aer_batch_ratio"] = sdk["wall_s"] / aer["wall_s"]
     figures["local_cores_used"] = sdk["cores_used"]
 
 
 def local_single(args: argparse.Namespace, figures: dict[str, Any], raw: dict[str, Any]) -> None:
     """Single local jobs one after another against as many direct Aer runs (client_local.py)."""
-    aer = client(OURS, "client_local.py", "aer_single", args.local_single)
-    sdk = client(OURS, "client_local.py", "sdk_single", args.local_single)
-    raw["local_single"] = {"aer": aer, "sdk": sdk}
-    if aer["ok"] != args.local_single or sdk["ok"] != args.local_single:
-        raise RuntimeError(f"a local single run missed jobs: {raw['local_single']}")
+    aer, sdk = _local_vs_aer("single", args.local_single, raw)
     figures["local_vs_aer_single_ratio"] = sdk["wall_s"] / aer["wall_s"]
 
 
