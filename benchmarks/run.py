@@ -2,7 +2,8 @@
 
 Prints a table and writes ``benchmarks/results.json``. Run from the repository root as
 ``.venv/bin/python benchmarks/run.py`` (the peers run from ``benchmarks/.venv-peers``).
-Sizes can be lowered for a quick look: ``--jobs-10k 1000``.
+Sizes can be lowered for a quick look (``--jobs-10k 1000``); ``--only NAME`` (repeatable) runs some
+scenarios only, and ``--out FILE`` writes their figures elsewhere than ``benchmarks/results.json``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from typing import Any
 import aiohttp
 
 HERE = Path(__file__).resolve().parent
+#: Every process started here imports the SDK of this checkout, even where the virtual environment's
+#: editable install points at another one (a worktree sharing a venv).
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
 OURS = sys.executable
 PEERS = str(HERE / ".venv-peers" / "bin" / "python")
 #: The OQC emulator of every OQC scenario: jobs of 2–5 s, not simulated (a fixed result).
@@ -109,23 +113,11 @@ def oqc_token(info: dict[str, Any]) -> str:
     return str(info["env"]["OQC_AUTHENTICATION_TOKEN"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobs-10k", type=int, default=10_000)
-    parser.add_argument("--overhead-jobs", type=int, default=1000)
-    parser.add_argument("--overhead-pairs", type=int, default=7, help="turns of the bare script and ours")
-    parser.add_argument("--lag-jobs", type=int, default=200)
-    parser.add_argument("--composite-jobs", type=int, default=100)
-    parser.add_argument("--cancels", type=int, default=5)
-    args = parser.parse_args()
-    started = time.perf_counter()
-    figures: dict[str, Any] = {}
-    raw: dict[str, Any] = {}
-
-    # 1. CPU overhead against a bare aiohttp script: the same jobs, each client on a fresh emulator
-    #    of the same settings (so neither reads the other's tasks in the QPU's task list). CPU seconds
-    #    on a shared machine wander from one run to the next, so the two are run in turns, several
-    #    times (the order swapped each time), and the figure is the ratio of their medians.
+def overhead(args: argparse.Namespace, figures: dict[str, Any], raw: dict[str, Any]) -> None:
+    """CPU overhead against a bare aiohttp script: the same jobs, each client on a fresh emulator
+    of the same settings (so neither reads the other's tasks in the QPU's task list). CPU seconds
+    on a shared machine wander from one run to the next, so the two are run in turns, several
+    times (the order swapped each time), and the figure is the ratio of their medians."""
     bare_runs: list[dict[str, Any]] = []
     ours_runs: list[dict[str, Any]] = []
     for turn in range(args.overhead_pairs):
@@ -147,29 +139,58 @@ def main() -> None:
         raise RuntimeError(f"an overhead run missed jobs: {raw['bare']} {raw['ours_overhead']}")
     figures["overhead_cpu_ratio"] = statistics.median(ours_cpu) / statistics.median(bare_cpu)
 
-    # 2. Ten thousand concurrent jobs, one composite, through the OQC task list.
+
+def instructions(args: argparse.Namespace, figures: dict[str, Any], raw: dict[str, Any]) -> None:
+    """The overhead scenario counted in instructions (instructions.py), not CPU seconds."""
+    from instructions import figures as instruction_figures
+
+    measured = instruction_figures(args.overhead_jobs // 2, args.overhead_jobs)
+    raw["instructions"] = measured
+    figures["overhead_instructions_ratio"] = measured["ratio"]
+
+
+def jobs_10k(args: argparse.Namespace, figures: dict[str, Any], raw: dict[str, Any]) -> None:
+    """Ten thousand concurrent jobs, one composite, through the OQC task list."""
+    _many_jobs("jobs_10k", args.jobs_10k, figures, raw)
+
+
+def jobs_100k(args: argparse.Namespace, figures: dict[str, Any], raw: dict[str, Any]) -> None:
+    """A hundred thousand concurrent jobs, one composite, from one process."""
+    _many_jobs("jobs_100k", args.jobs_100k, figures, raw)
+
+
+def _many_jobs(name: str, n: int, figures: dict[str, Any], raw: dict[str, Any]) -> None:
     with emulator("oqc", *OQC_FAST) as emu:
         url, token = emu["base_url"], oqc_token(emu)
         stats(url, reset=True)
-        big = client(OURS, "client_ours.py", "composite", url, token, args.jobs_10k, timeout=900)
+        big = client(OURS, "client_ours.py", "composite", url, token, n, timeout=1800)
         counted = stats(url)
-    raw["jobs_10k"] = {**big, "requests": counted}
-    figures["jobs_10k_ok"] = big["ok"]
-    figures["jobs_10k_wall_s"] = big["wall_s"]
-    figures["jobs_10k_peak_rss_mb"] = big["peak_rss_mb"]
-    figures["jobs_10k_status_requests_per_job"] = counted.get("status", 0) / args.jobs_10k
+    raw[name] = {**big, "requests": counted}
+    figures[f"{name}_ok"] = big["ok"]
+    figures[f"{name}_wall_s"] = big["wall_s"]
+    figures[f"{name}_peak_rss_mb"] = big["peak_rss_mb"]
+    figures[f"{name}_status_requests_per_job"] = counted.get("status", 0) / n
 
-    # 3. Detection lag: jobs of 2–5 s each executed on its own.
+
+def lag(args: argparse.Namespace, figures: dict[str, Any], raw: dict[str, Any]) -> None:
+    """Detection lag: jobs of 2–5 s each executed on its own."""
     with emulator("oqc", *OQC_FAST) as emu:
         url, token = emu["base_url"], oqc_token(emu)
-        lag = client(OURS, "client_ours.py", "lag", url, token, args.lag_jobs)
-        ends = ended_at(url, token, list(lag["returned"]))
-    lags = [lag["returned"][t] - ends[t] for t in ends]
-    raw["lag"] = {"ok": lag["ok"], "min_s": min(lags), "max_s": max(lags), "mean_s": statistics.mean(lags)}
+        measured = client(OURS, "client_ours.py", "lag", url, token, args.lag_jobs)
+        ends = ended_at(url, token, list(measured["returned"]))
+    lags = [measured["returned"][t] - ends[t] for t in ends]
+    raw["lag"] = {
+        "ok": measured["ok"],
+        "min_s": min(lags),
+        "max_s": max(lags),
+        "mean_s": statistics.mean(lags),
+    }
     figures["detection_lag_p50_s"] = percentile(lags, 0.50)
     figures["detection_lag_p95_s"] = percentile(lags, 0.95)
 
-    # 4. The same composite workload with oqc-qcaas-sdk and with ours.
+
+def vs_oqc_sdk(args: argparse.Namespace, figures: dict[str, Any], raw: dict[str, Any]) -> None:
+    """The same composite workload with oqc-qcaas-sdk and with ours."""
     with emulator("oqc", *OQC_FAST) as emu:
         url, token = emu["base_url"], oqc_token(emu)
         stats(url, reset=True)
@@ -185,7 +206,9 @@ def main() -> None:
     figures["vs_oqc_sdk_wall_ratio"] = ours["wall_s"] / peer["wall_s"]
     figures["vs_oqc_sdk_requests_ratio"] = ours_requests["total"] / peer_requests["total"]
 
-    # 5. Cancel a running Databricks run until TERMINATED: databricks-sdk's cancel_run_and_wait vs ours.
+
+def vs_databricks_sdk(args: argparse.Namespace, figures: dict[str, Any], raw: dict[str, Any]) -> None:
+    """Cancel a running Databricks run until TERMINATED: databricks-sdk's cancel_run_and_wait vs ours."""
     with emulator("databricks", "job_duration_s=60", "pending_s=0.2", "cancel_duration_s=0.3") as emu:
         url, token = emu["base_url"], emu["env"]["DATABRICKS_TOKEN"]
         peer = client(PEERS, "client_peers.py", "databricks", url, token, args.cancels)
@@ -193,13 +216,65 @@ def main() -> None:
     raw["vs_databricks_sdk_cancel"] = {"peer": peer, "ours": ours}
     figures["vs_databricks_sdk_cancel_ratio"] = ours["cancel_median_s"] / peer["cancel_median_s"]
 
-    # 6. Ten thousand jobs listed through sdk.jobs() at the OQC and Databricks emulators (listing.py).
+
+def listing(args: argparse.Namespace, figures: dict[str, Any], raw: dict[str, Any]) -> None:
+    """Ten thousand jobs listed through sdk.jobs() at the OQC and Databricks emulators (listing.py)."""
     from listing import figures as listing_figures
 
     figures.update(listing_figures(args.jobs_10k))
 
-    targets = {
+
+def _local_vs_aer(kind: str, n: int, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``aer_KIND`` and ``sdk_KIND`` of client_local.py, each in its own process, both complete."""
+    aer = client(OURS, "client_local.py", f"aer_{kind}", n)
+    sdk = client(OURS, "client_local.py", f"sdk_{kind}", n)
+    raw[f"local_{kind}"] = {"aer": aer, "sdk": sdk}
+    if aer["ok"] != n or sdk["ok"] != n:
+        raise RuntimeError(f"a local {kind} run missed circuits: {raw[f'local_{kind}']}")
+    return aer, sdk
+
+
+def local_batch(args: argparse.Namespace, figures: dict[str, Any], raw: dict[str, Any]) -> None:
+    """A composite of small distinct circuits through Sdk() against one direct AerSimulator batch
+    (client_local.py); the composite's cores used."""
+    aer, sdk = _local_vs_aer("batch", args.local_batch, raw)
+    figures["local_vs_aer_batch_ratio"] = sdk["wall_s"] / aer["wall_s"]
+    figures["local_cores_used"] = sdk["cores_used"]
+
+
+def local_single(args: argparse.Namespace, figures: dict[str, Any], raw: dict[str, Any]) -> None:
+    """Single local jobs one after another against as many direct Aer runs (client_local.py)."""
+    aer, sdk = _local_vs_aer("single", args.local_single, raw)
+    figures["local_vs_aer_single_ratio"] = sdk["wall_s"] / aer["wall_s"]
+
+
+def local_cancel(args: argparse.Namespace, figures: dict[str, Any], raw: dict[str, Any]) -> None:
+    """Cancel a running local simulation; the time until the process tree's CPU use stops."""
+    measured = client(OURS, "client_local.py", "sdk_cancel", args.local_cancels)
+    raw["local_cancel"] = measured
+    figures["local_cancel_cpu_stop_s"] = statistics.median(measured["stop_s"])
+
+
+#: Every scenario, in the order ``make bench`` runs them; ``--only NAME`` runs some of them.
+SCENARIOS = {
+    "overhead": overhead,
+    "instructions": instructions,
+    "jobs_10k": jobs_10k,
+    "lag": lag,
+    "vs_oqc_sdk": vs_oqc_sdk,
+    "vs_databricks_sdk": vs_databricks_sdk,
+    "listing": listing,
+    "jobs_100k": jobs_100k,
+    "local_batch": local_batch,
+    "local_single": local_single,
+    "local_cancel": local_cancel,
+}
+
+
+def targets(args: argparse.Namespace) -> dict[str, tuple[str, float]]:
+    return {
         "overhead_cpu_ratio": ("<=", 1.5),
+        "overhead_instructions_ratio": ("<=", 1.3),
         "jobs_10k_ok": ("==", args.jobs_10k),
         "jobs_10k_peak_rss_mb": ("<=", 200),
         "jobs_10k_status_requests_per_job": ("<=", 0.2),
@@ -207,18 +282,59 @@ def main() -> None:
         "vs_oqc_sdk_requests_ratio": ("<=", 0.5),
         "vs_oqc_sdk_wall_ratio": ("<=", 1.0),
         "vs_databricks_sdk_cancel_ratio": ("<=", 0.5),
+        "jobs_100k_ok": ("==", args.jobs_100k),
+        "jobs_100k_peak_rss_mb": ("<=", 600),
+        "jobs_100k_status_requests_per_job": ("<=", 0.05),
+        "local_vs_aer_batch_ratio": ("<=", 1.25),
+        "local_vs_aer_single_ratio": ("<=", 2.0),
+        "local_cancel_cpu_stop_s": ("<=", 0.5),
+        # "about the machine's cores": at least 80 % of them
+        "local_cores_used": (">=", 0.8 * (os.cpu_count() or 1)),
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(SCENARIOS),
+        metavar="NAME",
+        help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument("--out", type=Path, help="default: results.json, results-only.json with --only")
+    parser.add_argument("--jobs-10k", type=int, default=10_000)
+    parser.add_argument("--jobs-100k", type=int, default=100_000)
+    parser.add_argument("--overhead-jobs", type=int, default=1000)
+    parser.add_argument("--overhead-pairs", type=int, default=7, help="turns of the bare script and ours")
+    parser.add_argument("--lag-jobs", type=int, default=200)
+    parser.add_argument("--composite-jobs", type=int, default=100)
+    parser.add_argument("--cancels", type=int, default=5)
+    parser.add_argument("--local-batch", type=int, default=2000, help="circuits of the local composite")
+    parser.add_argument("--local-single", type=int, default=200, help="local jobs one after another")
+    parser.add_argument("--local-cancels", type=int, default=3, help="running local jobs cancelled")
+    args = parser.parse_args()
+    if args.out is None:
+        args.out = HERE / ("results.json" if args.only is None else "results-only.json")
+    started = time.perf_counter()
+    figures: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    for name, scenario in SCENARIOS.items():
+        if args.only is None or name in args.only:
+            print(f"{name} ...", flush=True)
+            scenario(args, figures, raw)
+    goals = targets(args)
     print(f"\n{'figure':36} {'value':>12}  target      met")
     met: dict[str, bool] = {}
     for name, value in figures.items():
-        target = targets.get(name)
+        target = goals.get(name)
         ok = None
         if target is not None:
             op, bound = target
-            ok = value <= bound if op == "<=" else value == bound
+            ok = {"<=": value <= bound, ">=": value >= bound, "==": value == bound}[op]
             met[name] = ok
         shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-        goal = f"{target[0]} {target[1]}" if target else ""
+        goal = f"{target[0]} {target[1]:g}" if target else ""
         print(f"{name:36} {shown:>12}  {goal:10}  {'' if ok is None else ('yes' if ok else 'NO')}")
     machine = {
         "platform": platform.platform(),
@@ -230,13 +346,13 @@ def main() -> None:
         **figures,
         "targets_met": met,
         "machine": machine,
-        "sizes": vars(args),
+        "sizes": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "raw": raw,
         "bench_wall_s": time.perf_counter() - started,
         "when": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
-    (HERE / "results.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(f"\nwritten {HERE / 'results.json'} in {out['bench_wall_s']:.0f} s")
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nwritten {args.out} in {out['bench_wall_s']:.0f} s")
 
 
 if __name__ == "__main__":
