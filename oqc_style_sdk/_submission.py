@@ -17,6 +17,11 @@ after a send whose outcome is not known.
 - **A save is local.** ``save(path)`` never waits on a vendor: a key the vendor must give is left to
   the submission. ``save(path, timeout_s=T)`` spends up to ``T`` getting such keys, a reservation in
   flight included, then writes the file whatever it got.
+- **No file is left behind its submission.** A file saved while one of its jobs had no key yet (a
+  plain save before OQC reserved its id) is written again, with the key, once the key is there and
+  before any request carrying it is sent (:func:`keys_for_submission`) — unless the file is no
+  longer the one that save wrote (saved over since, by any process, or removed): a process killed
+  after the vendor accepted the job finds the key in the file and resumes the same run.
 
 Nothing here is a job's state of its own: these functions set a job's key and submission marks,
 through the same fields ``Job`` reads, on the event loop, like the batch submission they serve.
@@ -25,6 +30,7 @@ through the same fields ``Job`` reads, on the event loop, like the batch submiss
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +48,7 @@ if TYPE_CHECKING:
     from .job import Job
 
 __all__ = [
+    "KeylessSave",
     "await_submissions",
     "fix_local_key",
     "keys_for_submission",
@@ -134,10 +141,73 @@ async def reserve(jobs: Sequence[Job], saving: list[Reservation] | None = None) 
 
 
 async def keys_for_submission(jobs: Sequence[Job]) -> None:
-    """The keys of ``jobs``' submission: reserved where they have none, and the saves that waited
-    for them written, before anything carrying them is sent."""
+    """The keys of ``jobs``' submission: reserved where they have none, the saves that waited for
+    them written, and the files saved without them written again, before anything carrying them
+    is sent."""
     for flight in await reserve(jobs):
         await flight.saves_written()
+    stale = {id(entry): entry for job in jobs if job._keyless_saves for entry in job._keyless_saves.values()}
+    for entry in stale.values():
+        await entry.write_again()
+
+
+class KeylessSave:
+    """A file written while some of its jobs had no key: what to write again once they have one.
+
+    ``stamp`` is the written file's (device, inode, size, mtime): a save replaces a file by renaming
+    a new one over it, so a file with another stamp was saved over since (by this process or any
+    other) and is left alone.
+    """
+
+    __slots__ = ("composite_id", "jobs", "path", "stamp")
+
+    def __init__(self, path: Path, jobs: tuple[Job, ...], composite_id: str | None) -> None:
+        self.path, self.jobs, self.composite_id = path, jobs, composite_id
+        self.stamp: tuple[int, int, int, int] | None = None
+
+    async def note(self) -> None:
+        """Remember the file as written, for each of its jobs still without a key (and only then)."""
+        keyless = [job for job in self.jobs if job._state is JobState.CREATED and job._key is None]
+        for job in self.jobs:  # this save supersedes any earlier one to the same file
+            if job._keyless_saves is not None:
+                job._keyless_saves.pop(self.path, None)
+        if not keyless:
+            return
+        self.stamp = await anyio.to_thread.run_sync(_stamp, self.path)
+        for job in keyless:
+            if job._keyless_saves is None:
+                job._keyless_saves = {}
+            job._keyless_saves[self.path] = self
+
+    async def write_again(self) -> None:
+        for job in self.jobs:
+            if job._keyless_saves is not None and job._keyless_saves.get(self.path) is self:
+                del job._keyless_saves[self.path]
+        try:
+            if await anyio.to_thread.run_sync(_stamp, self.path) != self.stamp:
+                return  # saved over since, or gone: that file is not this save's any more
+            await _write(self.path, self.jobs, self.composite_id)
+        except (OSError, SdkError) as exc:
+            logger.warning("could not record the keys of %d job(s) in %s: %s", len(self.jobs), self.path, exc)
+
+
+def _stamp(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+async def _write(path: str | Path, jobs: Sequence[Job], composite_id: str | None) -> Path:
+    """Write ``jobs``' snapshots, taken now on the event loop, to ``path``; remember the file for
+    any of them still without a key."""
+    from .persistence import write
+
+    snapshots = [job._snapshot() for job in jobs]
+    written = await write(path, jobs[0]._sdk.backend.identity(), snapshots, composite_id=composite_id)
+    await KeylessSave(written, tuple(jobs), composite_id).note()
+    return written
 
 
 async def _reserved(backend: Backend, jobs: list[Job]) -> None:
@@ -243,8 +313,6 @@ async def save_jobs(
     nothing waits on the vendor. Then each job's snapshot is taken on the event loop, so the
     picture is consistent, and the file is written.
     """
-    from .persistence import write
-
     bound = check_timeout(timeout_s)
     for job in jobs:
         fix_local_key(job)
@@ -257,8 +325,7 @@ async def save_jobs(
                     await reserve(keyless, waited)
                 except SdkError as exc:  # left to the submission, which asks again
                     logger.debug("no keys for %d job(s) before saving them: %s", len(keyless), exc)
-        snapshots = [job._snapshot() for job in jobs]
-        return await write(path, jobs[0]._sdk.backend.identity(), snapshots, composite_id=composite_id)
+        return await _write(path, jobs, composite_id)
     finally:
         for flight in waited:
             flight.save_ended()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from ._submission import Reservation, fix_local_key, keys_for_submission, save_jobs, sending
+from ._submission import KeylessSave, Reservation, fix_local_key, keys_for_submission, save_jobs, sending
 from ._waiting import _Flight, deadline
 from .backends.base import Diagnostics, FoundRun, Observation, RunRef, RunSpec
 from .exceptions import (
@@ -140,6 +140,7 @@ class Job:
         "_history",
         "_key",
         "_keying",
+        "_keyless_saves",
         "_last_obs",
         "_output",
         "_recall",
@@ -175,6 +176,8 @@ class Job:
         self._key: str | None = None
         #: The reservation of the run's key at the vendor, while one is in flight (``_submission``).
         self._keying: Reservation | None = None
+        #: Files saved while the run had no key yet, written again before it is sent (``_submission``).
+        self._keyless_saves: dict[Path, KeylessSave] | None = None
         self._submit_attempted = False
         #: When a request of the current run's submission was last sent (if one was).
         self._attempted_at: datetime | None = None

@@ -270,6 +270,36 @@ async def test_save_with_a_timeout_waits_for_a_reservation_in_flight(tmp_path: P
             assert len(emu.task_ids) == 1
 
 
+async def test_a_file_saved_before_the_key_is_written_again_before_the_key_is_sent(tmp_path: Path) -> None:
+    """A plain save before OQC reserved the id writes no key; the submission writes that file
+    again, with the key, before its submit request leaves: a process killed while OQC holds the
+    task resumes it from the file. A file saved over since is left alone."""
+    submit = OQC.submit
+    with anyio.fail_after(60):
+        async with emulator(OQC) as emu:
+            async with sdk_for(OQC, emu) as sdk:
+                job = sdk.create_job(program=BELL, qpu_id=LUCY_QPU_ID)
+                other = sdk.create_job(program=BELL, qpu_id=LUCY_QPU_ID)
+                path = await job.save(tmp_path / "job.json")
+                taken = await job.save(tmp_path / "taken.json")
+                await other.save(taken)  # the name now holds another job's file
+                assert saved_job(path)["idempotency_key"] is None
+                emu.slow_next(1, delay_s=HELD_S, path=submit.path, method=submit.method)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(job.submit)
+                    with anyio.fail_after(20):  # until the submit request is at the vendor
+                        while not any(e.fault == "slow" for e in emu.requests):  # noqa: ASYNC110
+                            await anyio.sleep(0.005)
+                    snap = saved_job(path)
+                    assert snap["idempotency_key"] is not None
+                    assert (snap["state"], snap["submit_attempted"]) == ("CREATED", True)
+                    assert saved_job(taken)["id"] == other.id
+                    loaded = await resume_elsewhere(OQC, emu, path)  # as a new process would
+            assert loaded.state is JobState.COMPLETED, loaded.error
+            assert loaded.task_id == job.task_id
+            assert len(emu.task_ids) == 1
+
+
 async def test_save_refuses_a_bad_timeout_before_anything(tmp_path: Path) -> None:
     from oqc_style_sdk.exceptions import JobValidationError
 
