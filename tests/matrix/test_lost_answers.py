@@ -36,7 +36,6 @@ from tests.common import FAST
 from tests.matrix.test_fault_matrix import (
     ADAPTERS,
     DEADLINE_S,
-    LONG_JOB_S,
     MARGIN_S,
     QUICK_RETRY,
     READ_TIMEOUT_S,
@@ -164,11 +163,9 @@ async def carry_on(emu: Emulator, adapter: Adapter, job: Job | CompositeJob, ope
         assert cancel_requests(emu, adapter) == asked
         await job.cancel(timeout_s=DEADLINE_S)  # and cancel() agrees
         assert [run.state for run in runs] == [JobState.CANCELLED] * len(runs)
-        for run in runs:
+        for run in runs:  # as the vendor says
             assert run.task_id is not None
-            with anyio.fail_after(DEADLINE_S):
-                while not await vendor_cancelled(adapter.emulator, emu, run.task_id):
-                    await anyio.sleep(0.02)  # a vendor may take a moment to finish cancelling
+            assert await vendor_cancelled(adapter.emulator, emu, run.task_id), run.task_id
     else:
         if not job.ended:
             await job.execute(timeout_s=DEADLINE_S)
@@ -199,9 +196,3 @@ async def test_lost_answer(backend: str, fault: str, operation: str, how: str, t
             if how == "restart":
                 async with open_sdk(adapter, emu) as sdk:
                     await carry_on(emu, adapter, await sdk.load(saved), operation)
-
-
-def test_the_cases_cover_every_backend_operation_and_fault() -> None:
-    assert {c[0] for c in CASES} == {"oqc", "ibm_quantum", "azure_quantum", "databricks", "windmill"}
-    assert {(c[1], c[2]) for c in CASES} == {(f, o) for f in LOST for o in OPERATIONS}
-    assert LONG_JOB_S > 2 * DEADLINE_S  # a cancelled run cannot have finished on its own
