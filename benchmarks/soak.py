@@ -25,6 +25,7 @@ during one was overshot by the pause.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import json
 import logging
 import random
@@ -56,6 +57,10 @@ DEADLINE_S = 5.0
 SHORT_DEADLINE_S = 0.3
 ATTEMPTS = 12
 CONCURRENCY = 24
+#: What a job in a restart round does (a re-run is not resumed across processes).
+RESTART_PLANS = ("execute", "cancel")
+#: Where the calling task is (the backend, and whether its job was resumed after a restart).
+WHERE: contextvars.ContextVar[str] = contextvars.ContextVar("WHERE", default="")
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,23 @@ BACKENDS = (
         {},
     ),
 )
-FAULTS = ("429", "429_retry_after", "500", "502", "503", "drop", "slow", "malformed", "truncated", "401")
+FAULTS = (
+    "429",
+    "429_retry_after",
+    "500",
+    "502",
+    "503",
+    "drop",
+    "slow",
+    "malformed",
+    "truncated",
+    "401",
+    # the vendor acted, the answer was lost: the connection closed after the request was handled,
+    # or a 200 whose body cannot be read
+    "closed_after_handling",
+    "unreadable_200",
+)
+PHASES = ("submit", "status", "cancel", "result")
 
 
 class Collector(logging.Handler):
@@ -160,7 +181,13 @@ class Stats:
     expected_runs: int = 0
     lost: int = 0
     max_overshoot_s: float = float("-inf")
+    worst_overshoot: str = ""
     timeouts: int = 0
+    #: Vendor jobs that no SDK job owns (in any process), and runs the vendor never got.
+    duplicates: int = 0
+    unknown_runs: int = 0
+    restarts: int = 0
+    kills: int = 0
     wrong: Counter[str] | None = None
 
 
@@ -176,7 +203,10 @@ async def verb(stats: Stats, texts: list[str], call: Callable[[float], Any], rng
             stats.timeouts += 1
         return False
     finally:
-        stats.max_overshoot_s = max(stats.max_overshoot_s, anyio.current_time() - start - deadline)
+        overshoot = anyio.current_time() - start - deadline
+        if overshoot > stats.max_overshoot_s:
+            stats.max_overshoot_s = overshoot
+            stats.worst_overshoot = f"{WHERE.get()} {getattr(call, '__qualname__', '')} {deadline}s"
     return True
 
 
@@ -229,36 +259,47 @@ def judge(job: Job, plan: str, vendor_ids: set[str]) -> str | None:
     return None
 
 
+def sdk_options(spec: Backend, credentials: dict[str, Any]) -> dict[str, Any]:
+    """How the soak's Sdks are opened (this process's, and each restart's worker)."""
+    return {
+        **credentials,
+        "default_target": spec.target,
+        "polling": PollingPolicy(min_interval_s=0.02, max_interval_s=0.2),
+        "timeout_s": 0.5,
+        "retry": RetryPolicy(base_delay_s=0.01, max_delay_s=0.1),
+    }
+
+
+async def arm(control: Control, spec: Backend, kind: str, phase: str, armed: Counter[str]) -> None:
+    armed[kind] += 1
+    method, pattern = spec.endpoints[phase]
+    await control("POST", "fault", {"fault": kind, "method": method, "path": pattern})
+
+
 async def soak_backend(
     spec: Backend,
-    n: int,
-    rate: float,
+    args: argparse.Namespace,
     rng: random.Random,
     stats: Stats,
     texts: list[str],
     tmp: Path,
     armed: Counter[str],
-) -> tuple[Counter[str], list[str]]:
+) -> tuple[Counter[str], set[str], set[str]]:
+    """The backend's jobs, in this process and across restarts; the faults its emulator applied,
+    the ids of the vendor jobs it holds, and its secrets."""
     options = {"job_duration_s": 0.05, "max_lifetime_s": 900.0, **spec.options}
+    n, rate = args.jobs_per_backend, args.fault_rate
     async with emulator_process(spec.name, options) as (info, control):
-        settings = {
-            **info["credentials"],
-            "timeout_s": 0.5,
-            "retry": RetryPolicy(base_delay_s=0.01, max_delay_s=0.1),
-        }
-        polling = PollingPolicy(min_interval_s=0.02, max_interval_s=0.2)
         jobs: list[tuple[Job, str]] = []
-        async with Sdk(spec.name, default_target=spec.target, polling=polling, **settings) as sdk:
+        async with Sdk(spec.name, **sdk_options(spec, info["credentials"])) as sdk:
             texts.append(repr(sdk) + repr(sdk.backend))
             limiter = anyio.CapacityLimiter(CONCURRENCY)
 
             async def run(i: int, plan: str, fault: tuple[str, str] | None) -> None:
                 async with limiter:
+                    WHERE.set(spec.name)
                     if fault is not None:
-                        kind, phase = fault
-                        armed[kind] += 1
-                        method, pattern = spec.endpoints[phase]
-                        await control("POST", "fault", {"fault": kind, "method": method, "path": pattern})
+                        await arm(control, spec, *fault, armed)
                     job = await one_job(sdk, spec, plan, stats, texts, rng)
                     jobs.append((job, plan))
                     texts.append(repr(job) + repr(job.outputs) + repr(job.history))
@@ -269,28 +310,161 @@ async def soak_backend(
             async with anyio.create_task_group() as tg:
                 for i in range(n):
                     plan = rng.choices(("execute", "cancel", "rerun"), weights=(6, 2, 2))[0]
-                    fault = (
-                        (rng.choice(FAULTS), rng.choice(("submit", "status", "cancel", "result")))
-                        if rng.random() < rate
-                        else None
-                    )
+                    fault = (rng.choice(FAULTS), rng.choice(PHASES)) if rng.random() < rate else None
                     tg.start_soon(run, i, plan, fault)
+            for round_no in range(args.restarts):
+                folder = tmp / f"{spec.name}-restart-{round_no}"
+                folder.mkdir()
+                jobs += await restart_round(spec, info, control, sdk, args, rng, stats, texts, folder, armed)
         await control("POST", "clear_faults")
         report = await control("GET", "report")
-        vendor_ids: list[str] = report["created"]
+        vendor_ids = set(report["created"])
         wrong: Counter[str] = stats.wrong if stats.wrong is not None else Counter()
         stats.wrong = wrong
+        owned: set[str] = set()  # the vendor jobs some SDK job ran, in any process
         for job, plan in jobs:
             stats.jobs += 1
             stats.expected_runs += job.run
-            why = judge(job, plan, set(vendor_ids))
+            runs = {output.task_id for output in job.history} | {job.task_id}
+            runs.discard(None)
+            owned |= {task_id for task_id in runs if task_id is not None}
+            stats.unknown_runs += len(runs - vendor_ids)
+            why = judge(job, plan, vendor_ids)
             if why is None:
                 stats.correct += 1
             else:
                 wrong[f"{spec.name}: {why}"] += 1
                 if not job.ended:
                     stats.lost += 1
-        return Counter(report["faults"]), [*vendor_ids, *("\0" + s for s in report["secrets"] if s)]
+        extra = vendor_ids - owned  # a vendor job no SDK job knows: made twice, or orphaned
+        stats.duplicates += len(extra)
+        if extra:
+            wrong[f"{spec.name}: vendor jobs no SDK job owns"] += len(extra)
+        print(
+            f"{spec.name}: {len(vendor_ids)} vendor jobs for {len(jobs)} jobs, {len(extra)} duplicates",
+            file=sys.stderr,
+        )
+        return Counter(report["faults"]), vendor_ids, {s for s in report["secrets"] if s}
+
+
+async def resume(job: Job, plan: str, stats: Stats, texts: list[str], rng: random.Random) -> Job:
+    """Carry ``job`` to the end of its plan (``execute`` or ``cancel``) from wherever it is: a job
+    just created, or one loaded after its process was killed (an ended one is left as it is)."""
+    if job.ended:
+        return job
+    if plan == "cancel":
+        if job.state is JobState.CREATED:
+            sent = lambda: job.state is not JobState.CREATED  # noqa: E731
+            await until_ok(stats, texts, lambda t: job.submit(timeout_s=t), sent, rng)
+        await until_ok(stats, texts, lambda t: job.cancel(timeout_s=t), lambda: job.ended, rng)
+    else:
+        await until_ok(stats, texts, lambda t: job.execute(timeout_s=t), lambda: job.ended, rng)
+    return job
+
+
+async def restart_round(
+    spec: Backend,
+    info: dict[str, Any],
+    control: Control,
+    sdk: Sdk,
+    args: argparse.Namespace,
+    rng: random.Random,
+    stats: Stats,
+    texts: list[str],
+    folder: Path,
+    armed: Counter[str],
+) -> list[tuple[Job, str]]:
+    """A worker process runs a batch of jobs, saving each job's file at random moments (during
+    submissions too), and is killed with SIGKILL at a random point; this process then loads every
+    file and carries each job's plan to its end, as a restarted process would."""
+    plans = [rng.choice(RESTART_PLANS) for _ in range(args.restart_jobs)]
+    order = {
+        "backend": spec.name,
+        "credentials": info["credentials"],  # on stdin, never on a command line
+        "folder": str(folder),
+        "plans": plans,
+        "seed": rng.randrange(1 << 32),
+    }
+    command = [sys.executable, str(Path(__file__)), "--worker"]
+    async with await anyio.open_process(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None
+    ) as process:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        await process.stdin.send((json.dumps(order) + "\n").encode())
+        with anyio.fail_after(120):  # every job created and saved once, before anything is sent
+            line = await BufferedByteReceiveStream(process.stdout).receive_until(b"\n", 1 << 16)
+        if line != b"ready":
+            raise RuntimeError(f"the soak worker said {line!r}")
+        for _ in plans:  # the faults land on the worker's requests (or this process's, later)
+            if rng.random() < args.fault_rate:
+                await arm(control, spec, rng.choice(FAULTS), rng.choice(PHASES), armed)
+        with anyio.move_on_after(rng.uniform(0.0, args.kill_within_s)):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            stats.kills += 1
+        await process.wait()
+    stats.restarts += 1
+    # the files and the worker's log are scanned too
+    texts.extend(await anyio.to_thread.run_sync(lambda: [p.read_text() for p in sorted(folder.iterdir())]))
+    loaded: list[Job] = []
+    for i in range(len(plans)):
+        job = await sdk.load(folder / f"{i}.json")
+        assert isinstance(job, Job)
+        loaded.append(job)
+    limiter = anyio.CapacityLimiter(CONCURRENCY)
+
+    async def finish(job: Job, plan: str) -> None:
+        async with limiter:
+            WHERE.set(f"{spec.name} (resumed)")
+            await resume(job, plan, stats, texts, rng)
+            texts.append(repr(job) + repr(job.outputs) + repr(job.history))
+
+    async with anyio.create_task_group() as tg:
+        for job, plan in zip(loaded, plans, strict=True):
+            tg.start_soon(finish, job, plan)
+    return list(zip(loaded, plans, strict=True))
+
+
+async def worker() -> None:
+    """``soak.py --worker``: one restart round's process (reads its order on stdin; see
+    :func:`restart_round`). Logs every record at DEBUG to a file beside the jobs (scanned too)."""
+    order = json.loads(await anyio.to_thread.run_sync(sys.stdin.readline))
+    spec = next(b for b in BACKENDS if b.name == order["backend"])
+    folder = Path(order["folder"])
+    handler = logging.FileHandler(folder / "worker.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.DEBUG)
+    rng = random.Random(order["seed"])
+    stats, texts = Stats(), list[str]()
+    async with Sdk(spec.name, **sdk_options(spec, order["credentials"])) as sdk:
+        jobs: list[Job] = []
+        for i, _ in enumerate(order["plans"]):
+            job = sdk.create_job(program=spec.program)
+            assert isinstance(job, Job)
+            await job.save(folder / f"{i}.json")  # every job is on disk before anything is sent
+            jobs.append(job)
+        print("ready", flush=True)
+
+        async def keep_saving(i: int, job: Job) -> None:
+            while True:  # at random moments: before, during and after its requests
+                await anyio.sleep(rng.uniform(0.0, 0.03))
+                try:
+                    await job.save(folder / f"{i}.json")
+                except SdkError as exc:
+                    logging.getLogger("soak").debug("save %d: %r", i, exc)
+
+        async with anyio.create_task_group() as savers:
+            for i, job in enumerate(jobs):
+                savers.start_soon(keep_saving, i, job)
+            async with anyio.create_task_group() as tg:
+                for job, plan in zip(jobs, order["plans"], strict=True):
+                    tg.start_soon(resume, job, plan, stats, texts, rng)
+            for i, job in enumerate(jobs):
+                await job.save(folder / f"{i}.json")
+            savers.cancel_scope.cancel()
 
 
 Control = Callable[..., Awaitable[Any]]
@@ -347,36 +521,31 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         for spec in BACKENDS:
-            expected_before = stats.expected_runs
-            found, ids_and_secrets = await soak_backend(
-                spec, args.jobs_per_backend, args.fault_rate, rng, stats, texts, Path(tmp), armed
-            )
+            found, ids, issued = await soak_backend(spec, args, rng, stats, texts, Path(tmp), armed)
             faults.update(found)
-            ids = [x for x in ids_and_secrets if not x.startswith("\0")]
-            secrets.update(x[1:] for x in ids_and_secrets if x.startswith("\0"))
+            secrets |= issued
             created += len(ids)
-            print(
-                f"{spec.name}: {len(ids)} vendor jobs for {stats.expected_runs - expected_before} runs",
-                file=sys.stderr,
-            )
     root.removeHandler(collector)
     texts += collector.texts
     leaks = sum(1 for text in texts for secret in secrets if secret in text)
-    duplicates = max(0, created - stats.expected_runs)
-    lost = stats.lost + max(0, stats.expected_runs - created)
     return {
         "jobs": stats.jobs,
         "backends": [b.name for b in BACKENDS],
         "faults_injected": dict(sorted(faults.items())),
         "faults_armed": dict(sorted(armed.items())),
         "correct_final_state": stats.correct,
-        "duplicates": duplicates,
-        "lost": lost,
+        "duplicates": stats.duplicates,
+        "lost": stats.lost + stats.unknown_runs,
         "secret_leaks": leaks,
         "secrets_looked_for": len(secrets),
         "max_deadline_overshoot_s": round(stats.max_overshoot_s, 3),
+        "worst_overshoot": stats.worst_overshoot,
         "deadlines_s": [SHORT_DEADLINE_S, DEADLINE_S],
         "deadline_timeouts": stats.timeouts,
+        "runs": stats.expected_runs,
+        "vendor_jobs": created,
+        "restarts": stats.restarts,
+        "restart_kills": stats.kills,
         "fault_rate": args.fault_rate,
         "seed": args.seed,
         "log_records_scanned": len(collector.texts),
@@ -390,8 +559,17 @@ if __name__ == "__main__":
     parser.add_argument("--jobs-per-backend", type=int, default=600)
     parser.add_argument("--fault-rate", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--restarts", type=int, default=4, help="restart rounds per backend")
+    parser.add_argument("--restart-jobs", type=int, default=25, help="jobs in each restart round")
+    parser.add_argument(
+        "--kill-within-s", type=float, default=1.5, help="the worker is killed at a random point within"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    if arguments.worker:
+        anyio.run(worker, backend="asyncio")
+        sys.exit(0)
     result = anyio.run(main, arguments, backend="asyncio")
     text = json.dumps(result, indent=2)
     print(text)
