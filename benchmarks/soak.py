@@ -149,22 +149,11 @@ BACKENDS = (
         {},
     ),
 )
-FAULTS = (
-    "429",
-    "429_retry_after",
-    "500",
-    "502",
-    "503",
-    "drop",
-    "slow",
-    "malformed",
-    "truncated",
-    "401",
-    # the vendor acted, the answer was lost: the connection closed after the request was handled,
-    # or a 200 whose body cannot be read
-    "closed_after_handling",
-    "unreadable_200",
-)
+#: The vendor acted, the answer was lost: the connection closed after the request was handled, or a
+#: 200 whose body cannot be read.
+LOST_ANSWERS = ("closed_after_handling", "unreadable_200")
+OTHERS = ("429", "429_retry_after", "500", "502", "503", "drop", "slow", "malformed", "truncated", "401")
+FAULTS = (*OTHERS, *LOST_ANSWERS)
 PHASES = ("submit", "status", "cancel", "result")
 
 
