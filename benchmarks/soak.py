@@ -389,6 +389,8 @@ async def restart_round(
     submissions too), and is killed with SIGKILL at a random point; this process then loads every
     file and carries each job's plan to its end, as a restarted process would."""
     plans = [rng.choice(RESTART_PLANS) for _ in range(args.restart_jobs)]
+    # A fault left over would meet the worker's start-up check, which is not retried by design.
+    await control("POST", "clear_faults")
     order = {
         "backend": spec.name,
         "credentials": info["credentials"],  # on stdin, never on a command line
