@@ -113,8 +113,14 @@ def arm(emulator: Emulator, fault: str, method: str, pattern: str) -> None:
         emulator.slow_next(1, delay_s=0.8, **rule)
     elif fault == "malformed":
         emulator.malformed_next(1, **rule)
-    else:
+    elif fault == "closed_after_handling":  # the vendor acted, the answer was lost
+        emulator.drop_next(1, after_processing=True, **rule)
+    elif fault == "unreadable_200":  # the vendor acted, its answer cannot be read
+        emulator.malformed_next(1, after_processing=True, **rule)
+    elif fault == "truncated":
         emulator.malformed_next(1, truncated=True, **rule)
+    else:
+        raise ValueError(f"unknown fault {fault!r}")
 
 
 def _open_bench(check: Any) -> Any:

@@ -270,16 +270,27 @@ class Backend(ABC):
         """Ask the vendor to cancel the run. Confirmation comes from later status reads."""
 
     async def cancel_many(self, refs: Sequence[RunRef], reason: str | None = None) -> None:
-        """Cancel several runs; vendors with a list-cancel endpoint send one request."""
+        """Cancel several runs; vendors with a list-cancel endpoint send one request.
+
+        The default asks for each run, at most :attr:`status_concurrency` at once. One request that
+        fails does not stop the others (its answer may only have been lost: the vendor may have
+        cancelled); once all were sent, the first failure is raised, typed as the backend raised it.
+        """
         limiter = anyio.CapacityLimiter(self.status_concurrency)
+        failures: list[Exception] = []
 
         async def one(ref: RunRef) -> None:
             async with limiter:
-                await self.cancel(ref, reason)
+                try:
+                    await self.cancel(ref, reason)
+                except Exception as exc:  # the other runs are still asked
+                    failures.append(exc)
 
         async with anyio.create_task_group() as tg:
             for ref in refs:
                 tg.start_soon(one, ref)
+        if failures:
+            raise failures[0]
 
     @abstractmethod
     async def result(self, ref: RunRef, spec: RunSpec) -> Any:
