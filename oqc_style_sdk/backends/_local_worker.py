@@ -94,6 +94,10 @@ class Worker:
             return _read(stdout)
         except (EOFError, OSError, pickle.UnpicklingError) as exc:
             raise WorkerLost(f"the worker process {self.pid} ended") from exc
+        except ValueError as exc:  # its pipes closed: killed (a cancel) and reaped before this chunk spoke
+            if not self.killed:
+                raise
+            raise WorkerLost(f"the worker process {self.pid} was stopped") from exc
 
     async def ready(self) -> None:
         """Wait until the worker has imported what it needs (:class:`WorkerLost` if it died)."""

@@ -289,3 +289,22 @@ def test_bad_method_and_device_are_refused(monkeypatch: pytest.MonkeyPatch) -> N
     assert backend.validate(spec(device="GPU")).config["device"] == "GPU"
     with pytest.raises(JobValidationError, match="needs the aer simulator"):
         local.LocalBackend(simulator="reference").validate(spec(method="statevector"))
+
+
+async def test_a_chunk_handed_to_a_worker_stopped_and_reaped_meanwhile_is_requeued_not_failed() -> None:
+    """A cancel may kill a worker (and its reaper close the pipes) just before a chunk speaks to
+    it: the chunk learns the worker is lost, as when it dies mid-chunk, so its runs go back to the
+    queue instead of ending FAILED with an internal error."""
+    from oqc_style_sdk.backends._local_worker import Worker, WorkerLost
+
+    worker = Worker(threads=1)
+    worker.kill()
+    with anyio.fail_after(30):
+        for _ in range(3000):  # until the reaper has closed its pipes
+            if worker.process.stdin is not None and worker.process.stdin.closed:
+                break
+            await anyio.sleep(0.01)
+        assert worker.process.stdin is not None
+        assert worker.process.stdin.closed
+        with pytest.raises(WorkerLost):
+            await worker.run([])
