@@ -146,45 +146,47 @@ async def keys_for_submission(jobs: Sequence[Job]) -> None:
     is sent."""
     for flight in await reserve(jobs):
         await flight.saves_written()
-    stale = {id(entry): entry for job in jobs if job._keyless_saves for entry in job._keyless_saves.values()}
+    stale = {id(e): e for job in jobs if job._keyless_saves for es in job._keyless_saves.values() for e in es}
+    for job in jobs:
+        job._keyless_saves = None
     for entry in stale.values():
         await entry.write_again()
 
 
 class KeylessSave:
-    """A file written while some of its jobs had no key: what to write again once they have one.
+    """A save whose snapshot had a job without its key: what to write again once it has one.
 
-    ``stamp`` is the written file's (device, inode, size, mtime): a save replaces a file by renaming
-    a new one over it, so a file with another stamp was saved over since (by this process or any
-    other) and is left alone.
+    It is noted on its jobs when the snapshot is taken, on the event loop, so a submission whose
+    key came after that moment finds it, even while the file is still being written. ``stamp`` is
+    the written file's (device, inode, size, mtime): a save replaces a file by renaming a new one
+    over it, so a file with another stamp was saved over since (by this process or any other) and
+    is left alone.
     """
 
-    __slots__ = ("composite_id", "jobs", "path", "stamp")
+    __slots__ = ("composite_id", "jobs", "path", "stamp", "written")
 
     def __init__(self, path: Path, jobs: tuple[Job, ...], composite_id: str | None) -> None:
         self.path, self.jobs, self.composite_id = path, jobs, composite_id
         self.stamp: tuple[int, int, int, int] | None = None
+        self.written = anyio.Event()
 
-    async def note(self) -> None:
-        """Remember the file as written, for each of its jobs still without a key (and only then)."""
-        keyless = [job for job in self.jobs if job._state is JobState.CREATED and job._key is None]
-        for job in self.jobs:  # this save supersedes any earlier one to the same file
-            if job._keyless_saves is not None:
-                job._keyless_saves.pop(self.path, None)
-        if not keyless:
-            return
-        self.stamp = await anyio.to_thread.run_sync(_stamp, self.path)
+    def note(self, keyless: Sequence[Job]) -> None:
+        """Noted on ``keyless``; an earlier save to the same file that has ended is superseded by this
+        one (whose rename comes later) and forgotten, so the notes stay few."""
+        for job in self.jobs:
+            if job._keyless_saves is not None and (earlier := job._keyless_saves.get(self.path)):
+                earlier[:] = [entry for entry in earlier if not entry.written.is_set()]
+                if not earlier:
+                    del job._keyless_saves[self.path]
         for job in keyless:
             if job._keyless_saves is None:
                 job._keyless_saves = {}
-            job._keyless_saves[self.path] = self
+            job._keyless_saves.setdefault(self.path, []).append(self)
 
     async def write_again(self) -> None:
-        for job in self.jobs:
-            if job._keyless_saves is not None and job._keyless_saves.get(self.path) is self:
-                del job._keyless_saves[self.path]
+        await self.written.wait()  # a local write (a worker thread), within the submission's deadline
         try:
-            if await anyio.to_thread.run_sync(_stamp, self.path) != self.stamp:
+            if self.stamp is None or await anyio.to_thread.run_sync(_stamp, self.path) != self.stamp:
                 return  # saved over since, or gone: that file is not this save's any more
             await _write(self.path, self.jobs, self.composite_id)
         except (OSError, SdkError) as exc:
@@ -200,13 +202,27 @@ def _stamp(path: Path) -> tuple[int, int, int, int] | None:
 
 
 async def _write(path: str | Path, jobs: Sequence[Job], composite_id: str | None) -> Path:
-    """Write ``jobs``' snapshots, taken now on the event loop, to ``path``; remember the file for
-    any of them still without a key."""
+    """Write ``jobs``' snapshots, taken now on the event loop, to ``path``; a snapshot without its
+    key is noted (:class:`KeylessSave`) at the same moment."""
     from .persistence import write
 
     snapshots = [job._snapshot() for job in jobs]
-    written = await write(path, jobs[0]._sdk.backend.identity(), snapshots, composite_id=composite_id)
-    await KeylessSave(written, tuple(jobs), composite_id).note()
+    keyless = [
+        job
+        for job, snap in zip(jobs, snapshots, strict=True)
+        if snap.state is JobState.CREATED and snap.idempotency_key is None
+    ]
+    entry: KeylessSave | None = None
+    if isinstance(path, str | os.PathLike):  # anything else the writer refuses, typed
+        entry = KeylessSave(Path(path), tuple(jobs), composite_id)
+        entry.note(keyless)
+    try:
+        written = await write(path, jobs[0]._sdk.backend.identity(), snapshots, composite_id=composite_id)
+        if keyless and entry is not None:
+            entry.stamp = await anyio.to_thread.run_sync(_stamp, written)
+    finally:
+        if entry is not None:
+            entry.written.set()
     return written
 
 

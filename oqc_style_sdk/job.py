@@ -177,7 +177,7 @@ class Job:
         #: The reservation of the run's key at the vendor, while one is in flight (``_submission``).
         self._keying: Reservation | None = None
         #: Files saved while the run had no key yet, written again before it is sent (``_submission``).
-        self._keyless_saves: dict[Path, KeylessSave] | None = None
+        self._keyless_saves: dict[Path, list[KeylessSave]] | None = None
         self._submit_attempted = False
         #: When a request of the current run's submission was last sent (if one was).
         self._attempted_at: datetime | None = None

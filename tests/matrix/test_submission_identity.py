@@ -328,8 +328,9 @@ async def test_a_submission_waiting_on_a_save_that_gave_up_reserves_its_own_key(
 
                 tg.start_soon(submit_soon)
                 path = await job.save(tmp_path / "job.json", timeout_s=0.3)
-            assert saved_job(path)["idempotency_key"] is None  # the save gave up on it
             await job.execute(timeout_s=BOUND_S)
             assert job.state is JobState.COMPLETED, job.error
+            # The save gave up on the key; the submission wrote its own into that file before sending it.
+            assert saved_job(path)["idempotency_key"] == job.task_id
             assert len(reservations(emu)) == 2  # the abandoned one, and the submission's own
             assert emu.engine_runs == 1
