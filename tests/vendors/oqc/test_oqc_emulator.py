@@ -393,7 +393,7 @@ async def test_malformed_submissions_are_refused(api: Api) -> None:
 
 
 async def test_cancel_many(emulator_factory: EmulatorFactory, session: Any) -> None:
-    async with emulator_factory("oqc", job_duration_s=5, max_concurrency=4) as emu:
+    async with emulator_factory("oqc", job_duration_s=30, max_concurrency=4) as emu:
         assert isinstance(emu, OqcEmulator)
         api = Api(emu, session)
         running = await api.submit_one()
