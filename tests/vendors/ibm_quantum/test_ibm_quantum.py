@@ -543,10 +543,11 @@ async def test_waiting_jobs_are_read_with_one_list_request_per_tick() -> None:
         assert all(r.query["pending"] == "true" and "created_after" in r.query for r in lists)
         assert len(lists) >= 3  # the wait lasted several ticks ...
         assert len(lists) <= ticks  # ... each read with (at most) one list request
-        # Each job is read on its own about once, when it ended — but the last one left waiting is
-        # read on its own every tick (a list request for one job saves nothing), however long it lasts.
+        # Each job is read on its own about once, when it ended (or not at all, when the list that
+        # saw it end carried its status) — but the last one left waiting is read on its own every
+        # tick (a list request for one job saves nothing), however long it lasts.
         per_job = sorted(Counter(r.path for r in singles).values())
-        assert len(per_job) == n
+        assert 1 <= len(per_job) <= n
         assert all(count <= 2 for count in per_job[:-1]), per_job
         assert len(lists) + sum(per_job[:-1]) < n * len(lists) / 2
 
