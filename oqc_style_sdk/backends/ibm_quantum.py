@@ -672,8 +672,9 @@ class IbmQuantumBackend(HttpBackend):
                         f"IBM Quantum answered the configuration of {name} in an unknown shape"
                     )
                 await qiskit_imported()
+                # A deadline is not held by the thread: it is let go (its result unused) at once.
                 self._targets[name] = await anyio.to_thread.run_sync(
-                    target_from_ibm, configuration, properties
+                    target_from_ibm, configuration, properties, abandon_on_cancel=True
                 )
         return self._targets[name]
 
@@ -701,7 +702,9 @@ class IbmQuantumBackend(HttpBackend):
             return text, transpiled.metrics
 
         await qiskit_imported()
-        return await anyio.to_thread.run_sync(lower)
+        # Lowering has no side effects: a deadline or a cancel lets the thread go at once (its
+        # result unused) instead of waiting for a transpilation that may take seconds.
+        return await anyio.to_thread.run_sync(lower, abandon_on_cancel=True)
 
     def job_body(self, spec: RunSpec, program: str, idempotency_key: str | None = None) -> dict[str, Any]:
         """The ``POST /jobs`` body of a (validated) spec whose program is already OpenQASM 3.

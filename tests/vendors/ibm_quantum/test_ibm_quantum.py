@@ -7,6 +7,7 @@ about a setting itself. Polling is made fast with a ``PollingPolicy``; jobs last
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -486,6 +487,40 @@ async def test_a_creation_waiting_for_its_turn_is_bounded_and_closing_the_sdk_se
         assert len(creates) == 1
         assert len(emu.job_ids) == 1
         assert 55 < creations.wait_s() <= 60
+
+
+async def test_closing_the_sdk_is_not_held_by_a_transpilation_in_its_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Transpiling runs in a worker thread. A caller's deadline returns while it runs (the
+    submission goes on in the Sdk), and closing the Sdk lets the thread go at once (its result
+    unused) — neither waits for a transpilation that may take seconds."""
+    import oqc_style_sdk.backends.ibm_quantum as module
+
+    entered, gate, finished = threading.Event(), threading.Event(), threading.Event()
+    transpile = module.transpile_for
+
+    def held(*args: Any) -> Any:
+        entered.set()
+        gate.wait(BOUND_S)  # bounded: released by the test
+        try:
+            return transpile(*args)
+        finally:
+            finished.set()
+
+    try:
+        async with ibm() as (emu, sdk):
+            await sdk.create_job(program=BELL3, config={"shots": 10}).execute()  # all warm
+            monkeypatch.setattr(module, "transpile_for", held)
+            job = sdk.create_job(program=BELL3, config={"shots": 10})
+            with pytest.raises(JobTimeoutError):
+                await job.submit(timeout_s=1)
+            assert entered.is_set()
+            assert job.state is JobState.CREATED
+        assert not finished.is_set()  # closed while the thread still transpiled
+        assert len(emu.job_ids) == 1  # the held job was never sent
+    finally:
+        gate.set()
 
 
 def test_the_job_creation_limit_defaults_to_ibms_and_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
