@@ -453,9 +453,7 @@ async def read(path: str | Path, *, identity: dict[str, str]) -> JobFile:
         )
     if any(_flags_circuits(snap) for snap in document.jobs):
         await qiskit_imported()  # parsing is CPU work, in a worker thread once qiskit is imported
-        document = await anyio.to_thread.run_sync(
-            _text_as_circuits, document, source, abandon_on_cancel=True
-        )
+        document = await anyio.to_thread.run_sync(_text_as_circuits, document, source, abandon_on_cancel=True)
     return document
 
 
