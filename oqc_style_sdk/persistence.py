@@ -40,7 +40,14 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ._text import unencodable
-from .backends._qiskit import as_qasm3, error_message, is_circuit, load_qasm3, qiskit_imported
+from .backends._qiskit import (
+    as_qasm3,
+    error_message,
+    in_qiskit_thread,
+    is_circuit,
+    load_qasm3,
+    qiskit_imported,
+)
 from .exceptions import (
     CorruptJobFileError,
     ForeignJobFileError,
@@ -452,8 +459,7 @@ async def read(path: str | Path, *, identity: dict[str, str]) -> JobFile:
             f"{_describe(identity)}. Load it with an Sdk for the same backend and endpoint."
         )
     if any(_flags_circuits(snap) for snap in document.jobs):
-        await qiskit_imported()  # parsing is CPU work, in a worker thread once qiskit is imported
-        document = await anyio.to_thread.run_sync(_text_as_circuits, document, source, abandon_on_cancel=True)
+        document = await in_qiskit_thread(_text_as_circuits, document, source)
     return document
 
 

@@ -12,10 +12,13 @@ import re
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from importlib import util
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
+from anyio.lowlevel import RunVar
 
 from ..exceptions import JobValidationError
 
@@ -25,6 +28,7 @@ __all__ = [
     "as_openqasm",
     "as_qasm3",
     "error_message",
+    "in_qiskit_thread",
     "is_circuit",
     "load_qasm3",
     "parse_qasm",
@@ -36,6 +40,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("oqc_style_sdk.backends.qiskit")
+
+_T = TypeVar("_T")
 
 _HEADER = re.compile(r"OPENQASM\s+([0-9]+)")
 
@@ -150,6 +156,26 @@ async def qiskit_imported() -> None:
     start_qiskit_loader()
     if not qiskit_ready.is_set():  # the loader thread imports qiskit; this thread only waits
         await anyio.to_thread.run_sync(qiskit_ready.wait, abandon_on_cancel=True)
+
+
+#: qiskit work (parsing, transpiling, converting) runs in one worker thread at a time per event loop.
+#: It holds the GIL nearly all the time, so more threads add no speed — and with 24 of them the
+#: event loop waited up to 0.65 s for the GIL between two of its turns (deadlines overshot by as
+#: much); with one, it waits at most a switch interval or two (measured: 0.025 s).
+_QISKIT_THREAD: RunVar[anyio.CapacityLimiter] = RunVar("oqcs_qiskit_thread")
+
+
+async def in_qiskit_thread(func: Callable[..., _T], *args: Any) -> _T:
+    """``func(*args)`` — qiskit CPU work without side effects — in the event loop's qiskit worker
+    thread, once qiskit is imported. A cancel (a deadline, closing the Sdk) lets the thread go at
+    once: its result is unused, and the next piece of work does not wait for it."""
+    await qiskit_imported()
+    try:
+        limiter = _QISKIT_THREAD.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(1)
+        _QISKIT_THREAD.set(limiter)
+    return await anyio.to_thread.run_sync(func, *args, abandon_on_cancel=True, limiter=limiter)
 
 
 def is_circuit(program: object) -> bool:

@@ -88,8 +88,6 @@ from ipaddress import ip_address
 from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import anyio
-import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .._http import HttpClient, RetryPolicy, Secret
@@ -103,7 +101,7 @@ from ..exceptions import (
 from ..state import JobState
 from . import _azure_runs
 from ._http_backend import HttpBackend
-from ._qiskit import is_circuit, start_qiskit_loader
+from ._qiskit import in_qiskit_thread, is_circuit, start_qiskit_loader
 from .azure_providers import (
     PROVIDER_FORMATS,
     IonqProgram,
@@ -604,12 +602,12 @@ class AzureQuantumBackend(HttpBackend):
         limits: dict[str, Any] = {"target": spec.target, "max_qubits": self._num_qubits(spec.target)}
         if fmt.provider == "ionq":
             lowered = partial(ionq_program, spec.program, **limits)
-            converted = await anyio.to_thread.run_sync(lowered, abandon_on_cancel=True)
+            converted = await in_qiskit_thread(lowered)
             payload = json.dumps(converted.payload, separators=(",", ":")).encode()
             metadata = converted.metadata()
         else:
             written = partial(quantinuum_program, spec.program, **limits)
-            payload = (await anyio.to_thread.run_sync(written, abandon_on_cancel=True)).encode()
+            payload = (await in_qiskit_thread(written)).encode()
         container_sas = await self._sas_uri(f"job-{job_id}")
         if self._create_containers:  # older api-versions: the client creates the container
             await self._create_container(container_sas)
@@ -838,7 +836,7 @@ class AzureQuantumBackend(HttpBackend):
                 raise TypeError("meas_map")
         except (KeyError, TypeError, ValueError):
             # Not submitted by this SDK (or metadata lost): read the layout from the program again.
-            converted = await anyio.to_thread.run_sync(ionq_program, spec.program, abandon_on_cancel=True)
+            converted = await in_qiskit_thread(ionq_program, spec.program)
             meas_map, cregs = converted.meas_map, converted.cregs
         return counts_from_ionq(body, shots=shots, meas_map=meas_map, cregs=cregs)
 

@@ -108,7 +108,14 @@ from ._ibm_submit import SUBMISSION_TAG_PREFIX, LostCreations
 
 # The local simulator's qiskit discipline: qiskit is first imported by its parked loader thread.
 from ._ibm_target import DEFAULT_OPTIMIZATION_LEVEL, target_from_ibm, transpile_for, warm_transpiler
-from ._qiskit import as_circuit, as_qasm3, error_message, is_circuit, qasm_major_version, qiskit_imported
+from ._qiskit import (
+    as_circuit,
+    as_qasm3,
+    error_message,
+    in_qiskit_thread,
+    is_circuit,
+    qasm_major_version,
+)
 from .base import Diagnostics, FoundRun, Observation, RunQuery, RunRef, RunSpec
 
 __all__ = [
@@ -465,8 +472,7 @@ class IbmQuantumBackend(HttpBackend):
 
     @staticmethod
     async def _warm_transpiler() -> None:
-        await qiskit_imported()
-        await anyio.to_thread.run_sync(warm_transpiler, abandon_on_cancel=True)
+        await in_qiskit_thread(warm_transpiler)
 
     batch_status = True
     idempotent_submit = False
@@ -671,11 +677,7 @@ class IbmQuantumBackend(HttpBackend):
                     raise ProtocolError(
                         f"IBM Quantum answered the configuration of {name} in an unknown shape"
                     )
-                await qiskit_imported()
-                # A deadline is not held by the thread: it is let go (its result unused) at once.
-                self._targets[name] = await anyio.to_thread.run_sync(
-                    target_from_ibm, configuration, properties, abandon_on_cancel=True
-                )
+                self._targets[name] = await in_qiskit_thread(target_from_ibm, configuration, properties)
         return self._targets[name]
 
     async def _isa_program(self, spec: RunSpec) -> tuple[str, dict[str, Any]]:
@@ -701,10 +703,7 @@ class IbmQuantumBackend(HttpBackend):
                 ) from None
             return text, transpiled.metrics
 
-        await qiskit_imported()
-        # Lowering has no side effects: a deadline or a cancel lets the thread go at once (its
-        # result unused) instead of waiting for a transpilation that may take seconds.
-        return await anyio.to_thread.run_sync(lower, abandon_on_cancel=True)
+        return await in_qiskit_thread(lower)
 
     def job_body(self, spec: RunSpec, program: str, idempotency_key: str | None = None) -> dict[str, Any]:
         """The ``POST /jobs`` body of a (validated) spec whose program is already OpenQASM 3.

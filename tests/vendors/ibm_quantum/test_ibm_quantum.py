@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -521,6 +522,37 @@ async def test_closing_the_sdk_is_not_held_by_a_transpilation_in_its_thread(
         assert len(emu.job_ids) == 1  # the held job was never sent
     finally:
         gate.set()
+
+
+async def test_transpilations_run_one_at_a_time_so_the_event_loop_keeps_the_gil(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Transpiling holds the GIL: many threads at once add no speed and starve the event loop
+    (it waited 0.65 s between turns with 24). A composite's transpilations take turns in one thread."""
+    import oqc_style_sdk.backends.ibm_quantum as module
+
+    lock = threading.Lock()
+    running, most = [0], [0]
+    transpile = module.transpile_for
+
+    def counted(*args: Any) -> Any:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.02)  # long enough for others to start, if they may
+            return transpile(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(module, "transpile_for", counted)
+    async with ibm() as (emu, sdk):
+        composite = sdk.create_job(program=[BELL3] * 8, config={"shots": 10})
+        await composite.execute()
+        assert composite.state is JobState.COMPLETED
+        assert len(emu.job_ids) == 8
+    assert most[0] == 1
 
 
 def test_the_job_creation_limit_defaults_to_ibms_and_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
