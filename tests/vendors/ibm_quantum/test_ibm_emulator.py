@@ -361,7 +361,7 @@ async def test_job_object_and_every_status_value(api: Api) -> None:
 
 
 async def test_queued_running_then_completed(session: aiohttp.ClientSession) -> None:
-    async with IbmQuantumEmulator(job_duration_s=0.3, max_concurrency=1, max_lifetime_s=60) as emu:
+    async with IbmQuantumEmulator(job_duration_s=2, max_concurrency=1, max_lifetime_s=60) as emu:
         api = Api(emu, session)
         await api.login()
         first = await api.create()
