@@ -270,6 +270,7 @@ class HttpClient:
         params: Mapping[str, str | int] | None = None,
         json: Any = None,
         data: bytes | None = None,
+        encoded_json: bytes | None = None,
         headers: Mapping[str, str | Secret] | None = None,
         idempotent: bool | None = None,
         ok: Container[int] = _OK,
@@ -277,8 +278,9 @@ class HttpClient:
         """Send a request, retrying as :class:`RetryPolicy` decides; the answer if its status is ok.
 
         ``url`` is a path joined to ``base_url`` or an absolute http(s) URL. ``json`` is sent compact;
-        ``data`` raw. ``idempotent`` defaults by method (POST: False); pass True for a POST that
-        carries an idempotency key or a client-chosen id. Any other status raises its SDK error.
+        ``encoded_json`` is JSON the caller encoded already (sent as is, as JSON); ``data`` raw.
+        ``idempotent`` defaults by method (POST: False); pass True for a POST that carries an
+        idempotency key or a client-chosen id. Any other status raises its SDK error.
         """
         session = self._require_session()
         method = method.upper()
@@ -290,7 +292,12 @@ class HttpClient:
         if json is not None:
             if data is not None:
                 raise ConfigurationError("pass either json or data, not both")
-            body = jsonlib.dumps(json, separators=(",", ":"), allow_nan=False).encode()
+            body = _JSON_ENCODER.encode(json).encode()
+            content_type = "application/json"
+        if encoded_json is not None:
+            if data is not None or json is not None:
+                raise ConfigurationError("pass one of json, encoded_json or data")
+            body = encoded_json
             content_type = "application/json"
         is_idempotent = idempotent if idempotent is not None else method in IDEMPOTENT_METHODS
         policy = self._retry
@@ -652,6 +659,10 @@ class HttpClient:
         return replace(
             request, method=method, url=target, headers=headers, body=body, path=self._redact(target.path)
         )
+
+
+#: The encoder of every ``json=`` body (``json.dumps`` with options builds a new one per call).
+_JSON_ENCODER: Final = jsonlib.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def _query_value(value: str | int) -> str:
