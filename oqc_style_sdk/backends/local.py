@@ -269,6 +269,8 @@ class _Task:
     lane: str | None = None
     worker_pid: int | None = None
     batch_size: int | None = None
+    #: Its status as last read, shared by every read until it changes (:meth:`LocalBackend._changed`).
+    observation: Observation | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -558,22 +560,20 @@ class LocalBackend(Backend):
 
     async def status(self, ref: RunRef) -> Observation:
         """The run's state from memory (never suspends)."""
-        task = self._lookup(ref)
-        state = task.state
-        return Observation(
-            state=state,
-            vendor_status=_VENDOR_STATUS[state],
-            message=task.cancel_reason if state is JobState.CANCELLED else task.message,
-            code=task.code if state is JobState.FAILED else None,
-            ended_at=task.ended_at,
-        )
+        return _observation(self._lookup(ref))
 
     async def statuses(self, refs: Sequence[RunRef]) -> dict[str, Observation | BaseException]:
-        """Many runs' states from memory, in one pass (no task per run; never suspends)."""
+        """Many runs' states from memory, in one pass (no task per run; never suspends). A run
+        that has not changed since its last read gives the very same observation."""
         out: dict[str, Observation | BaseException] = {}
+        tasks, instance = self._tasks, self.instance_id
         for ref in refs:
+            task = tasks.get(ref.task_id)
+            if task is not None and ref.extra.get("instance", instance) == instance:
+                out[ref.task_id] = task.observation or _observation(task)
+                continue
             try:
-                out[ref.task_id] = await self.status(ref)
+                out[ref.task_id] = _observation(self._lookup(ref))
             except NotFoundError as exc:
                 out[ref.task_id] = exc
         return out
@@ -690,6 +690,7 @@ class LocalBackend(Backend):
         return task
 
     def _changed(self, task: _Task) -> None:
+        task.observation = None
         try:
             self._notify_change(task.task_id)
         except Exception:  # a broken listener must not break the run or the caller
@@ -952,6 +953,21 @@ class LocalBackend(Backend):
         else:
             logger.debug("local run %s failed: %s", task.task_id, outcome.message)
             self._finish(task, JobState.FAILED, message=outcome.message, code=outcome.code)
+
+
+def _observation(task: _Task) -> Observation:
+    """The run's status now (kept on the run until it changes)."""
+    observation = task.observation
+    if observation is None:
+        state = task.state
+        observation = task.observation = Observation(
+            state=state,
+            vendor_status=_VENDOR_STATUS[state],
+            message=task.cancel_reason if state is JobState.CANCELLED else task.message,
+            code=task.code if state is JobState.FAILED else None,
+            ended_at=task.ended_at,
+        )
+    return observation
 
 
 def _inline(task: _Task) -> bool:
