@@ -269,6 +269,8 @@ class _Task:
     lane: str | None = None
     worker_pid: int | None = None
     batch_size: int | None = None
+    #: Its status as last read, shared by every read until it changes (:meth:`LocalBackend._changed`).
+    observation: Observation | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -348,6 +350,13 @@ class LocalBackend(Backend):
         self._inline_run_s = 0.001
         self._worker_run_s = 0.001
         self._measured: set[str] = set()  # the lanes whose first (warm-up) chunk has been seen
+        # A composite's children are queued in one step (submit_many) and followed together
+        # (statuses reads them all in one pass): no task per child. Only with this class's own
+        # submit, which never suspends; a subclass whose submit may wait (a test's gate) keeps
+        # the per-child path, where one hanging submission holds up no other child.
+        own = type(self).submit is LocalBackend.submit
+        self.batch_submit = own
+        self.batch_status = own
 
     def __repr__(self) -> str:
         return (
@@ -537,24 +546,34 @@ class LocalBackend(Backend):
         logger.debug("queued local run %s (shots=%d)", task_id, task.shots)
         return task.ref
 
+    async def submit_many(
+        self, specs: Sequence[RunSpec], idempotency_keys: Sequence[str]
+    ) -> list[RunRef | BaseException]:
+        """Queue several runs in one step (never suspends); a refused one gets its error in place."""
+        out: list[RunRef | BaseException] = []
+        for spec, key in zip(specs, idempotency_keys, strict=True):
+            try:
+                out.append(await self.submit(spec, key))
+            except Exception as exc:  # handed to the job it belongs to
+                out.append(exc)
+        return out
+
     async def status(self, ref: RunRef) -> Observation:
         """The run's state from memory (never suspends)."""
-        task = self._lookup(ref)
-        state = task.state
-        return Observation(
-            state=state,
-            vendor_status=_VENDOR_STATUS[state],
-            message=task.cancel_reason if state is JobState.CANCELLED else task.message,
-            code=task.code if state is JobState.FAILED else None,
-            ended_at=task.ended_at,
-        )
+        return _observation(self._lookup(ref))
 
     async def statuses(self, refs: Sequence[RunRef]) -> dict[str, Observation | BaseException]:
-        """Many runs' states from memory, in one pass (no task per run; never suspends)."""
+        """Many runs' states from memory, in one pass (no task per run; never suspends). A run
+        that has not changed since its last read gives the very same observation."""
         out: dict[str, Observation | BaseException] = {}
+        tasks, instance = self._tasks, self.instance_id
         for ref in refs:
+            task = tasks.get(ref.task_id)
+            if task is not None and ref.extra.get("instance", instance) == instance:
+                out[ref.task_id] = task.observation or _observation(task)
+                continue
             try:
-                out[ref.task_id] = await self.status(ref)
+                out[ref.task_id] = _observation(self._lookup(ref))
             except NotFoundError as exc:
                 out[ref.task_id] = exc
         return out
@@ -671,6 +690,7 @@ class LocalBackend(Backend):
         return task
 
     def _changed(self, task: _Task) -> None:
+        task.observation = None
         try:
             self._notify_change(task.task_id)
         except Exception:  # a broken listener must not break the run or the caller
@@ -933,6 +953,21 @@ class LocalBackend(Backend):
         else:
             logger.debug("local run %s failed: %s", task.task_id, outcome.message)
             self._finish(task, JobState.FAILED, message=outcome.message, code=outcome.code)
+
+
+def _observation(task: _Task) -> Observation:
+    """The run's status now (kept on the run until it changes)."""
+    observation = task.observation
+    if observation is None:
+        state = task.state
+        observation = task.observation = Observation(
+            state=state,
+            vendor_status=_VENDOR_STATUS[state],
+            message=task.cancel_reason if state is JobState.CANCELLED else task.message,
+            code=task.code if state is JobState.FAILED else None,
+            ended_at=task.ended_at,
+        )
+    return observation
 
 
 def _inline(task: _Task) -> bool:

@@ -97,6 +97,37 @@ async def test_a_composite_through_the_sdk_keeps_outputs_aligned() -> None:
         assert [output.data for output in outputs] == [{"c": {format(i, "06b"): 5}} for i in range(64)]
 
 
+async def test_a_composite_is_queued_in_one_step_and_a_refused_child_fails_alone() -> None:
+    """submit_many queues the children together (one call, no task each); a child the backend
+    refuses gets its own error and the others run. A subclass whose submit may suspend keeps the
+    per-child path (tests/core: a hanging submission must not hold the others)."""
+    calls: list[int] = []
+
+    class Counting(local.LocalBackend):
+        async def submit_many(self, specs: Any, idempotency_keys: Any) -> Any:
+            calls.append(len(specs))
+            return await super().submit_many(specs, idempotency_keys)
+
+    backend = Counting()
+    assert backend.batch_submit
+    assert backend.batch_status
+    async with Sdk(backend) as sdk:
+        composite = sdk.create_job(program=[basis_state(i) for i in range(32)], config={"shots": 3})
+        outputs = await composite.execute(timeout_s=120)
+        assert calls == [32]
+        assert [output.data for output in outputs] == [{"c": {format(i, "06b"): 3}} for i in range(32)]
+        refused = await backend.submit_many([spec(BELL_QASM3), spec(BELL_QASM3, shots=0)], ["a", "b"])
+        assert isinstance(refused[0], RunRef)
+        assert isinstance(refused[1], JobValidationError)
+
+    class Suspending(local.LocalBackend):
+        async def submit(self, spec: Any, idempotency_key: str) -> RunRef:
+            return await super().submit(spec, idempotency_key)
+
+    assert not Suspending().batch_submit
+    assert not Suspending().batch_status
+
+
 async def test_a_failing_circuit_in_a_batch_fails_only_itself() -> None:
     programs = [BELL_QASM3, PARSE_FAILING, UNBOUND, NON_CLIFFORD_40, basis_state(5)]
     async with running() as (backend, changes):
