@@ -122,8 +122,13 @@ async def emulator(adapter: Adapter, *, long: bool) -> AsyncIterator[Emulator]:
         yield emu
 
 
-def open_sdk(adapter: Adapter, emu: Emulator) -> Sdk:
-    settings = {**emu.credentials, "timeout_s": READ_TIMEOUT_S, "retry": QUICK_RETRY}
+#: The process after a restart meets no fault of its own: its read timeout need not be short (its
+#: start-up check timed out at 0.4 s on a loaded machine).
+RESTART_READ_TIMEOUT_S = 5.0
+
+
+def open_sdk(adapter: Adapter, emu: Emulator, read_timeout_s: float = READ_TIMEOUT_S) -> Sdk:
+    settings = {**emu.credentials, "timeout_s": read_timeout_s, "retry": QUICK_RETRY}
     return Sdk(adapter.emulator, default_target=adapter.target, polling=FAST, **settings)
 
 
@@ -197,5 +202,5 @@ async def test_lost_answer(backend: str, fault: str, operation: str, how: str, t
                 else:
                     await carry_on(emu, adapter, job, operation)
             if how == "restart":
-                async with open_sdk(adapter, emu) as sdk:
+                async with open_sdk(adapter, emu, RESTART_READ_TIMEOUT_S) as sdk:
                     await carry_on(emu, adapter, await sdk.load(saved), operation)
