@@ -138,7 +138,9 @@ class Schedule:
     none is running, more than ``worker_start_s`` starts them (a start costs 1-3 s of CPU). A text
     program of at most ``probe_max_chars`` whose text does not bound its work (gate definitions,
     loops; not a ``while``) is parsed in this process to learn whether it is cheap after all. An
-    in-process chunk holds at most ``inline_max_runs`` runs.
+    in-process chunk holds at most ``inline_max_runs`` runs; one of runs of known small cost
+    predicted to take at most ``on_loop_s`` in all is simulated on the event loop (a thread hop
+    costs about as much as a Bell job's simulation).
     """
 
     chunk_target_s: float = 0.1
@@ -146,6 +148,7 @@ class Schedule:
     worker_s: tuple[float, float] = (0.05, 1.0)  # (worker_worth_s, worker_start_s)
     probe_max_chars: int = 20_000
     inline_max_runs: int = 64
+    on_loop_s: float = 0.005
 
     def worker_threshold_s(self, started: bool) -> float:
         """The queued work that goes to workers: ``worker_worth_s`` once any is running."""
@@ -871,7 +874,11 @@ class LocalBackend(Backend):
         if worker is None:
             self._inline_busy = True
             try:
-                outcomes = await anyio.to_thread.run_sync(partial(_simulate, items), abandon_on_cancel=True)
+                if self._on_the_loop(tasks):  # a thread hop would cost as much as the run
+                    outcomes = _simulate(items)
+                else:
+                    simulation = partial(_simulate, items)
+                    outcomes = await anyio.to_thread.run_sync(simulation, abandon_on_cancel=True)
             finally:
                 self._inline_busy = False
         else:
@@ -887,6 +894,16 @@ class LocalBackend(Backend):
             return
         self._measure("inline" if worker is None else f"worker {worker.pid}", per_run)
         await self._end_runs(chunk, outcomes)
+
+    def _on_the_loop(self, tasks: list[_Task]) -> bool:
+        """Whether an in-process chunk is simulated on the event loop itself: runs whose cost is
+        known to be small, predicted (from this process's measured time per run) to take at most
+        ``SCHEDULE.on_loop_s`` in all — less than handing them to a thread and back."""
+        return (
+            "inline" in self._measured
+            and len(tasks) * self._inline_run_s <= SCHEDULE.on_loop_s
+            and all(task.cost is not None for task in tasks)
+        )
 
     def _measure(self, lane: str, per_run: float) -> None:
         """Fold a chunk's seconds per run into the lane's moving average (not a lane's first

@@ -339,3 +339,34 @@ async def test_a_chunk_handed_to_a_worker_stopped_and_reaped_meanwhile_is_requeu
         assert worker.process.stdin.closed
         with pytest.raises(WorkerLost):
             await worker.run([])
+
+
+async def test_a_tiny_run_is_simulated_on_the_event_loop_and_a_composites_chunks_are_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run of known small cost, predicted to take at most ``SCHEDULE.on_loop_s``, is simulated
+    on the event loop (a thread hop costs as much); a chunk of many runs never is."""
+    import threading
+
+    simulate = local._simulate
+    calls: list[tuple[int, bool]] = []  # (runs, on the event loop's thread)
+
+    def spy(items: Any) -> Any:
+        calls.append((len(items), threading.current_thread() is threading.main_thread()))
+        return simulate(items)
+
+    monkeypatch.setattr(local, "_simulate", spy)
+    async with Sdk() as sdk:
+        for i in range(3):  # the first is measured in a thread; then the lane's time is known
+            job = sdk.create_job(program=basis_state(i), config={"shots": 10})
+            await job.execute(timeout_s=60)
+            assert job.state is JobState.COMPLETED
+        assert calls[-1] == (1, True)
+        calls.clear()
+        composite = sdk.create_job(program=[basis_state(i) for i in range(300)], config={"shots": 10})
+        await composite.execute(timeout_s=120)
+        assert composite.state is JobState.COMPLETED
+    on_loop = [runs for runs, here in calls if here]
+    assert sum(runs for runs, _ in calls) <= 300  # (some may have gone to worker processes)
+    assert all(runs <= 10 for runs in on_loop)  # a few milliseconds' worth at most
+    assert any(runs > 10 and not here for runs, here in calls)
