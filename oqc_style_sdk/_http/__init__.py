@@ -13,7 +13,7 @@ One concern a module:
 Adapters import from here, never from the modules.
 """
 
-from .client import HttpClient
+from .client import HttpClient, encode_json
 from .errors import error_for_status, extract_vendor_error, map_exception
 from .response import Response
 from .retry import IDEMPOTENT_METHODS, RetryPolicy, parse_retry_after
@@ -26,6 +26,7 @@ __all__ = [
     "Response",
     "RetryPolicy",
     "Secret",
+    "encode_json",
     "error_for_status",
     "extract_vendor_error",
     "is_loopback_host",

@@ -53,7 +53,7 @@ from .retry import IDEMPOTENT_METHODS, RetryPolicy, retry_after_from
 from .secrets import CREDENTIAL_HEADERS, KnownSecrets, Secret
 from .urls import check_url, display_url, is_absolute
 
-__all__ = ["DEFAULT_USER_AGENT", "HttpClient"]
+__all__ = ["DEFAULT_USER_AGENT", "HttpClient", "encode_json"]
 
 logger = logging.getLogger("oqc_style_sdk.http")
 
@@ -292,7 +292,7 @@ class HttpClient:
         if json is not None:
             if data is not None:
                 raise ConfigurationError("pass either json or data, not both")
-            body = _JSON_ENCODER.encode(json).encode()
+            body = encode_json(json).encode()
             content_type = "application/json"
         if encoded_json is not None:
             if data is not None or json is not None:
@@ -661,8 +661,13 @@ class HttpClient:
         )
 
 
-#: The encoder of every ``json=`` body (``json.dumps`` with options builds a new one per call).
+#: The encoder of every JSON body (``json.dumps`` with options builds a new one per call).
 _JSON_ENCODER: Final = jsonlib.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def encode_json(value: Any) -> str:
+    """``value`` as the JSON text a ``json=`` body sends (compact, ASCII, no NaN)."""
+    return _JSON_ENCODER.encode(value)
 
 
 def _query_value(value: str | int) -> str:

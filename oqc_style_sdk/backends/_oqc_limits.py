@@ -14,11 +14,10 @@ them, and the OQC emulator (:mod:`oqc_style_sdk.testing.oqc`) enforces the size 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
-from .._http import RetryPolicy
+from .._http import RetryPolicy, encode_json
 
 __all__ = [
     "BATCH_SIZE",
@@ -28,7 +27,6 @@ __all__ = [
     "TRY_AGAIN_STATUSES",
     "encode",
     "encoded_len",
-    "fits_unencoded",
     "request_bytes",
     "retry_policy",
     "size_chunks",
@@ -50,35 +48,14 @@ TRY_AGAIN_STATUSES: Final = frozenset({408, 409, 429, 500, 502, 503, 504})
 _ENVELOPE: Final = len('{"tasks":[]}')
 
 
-#: One encoder for every task (``json.dumps`` with options builds a new one per call).
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-
-
 def encode(value: Any) -> str:
     """``value`` as JSON, exactly as the HTTP client encodes a ``json=`` body (compact, ASCII)."""
-    return _ENCODER.encode(value)
+    return encode_json(value)
 
 
 def encoded_len(value: Any) -> int:
     """The bytes ``value`` takes as JSON, encoded as the HTTP client sends it (compact, ASCII)."""
-    return len(_ENCODER.encode(value))
-
-
-#: The most bytes one character of a JSON string takes, ASCII-encoded (``\uXXXX\uXXXX`` is two
-#: characters of Python text: a character outside the BMP is one, and takes 12).
-_MAX_CHAR_BYTES: Final = 12
-
-
-def fits_unencoded(task: Mapping[str, Any]) -> bool:
-    """Whether a task of string fields surely fits one submission, without encoding it: each
-    field's key and value at their longest escaped (quotes, colon and comma included) add up to at
-    most :data:`MAX_BODY_BYTES`. False only means "encode it to know"."""
-    bound = _ENVELOPE + 2
-    for key, value in task.items():
-        if not isinstance(value, str):
-            return False
-        bound += _MAX_CHAR_BYTES * (len(key) + len(value)) + 6
-    return bound <= MAX_BODY_BYTES
+    return len(encode_json(value))
 
 
 def request_bytes(task_sizes: Sequence[int]) -> int:

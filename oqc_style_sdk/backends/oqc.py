@@ -66,7 +66,6 @@ from ._oqc_limits import (
     TRY_AGAIN_STATUSES,
     encode,
     encoded_len,
-    fits_unencoded,
     request_bytes,
     retry_policy,
     size_chunks,
@@ -300,11 +299,9 @@ class OqcBackend(HttpBackend):
             config["compiler_config"] = raw
         checked = RunSpec(program=program, target=spec.target, config=config, tag=spec.tag)
         if isinstance(program, str):  # a circuit's text is sized when it is written, at submission
-            task = self._task(checked, program, _ID_PLACEHOLDER)
-            if not fits_unencoded(task):  # most programs are far below the limit: no encoding
-                size = request_bytes([encoded_len(task)])
-                if size > MAX_BODY_BYTES:
-                    raise JobValidationError(_too_large(len(program.encode()), size))
+            size = request_bytes([encoded_len(self._task(checked, program, _ID_PLACEHOLDER))])
+            if size > MAX_BODY_BYTES:
+                raise JobValidationError(_too_large(len(program.encode()), size))
         return checked
 
     async def new_idempotency_key(self, spec: RunSpec) -> str:

@@ -20,14 +20,7 @@ from qiskit import QuantumCircuit
 
 from oqc_style_sdk import Job, JobState, OqcSdk
 from oqc_style_sdk.backends import oqc
-from oqc_style_sdk.backends._oqc_limits import (
-    MAX_BODY_BYTES,
-    MAX_REQUEST_BYTES,
-    encoded_len,
-    fits_unencoded,
-    request_bytes,
-    size_chunks,
-)
+from oqc_style_sdk.backends._oqc_limits import MAX_BODY_BYTES, MAX_REQUEST_BYTES, size_chunks
 from oqc_style_sdk.exceptions import BackendError, JobTimeoutError, JobValidationError
 from oqc_style_sdk.testing.emulator import start_emulator
 from oqc_style_sdk.testing.oqc import LUCY_QPU_ID, OqcEmulator
@@ -241,23 +234,3 @@ async def test_a_circuit_too_large_once_written_fails_unsent_and_releases_its_id
             assert emu.engine_runs == 1
             (release,) = _posts(emu, "/tasks/cancel_many")  # its reserved id, never submitted
             assert release.body == {"tasks": [big._key]}
-
-
-# -------------------------------------------------------------------- sizing without encoding
-@pytest.mark.parametrize("char", ["a", '"', "\n", "é", "\u2028", "😀"])
-def test_a_task_that_fits_unencoded_fits_encoded(char: str) -> None:
-    """``create_job`` skips encoding a task when a bound on its escaped length shows it fits: the
-    bound must hold for the costliest characters (a quote, a control, outside the BMP), right up
-    to where it gives up."""
-    room = MAX_BODY_BYTES
-    task = {"program": "", "config": "{}", "qpu_id": LUCY_QPU_ID, "tag": "", "task_id": "x" * 36}
-    longest = 0
-    for n in (1, 100, 1000, 5000, 8000, 10_000, 20_000, 40_000):
-        task["program"] = char * n
-        if fits_unencoded(task):
-            longest = n
-            assert request_bytes([encoded_len(task)]) <= room
-    assert longest >= 5000  # a real program is sized without encoding
-    task["program"] = char * 130_000
-    assert not fits_unencoded(task)  # too long for the bound: encoded to know
-    assert not fits_unencoded({**task, "program": "a", "tag": None})  # not all text: encoded
