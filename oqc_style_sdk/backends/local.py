@@ -138,9 +138,10 @@ class Schedule:
     none is running, more than ``worker_start_s`` starts them (a start costs 1-3 s of CPU). A text
     program of at most ``probe_max_chars`` whose text does not bound its work (gate definitions,
     loops; not a ``while``) is parsed in this process to learn whether it is cheap after all. An
-    in-process chunk holds at most ``inline_max_runs`` runs; one of runs of known small cost
-    predicted to take at most ``on_loop_s`` in all is simulated on the event loop (a thread hop
-    costs about as much as a Bell job's simulation).
+    in-process chunk holds at most ``inline_max_runs`` runs; one of runs each of a known cost of at
+    most ``on_loop_max_cost`` (a 1 000-shot Bell job: about 30 000) and predicted to take at most
+    ``on_loop_s`` in all is simulated on the event loop (a thread hop costs about as much as a Bell
+    job's simulation).
     """
 
     chunk_target_s: float = 0.1
@@ -149,6 +150,7 @@ class Schedule:
     probe_max_chars: int = 20_000
     inline_max_runs: int = 64
     on_loop_s: float = 0.005
+    on_loop_max_cost: int = 200_000
 
     def worker_threshold_s(self, started: bool) -> float:
         """The queued work that goes to workers: ``worker_worth_s`` once any is running."""
@@ -573,7 +575,7 @@ class LocalBackend(Backend):
         for ref in refs:
             task = tasks.get(ref.task_id)
             if task is not None and ref.extra.get("instance", instance) == instance:
-                out[ref.task_id] = task.observation or _observation(task)
+                out[ref.task_id] = _observation(task)
                 continue
             try:
                 out[ref.task_id] = _observation(self._lookup(ref))
@@ -897,12 +899,12 @@ class LocalBackend(Backend):
 
     def _on_the_loop(self, tasks: list[_Task]) -> bool:
         """Whether an in-process chunk is simulated on the event loop itself: runs whose cost is
-        known to be small, predicted (from this process's measured time per run) to take at most
+        known to be tiny, predicted (from this process's measured time per run) to take at most
         ``SCHEDULE.on_loop_s`` in all — less than handing them to a thread and back."""
         return (
             "inline" in self._measured
             and len(tasks) * self._inline_run_s <= SCHEDULE.on_loop_s
-            and all(task.cost is not None for task in tasks)
+            and all(task.cost is not None and task.cost <= SCHEDULE.on_loop_max_cost for task in tasks)
         )
 
     def _measure(self, lane: str, per_run: float) -> None:

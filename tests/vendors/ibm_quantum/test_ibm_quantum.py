@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -528,31 +527,47 @@ async def test_transpilations_run_one_at_a_time_so_the_event_loop_keeps_the_gil(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Transpiling holds the GIL: many threads at once add no speed and starve the event loop
-    (it waited 0.65 s between turns with 24). A composite's transpilations take turns in one thread."""
+    (it waited 0.65 s between turns with 24). A composite's transpilations take turns in one thread:
+    while the first is held, the others wait for the qiskit thread instead of starting their own."""
     import oqc_style_sdk.backends.ibm_quantum as module
+    from oqc_style_sdk.backends import _qiskit
 
-    lock = threading.Lock()
+    n = 8
+    gate, lock = threading.Event(), threading.Lock()
     running, most = [0], [0]
     transpile = module.transpile_for
 
-    def counted(*args: Any) -> Any:
+    def held(*args: Any) -> Any:
         with lock:
             running[0] += 1
             most[0] = max(most[0], running[0])
         try:
-            time.sleep(0.02)  # long enough for others to start, if they may
+            gate.wait(BOUND_S)  # bounded: released by the test
             return transpile(*args)
         finally:
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(module, "transpile_for", counted)
-    async with ibm() as (emu, sdk):
-        composite = sdk.create_job(program=[BELL3] * 8, config={"shots": 10})
-        await composite.execute()
-        assert composite.state is JobState.COMPLETED
-        assert len(emu.job_ids) == 8
-    assert most[0] == 1
+    try:
+        async with ibm() as (emu, sdk):
+            await sdk.create_job(program=BELL3, config={"shots": 10}).execute()  # all warm
+            monkeypatch.setattr(module, "transpile_for", held)
+            composite = sdk.create_job(program=[BELL3] * n, config={"shots": 10})
+            limiter = _qiskit._QISKIT_THREAD.get()  # made by the warm-up's transpilation
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(composite.execute)
+                for _ in range(500):  # until all the others queue behind the held one (bounded)
+                    await anyio.sleep(0.01)
+                    if limiter.statistics().tasks_waiting == n - 1:
+                        break
+                assert limiter.statistics().tasks_waiting == n - 1
+                assert most[0] == 1
+                gate.set()
+            assert composite.state is JobState.COMPLETED
+            assert len(emu.job_ids) == n + 1
+        assert most[0] == 1
+    finally:
+        gate.set()
 
 
 def test_the_job_creation_limit_defaults_to_ibms_and_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:

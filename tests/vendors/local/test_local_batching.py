@@ -367,6 +367,5 @@ async def test_a_tiny_run_is_simulated_on_the_event_loop_and_a_composites_chunks
         await composite.execute(timeout_s=120)
         assert composite.state is JobState.COMPLETED
     on_loop = [runs for runs, here in calls if here]
-    assert sum(runs for runs, _ in calls) <= 300  # (some may have gone to worker processes)
     assert all(runs <= 10 for runs in on_loop)  # a few milliseconds' worth at most
     assert any(runs > 10 and not here for runs, here in calls)
