@@ -883,6 +883,7 @@ class LocalBackend(Backend):
                     outcomes = await anyio.to_thread.run_sync(simulation, abandon_on_cancel=True)
             finally:
                 self._inline_busy = False
+                self._poke()  # the lane is free: a run queued meanwhile goes now, not at this chunk's end
         else:
             try:
                 outcomes = await worker.run(items)

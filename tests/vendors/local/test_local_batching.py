@@ -369,3 +369,41 @@ async def test_a_tiny_run_is_simulated_on_the_event_loop_and_a_composites_chunks
     on_loop = [runs for runs, here in calls if here]
     assert all(runs <= 10 for runs in on_loop)  # a few milliseconds' worth at most
     assert any(runs > 10 and not here for runs, here in calls)
+
+
+async def test_a_run_queued_while_the_in_process_lane_simulates_goes_when_the_simulation_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The in-process lane is free when its simulation ends, not when its runs end: a run queued
+    meanwhile is not held up by the first run's minimum duration (30 s here)."""
+    import threading
+
+    simulate = local._simulate
+    entered, gate = threading.Event(), threading.Event()
+
+    def held(items: Any) -> Any:
+        if not entered.is_set():
+            entered.set()
+            gate.wait(10)  # bounded: released below
+        return simulate(items)
+
+    monkeypatch.setattr(local, "_simulate", held)
+    try:
+        async with Sdk() as sdk:
+            first = sdk.create_job(program=basis_state(1), config={"shots": 10, "min_duration_s": 30})
+            await first.submit(timeout_s=10)
+            for _ in range(500):  # until its simulation holds the lane (bounded)
+                if entered.is_set():
+                    break
+                await anyio.sleep(0.01)
+            assert entered.is_set()
+            second = sdk.create_job(program=basis_state(2), config={"shots": 10})
+            await second.submit(timeout_s=10)
+            gate.set()
+            await second.wait(timeout_s=10)
+            assert second.state is JobState.COMPLETED
+            await first.refresh(timeout_s=10)
+            assert first.state is JobState.RUNNING  # still lasting its 30 s
+            await first.cancel(timeout_s=10)
+    finally:
+        gate.set()
