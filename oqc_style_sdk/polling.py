@@ -429,41 +429,55 @@ class Poller:
         # One read serves every run of a batch: they share one jittered spread, so they stay read
         # together (while other clients' reads still drift apart from this one's).
         shared = 1.0 + uniform(-jitter, jitter) if self._backend.batch_status and jitter else None
-        for watch in due:
-            reading = readings.get(watch.ref.task_id)
-            if reading is None:
-                changed = False
-            elif isinstance(reading, Observation):
-                watch.error = None
-                latest = watch.latest
-                changed = reading is not latest and not reading.same_as(latest)
-                if changed:
-                    watch.deliver(reading, None)
-            else:
-                watch.deliver(None, reading)
-                changed = False
-            # policy.next_interval and the lag cap, inline: this runs for every run at every tick
-            if changed:
-                interval = min_s
-            else:
-                interval = watch.interval * factor
-                if interval > max_s:
-                    interval = max_s
+
+        def grown(interval: float, since: float) -> float:
+            """policy.next_interval after a read that changed nothing, under the lag cap."""
+            interval *= factor
+            if interval > max_s:
+                interval = max_s
             if lag is not None:
-                cap = (now - watch.since) * lag
+                cap = (now - since) * lag
                 if cap < floor:
                     cap = floor
                 if interval > cap:
                     interval = cap
                 if interval < min_s:
                     interval = min_s
-            left = watch.hurried
-            if left:
-                if left <= 1 or (isinstance(reading, Observation) and reading.state.is_terminal):
-                    watch.hurried = 0
+            return interval
+
+        # Runs watched since the same moment at the same interval (a composite's) grow alike: the
+        # next interval is worked out once for all of them. This runs for every run at every tick.
+        alike: dict[tuple[float, float], float] = {}
+        get = readings.get
+        for watch in due:
+            reading = get(watch.ref.task_id)
+            if reading is not None and reading is watch.latest and not watch.hurried and watch.error is None:
+                # the usual reading: the very one delivered last time (a batch read hands out one
+                # per status), so nothing changed
+                key = (watch.interval, watch.since)
+                interval = alike.get(key)
+                if interval is None:
+                    interval = alike[key] = grown(*key)
+            else:
+                if reading is None:
+                    changed = False
+                elif isinstance(reading, Observation):
+                    watch.error = None
+                    latest = watch.latest
+                    changed = reading is not latest and not reading.same_as(latest)
+                    if changed:
+                        watch.deliver(reading, None)
                 else:
-                    watch.hurried = left - 1
-                    interval = min_s
+                    watch.deliver(None, reading)
+                    changed = False
+                interval = min_s if changed else grown(watch.interval, watch.since)
+                left = watch.hurried
+                if left:
+                    if left <= 1 or (isinstance(reading, Observation) and reading.state.is_terminal):
+                        watch.hurried = 0
+                    else:
+                        watch.hurried = left - 1
+                        interval = min_s
             watch.interval = interval
             if shared is not None:
                 watch.due = now + interval * shared

@@ -14,8 +14,9 @@ them, and the OQC emulator (:mod:`oqc_style_sdk.testing.oqc`) enforces the size 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 from .._http import RetryPolicy, encode_json
 
@@ -25,8 +26,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_REQUEST_BYTES",
     "TRY_AGAIN_STATUSES",
-    "encode",
-    "encoded_len",
+    "encode_task",
     "request_bytes",
     "retry_policy",
     "size_chunks",
@@ -48,14 +48,19 @@ TRY_AGAIN_STATUSES: Final = frozenset({408, 409, 429, 500, 502, 503, 504})
 _ENVELOPE: Final = len('{"tasks":[]}')
 
 
-def encode(value: Any) -> str:
-    """``value`` as JSON, exactly as the HTTP client encodes a ``json=`` body (compact, ASCII)."""
-    return encode_json(value)
+#: A text escaped once serves every task that carries it (a batch of one program, one config).
+_escaped: Final = functools.lru_cache(maxsize=32)(encode_json)
 
 
-def encoded_len(value: Any) -> int:
-    """The bytes ``value`` takes as JSON, encoded as the HTTP client sends it (compact, ASCII)."""
-    return len(encode_json(value))
+def encode_task(program: str, config: str, qpu_id: str, tag: str, task_id: str) -> str:
+    """One task (OQC's fields, in its client's order) as the JSON the HTTP client would write for
+    ``{"program": program, "config": config, ...}`` (compact, ASCII), each of its texts escaped
+    once for all the tasks that carry it: N tasks of one program and one config escape them once,
+    not N times (the escaping was a fifth of a composite's cost)."""
+    return (
+        f'{{"program":{_escaped(program)},"config":{_escaped(config)},"qpu_id":{_escaped(qpu_id)},'
+        f'"tag":{_escaped(tag)},"task_id":{_escaped(task_id)}}}'
+    )
 
 
 def request_bytes(task_sizes: Sequence[int]) -> int:

@@ -64,8 +64,7 @@ from ._oqc_limits import (
     MAX_BODY_BYTES,
     MAX_REQUEST_BYTES,
     TRY_AGAIN_STATUSES,
-    encode,
-    encoded_len,
+    encode_task,
     request_bytes,
     retry_policy,
     size_chunks,
@@ -106,7 +105,7 @@ DEFAULT_SHOTS = 1000
 MAX_SHOTS = 1_000_000
 #: No program over this many bytes is sent: OQC takes no request over 128 KiB, and a program's task
 #: (its config, ids and tag around it, JSON-escaped) must fit one. The exact bound is that task's
-#: encoded size (:func:`_oqc_limits.encoded_len`), checked by ``create_job``.
+#: encoded size (:func:`_oqc_limits.encode_task`), checked by ``create_job``.
 MAX_PROGRAM_BYTES = MAX_BODY_BYTES
 CONFIG_KEYS = frozenset({"shots", "compiler_config"})
 #: How far before a task's submission the task list is read from (the server's clock may differ,
@@ -299,7 +298,7 @@ class OqcBackend(HttpBackend):
             config["compiler_config"] = raw
         checked = RunSpec(program=program, target=spec.target, config=config, tag=spec.tag)
         if isinstance(program, str):  # a circuit's text is sized when it is written, at submission
-            size = request_bytes([encoded_len(self._task(checked, program, _ID_PLACEHOLDER))])
+            size = request_bytes([len(self._task(checked, program, _ID_PLACEHOLDER))])
             if size > MAX_BODY_BYTES:
                 raise JobValidationError(_too_large(len(program.encode()), size))
         return checked
@@ -357,7 +356,7 @@ class OqcBackend(HttpBackend):
         for qpu_url, members in groups.items():
             # Each task encoded once: sized by its text, and sent as that text (a resend of the
             # same request sends the same bytes; nothing is encoded again).
-            encoded = {i: encode(self._task(specs[i], texts[i], idempotency_keys[i])) for i in members}
+            encoded = {i: self._task(specs[i], texts[i], idempotency_keys[i]) for i in members}
             sized = {i: len(text) for i, text in encoded.items()}
             for i in members:  # a circuit's text, sized now it is written
                 if i not in unwritable and request_bytes([sized[i]]) > MAX_BODY_BYTES:
@@ -408,22 +407,19 @@ class OqcBackend(HttpBackend):
                     out[i] = RunRef(task_id=task_id, extra=extra)
         return out
 
-    def _task(self, spec: RunSpec, program: str, task_id: str) -> dict[str, Any]:
-        shots = int(spec.config.get("shots", DEFAULT_SHOTS))
-        return {
-            "program": program,
-            "config": spec.config.get("compiler_config") or compiler_config(shots),
-            "qpu_id": spec.target,
-            "tag": spec.tag or "",
-            "task_id": task_id,
-        }
+    def _task(self, spec: RunSpec, program: str, task_id: str) -> str:
+        """The task OQC's client would send for ``spec``, as the JSON text it is sent as."""
+        config = spec.config.get("compiler_config") or compiler_config(
+            int(spec.config.get("shots", DEFAULT_SHOTS))
+        )
+        return encode_task(program, config, spec.target or "", spec.tag or "", task_id)
 
     async def submit(self, spec: RunSpec, idempotency_key: str) -> RunRef:
         assert spec.target is not None
         qpu_url = self._qpu_url(spec.target)
         (program,), unwritable = await _openqasm([spec.program])
         task = self._task(spec, program, idempotency_key)
-        if not unwritable and request_bytes([encoded_len(task)]) > MAX_BODY_BYTES:
+        if not unwritable and request_bytes([len(task)]) > MAX_BODY_BYTES:
             unwritable[0] = JobValidationError(_too_large(len(program.encode())))
         if unwritable:  # never sent, the job ends FAILED: its reserved id must not be left behind
             await self._release(qpu_url, idempotency_key)
@@ -432,7 +428,7 @@ class OqcBackend(HttpBackend):
         try:
             response = await self._http.post(
                 f"{qpu_url}/tasks/submit",
-                json={"tasks": [task]},
+                encoded_json=('{"tasks":[' + task + "]}").encode(),
                 idempotent=True,  # the reserved task id makes a resend harmless
             )
         except BackendError as exc:

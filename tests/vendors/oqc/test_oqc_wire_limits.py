@@ -19,8 +19,9 @@ import pytest
 from qiskit import QuantumCircuit
 
 from oqc_style_sdk import Job, JobState, OqcSdk
+from oqc_style_sdk._http import encode_json
 from oqc_style_sdk.backends import oqc
-from oqc_style_sdk.backends._oqc_limits import MAX_BODY_BYTES, MAX_REQUEST_BYTES, size_chunks
+from oqc_style_sdk.backends._oqc_limits import MAX_BODY_BYTES, MAX_REQUEST_BYTES, encode_task, size_chunks
 from oqc_style_sdk.exceptions import BackendError, JobTimeoutError, JobValidationError
 from oqc_style_sdk.testing.emulator import start_emulator
 from oqc_style_sdk.testing.oqc import LUCY_QPU_ID, OqcEmulator
@@ -75,6 +76,18 @@ async def test_a_batch_of_500_tasks_is_cut_into_requests_of_at_most_128_kib() ->
             assert not _posts(emu, "/tasks/cancel_many")
 
 
+@pytest.mark.parametrize(
+    "program",
+    [PROGRAM, 'OPENQASM 2.0;\n// "quotes", \\ back\tslash, \u00e9t\u00e9, \U0001f600, \x00\n', ""],
+)
+def test_a_task_is_sent_exactly_as_the_http_client_would_encode_it(program: str) -> None:
+    fields = (program, oqc.compiler_config(100), "qpu:uk:2:d865b5a184", 'a "tag"', "t-1")
+    task = dict(zip(("program", "config", "qpu_id", "tag", "task_id"), fields, strict=True))
+    first = encode_task(*fields)
+    assert first == encode_json(task)
+    assert encode_task(*fields) == first  # escaped once, the same text from then on
+
+
 def test_size_chunks_keeps_order_and_both_bounds() -> None:
     sizes = [1000] * 7 + [60_000, 60_000, 60_000] + [10] * 1200
     chunks = size_chunks(sizes, max_bytes=130_000, max_count=500)
@@ -109,7 +122,7 @@ async def test_the_largest_program_that_fits_runs() -> None:
         async with session() as (emu, sdk):
             probe = sdk.create_job(program=PROGRAM)
             task = sdk.backend._task(probe._spec, PROGRAM, "00000000-0000-0000-0000-000000000000")  # type: ignore[attr-defined]
-            room = MAX_BODY_BYTES - oqc.request_bytes([oqc.encoded_len(task)])
+            room = MAX_BODY_BYTES - oqc.request_bytes([len(task)])
             big = PROGRAM + "//" + "x" * (room - 2)
             job = sdk.create_job(program=big)
             await job.execute(timeout_s=20)
