@@ -365,8 +365,8 @@ async def _follow_to_the_end(sdk: Sdk, children: Sequence[Job], errors: list[tup
 
     Each reading goes to its child's ``Job._take`` (applied on the spot, with a single job's rule
     for a failed read); an ended child's outcome is read by one of :data:`OUTCOME_READERS` workers
-    through the child's own ``wait()``, which starts from that reading (so a concurrent
-    ``child.wait()`` shares it) and retries as a single job does.
+    the way the child's own ``wait()`` reads it (``Job._wait_taken``): from that reading (so a
+    concurrent ``child.wait()`` shares it), retrying as a single job does.
     """
     waiting: dict[str, int] = {}  # task id -> the child's index
     for i, child in enumerate(children):
@@ -397,7 +397,7 @@ async def _follow_to_the_end(sdk: Sdk, children: Sequence[Job], errors: list[tup
                 continue
             i, child = ended.popleft()
             try:
-                await child.wait()
+                await child._wait_taken()
             except Exception as exc:  # collected, raised with the child's index
                 errors.append((i, exc))
 

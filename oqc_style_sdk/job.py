@@ -377,6 +377,15 @@ class Job:
             await self._wait_terminal()
         return self.outputs
 
+    async def _wait_taken(self) -> None:
+        """:meth:`wait` as a composite's outcome reader calls it, for a child whose ending it took
+        (:meth:`_take`): the outcome is read (or shared with a concurrent ``wait()``) without the
+        verb's checks, already made for the composite, and its deadline, the composite's."""
+        if self._unread is not None or self._submitting is not None:
+            await self.wait()
+        else:
+            await self._wait_terminal()
+
     async def refresh(self, timeout_s: float | None = None) -> JobState:
         """Read the run's status once and apply it. A job that is not at the vendor reads nothing."""
         self._sdk._require_open()

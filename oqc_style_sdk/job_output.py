@@ -80,14 +80,14 @@ class JobOutput(BaseModel):
 
         Not ``model_construct``: it takes twice as long (14.6 µs against 7.2 µs per result,
         1.46 s against 0.72 s for 100,000 on the reference machine; ``benchmarks/made_for.py``)."""
-        names, defaults = _layout(cls)
+        template, needed, known = _layout(cls)
+        given = values.keys()
+        if not needed <= given:
+            raise TypeError(f"{cls.__name__}._made_for needs {min(needed - given)}")
+        if not given <= known:
+            raise TypeError(f"{cls.__name__} has no field(s) {sorted(given - known)}")
         output = cls.__new__(cls)
-        try:
-            fields = {name: values[name] if name in values else defaults[name] for name in names}
-        except KeyError as exc:
-            raise TypeError(f"{cls.__name__}._made_for needs {exc.args[0]}") from None
-        if not values.keys() <= fields.keys():
-            raise TypeError(f"{cls.__name__} has no field(s) {sorted(values.keys() - fields.keys())}")
+        fields = {**template, **values}  # in the fields' order, as validation makes them
         _object_setattr(output, "__dict__", fields)
         _object_setattr(output, "__pydantic_fields_set__", set(values))
         _object_setattr(output, "__pydantic_extra__", None)
@@ -113,14 +113,16 @@ class JobOutput(BaseModel):
 
 
 @functools.cache
-def _layout(cls: type[JobOutput]) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """An output class's field names in order, and the plain defaults among them (``_made_for``)."""
-    defaults = {
+def _layout(cls: type[JobOutput]) -> tuple[dict[str, Any], frozenset[str], frozenset[str]]:
+    """An output class's fields in order, each with its plain default (``_made_for``): the
+    template of its ``__dict__``; the fields that have none (they must be given); all of them."""
+    plain = {
         name: field.default
         for name, field in cls.model_fields.items()
         if field.default_factory is None and not field.is_required()
     }
-    return tuple(cls.model_fields), defaults
+    template = {name: plain.get(name) for name in cls.model_fields}
+    return template, frozenset(template.keys() - plain.keys()), frozenset(template)
 
 
 class JobResult(JobOutput):

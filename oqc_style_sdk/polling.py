@@ -343,11 +343,16 @@ class Poller:
         while True:
             self._wake = anyio.Event()
             due, wait = self.plan()
-            if not due:
-                with anyio.move_on_after(wait):
-                    await self._wake.wait()
-                continue
-            await self._tick(due)
+            if due:
+                next_due = await self._tick(due)
+                # A tick that read every watched run knows when the next is due: unless something
+                # changed meanwhile (which sets the wake), the loop waits for it without planning
+                # again (a plan looks at every run; a composite's thousands, twice a tick).
+                if next_due is None or self._wake.is_set() or self._hurried or len(due) != len(self._watches):
+                    continue
+                wait = max(next_due - self._clock(), 0.0)
+            with anyio.move_on_after(wait):
+                await self._wake.wait()
 
     def plan(self) -> tuple[list[_Watch], float]:
         """The runs to read now, or (none and) how long to wait before looking again.
@@ -400,7 +405,9 @@ class Poller:
             due = due[: int(allowed)]
         return due, 0.0
 
-    async def _tick(self, due: list[_Watch]) -> None:
+    async def _tick(self, due: list[_Watch]) -> float | None:
+        """Read the runs ``due`` and schedule their next reads. Returns when the earliest of those
+        is due, where that follows from the intervals alone (one spread, no Retry-After), else None."""
         self.ticks += 1
         cost = 1 if self._backend.batch_status else len(due)
         self.reads += cost
@@ -448,6 +455,9 @@ class Poller:
         # Runs watched since the same moment at the same interval (a composite's) grow alike: the
         # next interval is worked out once for all of them. This runs for every run at every tick.
         alike: dict[tuple[float, float], float] = {}
+        next_due = math.inf  # when the earliest of these runs is read next
+        spread = shared if shared is not None else 1.0
+        exact = shared is not None or not jitter  # (each run's own jitter: not known here)
         get = readings.get
         for watch in due:
             reading = get(watch.ref.task_id)
@@ -458,6 +468,8 @@ class Poller:
                 interval = alike.get(key)
                 if interval is None:
                     interval = alike[key] = grown(*key)
+                    if now + interval * spread < next_due:
+                        next_due = now + interval * spread
             else:
                 if reading is None:
                     changed = False
@@ -478,6 +490,8 @@ class Poller:
                     else:
                         watch.hurried = left - 1
                         interval = min_s
+                if now + interval * spread < next_due:
+                    next_due = now + interval * spread
             watch.interval = interval
             if shared is not None:
                 watch.due = now + interval * shared
@@ -491,3 +505,5 @@ class Poller:
                 # read of the backend waits (the next plan() holds them all until then).
                 self.hold_until = max(self.hold_until, now + retry_after)
                 watch.due = max(watch.due, now + retry_after)
+                exact = False  # the plan works the schedule out again
+        return next_due if exact else None
