@@ -34,15 +34,17 @@ another shape is not tried again by this backend (every task is then read on its
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
+import operator
 import os
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 import anyio.to_thread
 
@@ -100,6 +102,9 @@ OQC_STATUS: Mapping[str, JobState] = {
 _PLAIN_OBSERVATION: Mapping[str, Observation] = {
     vendor: Observation(state, vendor) for vendor, state in OQC_STATUS.items() if state is not JobState.FAILED
 }
+
+#: A run's extra: the runs of one submission share one, and are read in a row.
+_EXTRA: Final = operator.attrgetter("extra")
 
 DEFAULT_SHOTS = 1000
 MAX_SHOTS = 1_000_000
@@ -522,27 +527,20 @@ class OqcBackend(HttpBackend):
         # them, and usually one submission time); URLs and times are worked out once per group.
         keyed: dict[tuple[str, str], tuple[list[RunRef], set[str]]] = {}
         if self._task_list_usable:
-            # The runs of one submission share one extra (one mapping): a run whose extra is the
-            # previous run's joins its group without a lookup.
-            last_extra: Mapping[str, str] | None = None
-            last_members: list[RunRef] = []
-            for ref in refs:
-                extra = ref.extra
-                if extra is last_extra:
-                    last_members.append(ref)
-                    continue
+            # The runs of one submission share one extra (one mapping), and come in a row: each
+            # row is grouped in one step (groupby compares the mappings, in C).
+            for extra, row in itertools.groupby(refs, key=_EXTRA):
                 raw = extra.get("submitted_at")
                 if not raw:
-                    alone.append(ref)
+                    alone.extend(row)
                     continue
                 key = (extra.get("qpu_id", ""), extra.get("qpu_url", ""))
                 entry = keyed.get(key)
                 if entry is None:
-                    entry = keyed[key] = ([ref], {raw})
+                    keyed[key] = (list(row), {raw})
                 else:
-                    entry[0].append(ref)
+                    entry[0].extend(row)
                     entry[1].add(raw)
-                last_extra, last_members = extra, entry[0]
         else:
             alone.extend(refs)
         by_url: dict[str, list[RunRef]] = {}
@@ -581,14 +579,16 @@ class OqcBackend(HttpBackend):
                 self._stop_task_list(url, "an answer of unknown shape")
                 alone.extend(group)
                 continue
+            get = listed.get
             for ref in group:
-                vendor = listed.get(ref.task_id)
+                task_id = ref.task_id
+                vendor = get(task_id)
                 if type(vendor) is not str:  # not listed, or listed without a readable status
                     alone.append(ref)
                     continue
                 plain = _PLAIN_OBSERVATION.get(vendor)
                 if plain is not None:
-                    out[ref.task_id] = plain
+                    out[task_id] = plain
                     continue
                 try:
                     out[ref.task_id] = await self._observation(ref, vendor)
