@@ -41,19 +41,19 @@ class JobState(StrEnum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
 
-    @property
-    def is_active(self) -> bool:
-        """True for CREATED, SUBMITTED and RUNNING."""
-        return self in ACTIVE_STATES
-
-    @property
-    def is_terminal(self) -> bool:
-        """True for COMPLETED, FAILED and CANCELLED."""
-        return self in TERMINAL_STATES
+    #: True for CREATED, SUBMITTED and RUNNING. (Plain attributes, set on each state below, not
+    #: properties: they are read at every step of every job.)
+    is_active: bool
+    #: True for COMPLETED, FAILED and CANCELLED.
+    is_terminal: bool
 
 
 ACTIVE_STATES: frozenset[JobState] = frozenset({JobState.CREATED, JobState.SUBMITTED, JobState.RUNNING})
 TERMINAL_STATES: frozenset[JobState] = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+for _state in JobState:
+    _state.is_active = _state in ACTIVE_STATES
+    _state.is_terminal = _state in TERMINAL_STATES
+del _state
 
 _NEW_RUN = frozenset({JobState.CREATED})
 

@@ -72,7 +72,7 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _CONNECTIONS: Final = 100
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Request:
     """One hop of one attempt: what is sent, and where. A redirect makes the next hop's request."""
 
