@@ -68,7 +68,7 @@ class PollingPolicy:
     #: With a batch read, the interval the fraction never holds a run below (seconds): early in a
     #: run, when ``lag_ratio`` of its age is tiny, every run is read at most this often — one read
     #: serves them all, but each read still costs a request and the parse of a whole list.
-    lag_floor_s: float = 0.5
+    lag_floor_s: float = 0.6
 
     def __post_init__(self) -> None:
         if not (0 < self.min_interval_s <= self.max_interval_s):
@@ -340,19 +340,33 @@ class Poller:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The polling loop; runs in the Sdk's task group until it is cancelled."""
         task_status.started()
+        together = False  # every watched run is due at once, when the last wait ended
         while True:
             self._wake = anyio.Event()
-            due, wait = self.plan()
+            due, wait = self._all_due() if together else self.plan()
+            together = False
             if due:
-                next_due = await self._tick(due)
+                next_due, alike = await self._tick(due)
                 # A tick that read every watched run knows when the next is due: unless something
                 # changed meanwhile (which sets the wake), the loop waits for it without planning
-                # again (a plan looks at every run; a composite's thousands, twice a tick).
+                # again (a plan looks at every run; a composite's thousands, twice a tick) — and
+                # when they all went alike, reads them all then without planning either.
                 if next_due is None or self._wake.is_set() or self._hurried or len(due) != len(self._watches):
                     continue
                 wait = max(next_due - self._clock(), 0.0)
+                together = alike
             with anyio.move_on_after(wait):
                 await self._wake.wait()
+            together = together and not self._wake.is_set()
+
+    def _all_due(self) -> tuple[list[_Watch], float]:
+        """:meth:`plan` when the last tick read every run, scheduled them all for one moment, and
+        nothing changed since: they are all due now (unless a limit holds them, or someone stopped
+        waiting on one: then the plan decides)."""
+        due = [watch for watch in self._watches.values() if watch.waiters]
+        if len(due) != len(self._watches) or self._clock() < self.hold_until or self.limiter.available() < 1:
+            return self.plan()
+        return due, 0.0
 
     def plan(self) -> tuple[list[_Watch], float]:
         """The runs to read now, or (none and) how long to wait before looking again.
@@ -405,9 +419,10 @@ class Poller:
             due = due[: int(allowed)]
         return due, 0.0
 
-    async def _tick(self, due: list[_Watch]) -> float | None:
+    async def _tick(self, due: list[_Watch]) -> tuple[float | None, bool]:
         """Read the runs ``due`` and schedule their next reads. Returns when the earliest of those
-        is due, where that follows from the intervals alone (one spread, no Retry-After), else None."""
+        is due, where that follows from the intervals alone (one spread, no Retry-After), else
+        None; and whether they were all scheduled for that one moment."""
         self.ticks += 1
         cost = 1 if self._backend.batch_status else len(due)
         self.reads += cost
@@ -431,6 +446,9 @@ class Poller:
         lag = policy.lag_ratio if self._backend.batch_status else None
         floor = max(policy.min_interval_s * policy.factor, policy.lag_floor_s)
         min_s, max_s, factor = policy.min_interval_s, policy.max_interval_s, policy.factor
+        # A batch read of many runs is not made more often than the floor, even after a change:
+        # it costs the parse of a whole list (a run read on its own, or hurried, is read sooner).
+        low = max(min_s, min(policy.lag_floor_s, max_s)) if lag is not None and len(due) > 1 else min_s
         jitter = policy.jitter
         uniform = self._rng.uniform
         # One read serves every run of a batch: they share one jittered spread, so they stay read
@@ -448,8 +466,8 @@ class Poller:
                     cap = floor
                 if interval > cap:
                     interval = cap
-                if interval < min_s:
-                    interval = min_s
+                if interval < low:
+                    interval = low
             return interval
 
         # Runs watched since the same moment at the same interval (a composite's) grow alike: the
@@ -458,6 +476,7 @@ class Poller:
         next_due = math.inf  # when the earliest of these runs is read next
         spread = shared if shared is not None else 1.0
         exact = shared is not None or not jitter  # (each run's own jitter: not known here)
+        apart = 0  # runs not scheduled alike
         get = readings.get
         for watch in due:
             reading = get(watch.ref.task_id)
@@ -471,6 +490,7 @@ class Poller:
                     if now + interval * spread < next_due:
                         next_due = now + interval * spread
             else:
+                apart += 1
                 if reading is None:
                     changed = False
                 elif isinstance(reading, Observation):
@@ -482,7 +502,7 @@ class Poller:
                 else:
                     watch.deliver(None, reading)
                     changed = False
-                interval = min_s if changed else grown(watch.interval, watch.since)
+                interval = low if changed else grown(watch.interval, watch.since)
                 left = watch.hurried
                 if left:
                     if left <= 1 or (isinstance(reading, Observation) and reading.state.is_terminal):
@@ -506,4 +526,6 @@ class Poller:
                 self.hold_until = max(self.hold_until, now + retry_after)
                 watch.due = max(watch.due, now + retry_after)
                 exact = False  # the plan works the schedule out again
-        return next_due if exact else None
+        if not exact:
+            return None, False
+        return next_due, shared is not None and apart == 0 and len(alike) == 1
