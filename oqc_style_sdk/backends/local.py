@@ -55,6 +55,7 @@ from typing import Any, Final, Literal, get_args
 from uuid import UUID, uuid4
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
@@ -719,7 +720,7 @@ class LocalBackend(Backend):
                     self._limiter.acquire_on_behalf_of_nowait(token)
                 except anyio.WouldBlock:
                     await self._limiter.acquire_on_behalf_of(token)
-                handed = False
+                handed = ran_here = False
                 try:
                     plan = self._plan()
                     while plan is None and self._queue and not self._closed:
@@ -729,6 +730,7 @@ class LocalBackend(Backend):
                         tasks, worker = plan
                         if tasks and worker is None and self._at_once(tasks):
                             self._run_at_once(_Chunk(tasks, None))
+                            ran_here = True
                         elif tasks:
                             chunk = _Chunk(tasks, worker)
                             self._task_group.start_soon(self._run_chunk, chunk, token, name="local chunk")
@@ -738,6 +740,8 @@ class LocalBackend(Backend):
                 finally:
                     if not handed:
                         self._limiter.release_on_behalf_of(token)
+                if ran_here and self._queue:  # the loop is held ~5 ms at most, then others go
+                    await anyio.lowlevel.checkpoint()
         finally:
             for task in list(self._tasks.values()):
                 if task.state.is_active:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from oqc_style_sdk import Sdk
@@ -209,3 +210,30 @@ def test_local_keys_are_distinct() -> None:
     keys = {backend.local_idempotency_key(spec()) for _ in range(1000)}
     assert len(keys) == 1000
     assert all(len(key) == 32 and int(key, 16) >= 0 for key in keys)
+
+
+async def test_the_dispatcher_lets_others_run_between_runs_it_simulates_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each chunk the dispatcher simulates itself holds the loop a few milliseconds at most: with a
+    queue of such chunks (here one run each), other tasks run between them."""
+    spy = Spy(monkeypatch)
+    monkeypatch.setattr(local, "SCHEDULE", local.Schedule(inline_max_runs=1))
+    async with running() as (backend, changes):
+        warm_ref = await backend.submit(backend.validate(spec(COIN_QASM3)), uuid.uuid4().hex)
+        await changes.wait_for(warm_ref, *TERMINAL)
+        spy.calls.clear()
+        seen: list[int] = []
+        refs = await backend.submit_many(
+            [backend.validate(spec(COIN_QASM3)) for _ in range(5)], list("abcde")
+        )
+        for _ in range(50):
+            seen.append(len(spy.calls))
+            if seen[-1] == 5:
+                break
+            await anyio.lowlevel.checkpoint()
+        assert spy.calls == [(1, True)] * 5
+        assert any(0 < n < 5 for n in seen)  # this task ran between two of them
+        for ref in refs:
+            assert isinstance(ref, RunRef)
+            assert (await backend.status(ref)).state is JobState.COMPLETED
