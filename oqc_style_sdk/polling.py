@@ -6,8 +6,9 @@ drops back to the fastest when something changes. Every interval is jittered, so
 not read in lockstep (the runs of one batch read share one spread, so they stay read together). At
 each tick all due runs are read together through ``Backend.statuses`` — one request for backends
 with a list endpoint, bounded concurrency otherwise.
-Backends that learn of changes by themselves (the local simulator) poke the poller, which reads at
-once instead of waiting out the interval.
+Backends that learn of changes by themselves poke the poller, which reads at once instead of waiting
+out the interval; one that also knows the reading itself (``Backend.peek``: the local simulator)
+hands it over with the poke, so its waiters wake with no read at all.
 
 The poller keeps each vendor's limits for the backend as a whole, not per job: a token bucket bounds
 its status requests per second (:attr:`PollingPolicy.max_reads_per_s`, by default the backend's

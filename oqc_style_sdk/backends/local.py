@@ -8,7 +8,11 @@ Design (docs/local.md says it for users)
   chunk to a lane; a chunk is one simulation (an Aer call per group of its runs, see
   :mod:`._local_sim`). Runs submitted close together (a composite's children, jobs of one loop
   iteration) share chunks; chunks are sized so the first results come early (about
-  ``chunk_target_s`` of simulation each) and a queue is shared among the workers.
+  ``chunk_target_s`` of simulation each) and a queue is shared among the workers. A chunk of tiny
+  runs simulated on the event loop, with no minimum duration to wait out, is run by the dispatcher
+  itself in its turn of the loop (:meth:`LocalBackend._run_at_once`): no task, no await.
+* **Readings as they happen.** Every change of a run is told to the change listener (the poller),
+  and :meth:`LocalBackend.peek` gives its reading from memory: a waiting job is handed it at once.
 * **Two lanes.** A *cheap* run (a bound on its work, shots × operations × 2**qubits, at most
   :data:`~._local_limits.INLINE_COST_LIMIT`: a few milliseconds) is simulated in this process on a
   thread: no process round trip for a Bell job. Everything else, and a queue of cheap runs worth
@@ -138,7 +142,7 @@ class Schedule:
     in-process chunk holds at most ``inline_max_runs`` runs; one of runs each of a known cost of at
     most ``on_loop_max_cost`` (a 1 000-shot Bell job: about 30 000) and predicted to take at most
     ``on_loop_s`` in all is simulated on the event loop (a thread hop costs about as much as a Bell
-    job's simulation).
+    job's simulation), by the dispatcher itself when no run of it has a minimum duration.
     """
 
     chunk_target_s: float = 0.1
