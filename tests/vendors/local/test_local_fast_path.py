@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -21,7 +22,16 @@ from oqc_style_sdk.job_output import JobResult
 from oqc_style_sdk.polling import Poller
 from oqc_style_sdk.state import JobState
 
-from .test_local_backend import BELL_QASM3, COIN_QASM3, TERMINAL, run_now, running, spec
+from .test_local_backend import (
+    BELL_QASM3,
+    COIN_QASM3,
+    TERMINAL,
+    Changes,
+    run_now,
+    run_to_end,
+    running,
+    spec,
+)
 
 
 class Spy:
@@ -45,6 +55,16 @@ class CountingBackend(LocalBackend):
     async def statuses(self, refs: Sequence[RunRef]) -> dict[str, Observation | BaseException]:
         self.reads += 1
         return await super().statuses(refs)
+
+
+@asynccontextmanager
+async def warm_backend(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[LocalBackend, Changes, Spy]]:
+    """A started backend whose in-process lane has run its first run (measured, on a thread)."""
+    spy = Spy(monkeypatch)
+    async with running() as (backend, changes):
+        await run_to_end(backend, changes, spec(COIN_QASM3))
+        spy.calls.clear()
+        yield backend, changes, spy
 
 
 async def warm(sdk: Sdk) -> None:
@@ -88,13 +108,9 @@ async def test_a_single_tiny_job_ends_in_the_dispatchers_turn_with_its_whole_lif
 async def test_the_fast_path_still_tells_the_listener_of_every_transition(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    spy = Spy(monkeypatch)
-    async with running() as (backend, changes):
-        ref = await backend.submit(backend.validate(spec(COIN_QASM3)), uuid.uuid4().hex)
-        await changes.wait_for(ref, *TERMINAL)  # the lane's first run, measured on a thread
-        spy.calls.clear()
-        ref = await backend.submit(backend.validate(spec(COIN_QASM3)), uuid.uuid4().hex)
-        assert await changes.wait_for(ref, *TERMINAL) is JobState.COMPLETED
+    async with warm_backend(monkeypatch) as (backend, changes, spy):
+        ref, state = await run_to_end(backend, changes, spec(COIN_QASM3))
+        assert state is JobState.COMPLETED
         assert spy.calls == [(1, True)]
         assert changes.states(ref) == [JobState.RUNNING, JobState.COMPLETED]
 
@@ -104,11 +120,7 @@ async def test_a_run_cancelled_as_it_starts_on_the_fast_path_ends_cancelled(
 ) -> None:
     """A cancel that comes in while the dispatcher runs the run (here: from the change listener,
     told of RUNNING before the simulation) wins: the simulation's outcome is discarded."""
-    spy = Spy(monkeypatch)
-    async with running() as (backend, changes):
-        warm_ref = await backend.submit(backend.validate(spec(COIN_QASM3)), uuid.uuid4().hex)
-        await changes.wait_for(warm_ref, *TERMINAL)
-        spy.calls.clear()
+    async with warm_backend(monkeypatch) as (backend, changes, spy):
         target: list[RunRef] = []
 
         def cancel_at_start(task_id: str) -> None:
@@ -127,18 +139,14 @@ async def test_a_run_cancelled_as_it_starts_on_the_fast_path_ends_cancelled(
         assert (obs.state, obs.message) == (JobState.CANCELLED, "as it started")
         assert changes.states(ref) == [JobState.RUNNING, JobState.CANCELLED]
         backend.set_change_listener(changes)
-        after = await backend.submit(backend.validate(spec(COIN_QASM3)), uuid.uuid4().hex)
-        assert await changes.wait_for(after, *TERMINAL) is JobState.COMPLETED  # the slot is free
+        _, state = await run_to_end(backend, changes, spec(COIN_QASM3))
+        assert state is JobState.COMPLETED  # the slot is free
 
 
 async def test_a_run_cancelled_before_the_dispatcher_takes_it_never_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    spy = Spy(monkeypatch)
-    async with running() as (backend, changes):
-        warm_ref = await backend.submit(backend.validate(spec(COIN_QASM3)), uuid.uuid4().hex)
-        await changes.wait_for(warm_ref, *TERMINAL)
-        spy.calls.clear()
+    async with warm_backend(monkeypatch) as (backend, changes, spy):
         ref = await backend.submit(backend.validate(spec(COIN_QASM3)), uuid.uuid4().hex)
         await backend.cancel(ref, "changed my mind")  # in the same turn: still queued
         await anyio.wait_all_tasks_blocked()
@@ -217,12 +225,8 @@ async def test_the_dispatcher_lets_others_run_between_runs_it_simulates_itself(
 ) -> None:
     """Each chunk the dispatcher simulates itself holds the loop a few milliseconds at most: with a
     queue of such chunks (here one run each), other tasks run between them."""
-    spy = Spy(monkeypatch)
     monkeypatch.setattr(local, "SCHEDULE", local.Schedule(inline_max_runs=1))
-    async with running() as (backend, changes):
-        warm_ref = await backend.submit(backend.validate(spec(COIN_QASM3)), uuid.uuid4().hex)
-        await changes.wait_for(warm_ref, *TERMINAL)
-        spy.calls.clear()
+    async with warm_backend(monkeypatch) as (backend, _, spy):
         seen: list[int] = []
         refs = await backend.submit_many(
             [backend.validate(spec(COIN_QASM3)) for _ in range(5)], list("abcde")
