@@ -6,8 +6,9 @@ drops back to the fastest when something changes. Every interval is jittered, so
 not read in lockstep (the runs of one batch read share one spread, so they stay read together). At
 each tick all due runs are read together through ``Backend.statuses`` — one request for backends
 with a list endpoint, bounded concurrency otherwise.
-Backends that learn of changes by themselves (the local simulator) poke the poller, which reads at
-once instead of waiting out the interval.
+Backends that learn of changes by themselves poke the poller, which reads at once instead of waiting
+out the interval; one that also knows the reading itself (``Backend.peek``: the local simulator)
+hands it over with the poke, so its waiters wake with no read at all.
 
 The poller keeps each vendor's limits for the backend as a whole, not per job: a token bucket bounds
 its status requests per second (:attr:`PollingPolicy.max_reads_per_s`, by default the backend's
@@ -212,6 +213,9 @@ class Poller:
         self._rng = rng or random.Random()
         self._watches: dict[str, _Watch] = {}
         self._wake = anyio.Event()
+        #: When the loop's sleep ends (-inf while it is awake: it plans again before it sleeps). A
+        #: new watch due later than that needs no wake-up.
+        self._asleep_until = -math.inf
         #: Runs expected to change soon (a cancel was sent) that nobody watched at the time: when each
         #: stops waiting for its watch. A watch takes its entry when it starts (its fast reads are
         #: then the watch's own, and go with it); an entry no watch took in time is dropped, so
@@ -231,9 +235,14 @@ class Poller:
         self.ticks = 0
 
     def poke(self, task_id: str) -> None:
-        """Read ``task_id`` at the next opportunity (the backend says it changed)."""
+        """Read ``task_id`` at the next opportunity (the backend says it changed). A backend that
+        knows the reading already (:meth:`Backend.peek`) hands it over at once, with no read."""
         watch = self._watches.get(task_id)
         if watch is not None:
+            reading = self._backend.peek(watch.ref)
+            if reading is not None:
+                self.observed(watch.ref, reading)
+                return
             watch.due = self._clock()
             watch.interval = self.policy.min_interval_s
             self._wake.set()
@@ -304,12 +313,19 @@ class Poller:
         """
         watch = self._watches.get(ref.task_id)
         if watch is None:
+            # A backend that knows the run's state (peek) tells it now: a run that ended before
+            # this wait began needs no watch, and one under way starts from that reading.
+            latest = self._backend.peek(ref)
+            if latest is not None and latest.state.is_terminal and not latest.same_as(known):
+                return latest
             now = self._clock()
             # A new run is read at once; with a batch read, after a moment, so that runs starting
             # together (a composite) are read together.
             due = now + _GATHER_S if self._backend.batch_status else now
             watch = self._new_watch(ref, due, now)
-            self._wake.set()
+            watch.latest = latest
+            if not now < self._asleep_until <= due:  # else the loop wakes in time anyway
+                self._wake.set()
         watch.waiters += 1
         try:
             cached = watch.latest
@@ -355,8 +371,12 @@ class Poller:
                     continue
                 wait = max(next_due - self._clock(), 0.0)
                 together = alike
-            with anyio.move_on_after(wait):
-                await self._wake.wait()
+            self._asleep_until = self._clock() + wait
+            try:
+                with anyio.move_on_after(wait):
+                    await self._wake.wait()
+            finally:
+                self._asleep_until = -math.inf
             together = together and not self._wake.is_set()
 
     def _all_due(self) -> tuple[list[_Watch], float]:

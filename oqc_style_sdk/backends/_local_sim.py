@@ -19,10 +19,10 @@ The same code runs in the backend's process (cheap runs, on a thread) and in its
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -135,6 +135,8 @@ _CACHE = _Cache()
 _THREADS = int(os.environ.get("OQC_STYLE_SDK_AER_THREADS", "1") or 1)
 _AER_NAMES: frozenset[str] | None = None
 _SIMULATOR: Any = None
+#: Aer's job ids (a label in its output): a count, not a random id (a system call) per call.
+_AER_CALLS = itertools.count()
 
 
 _MEMORY: list[float] = [0.0, -1.0]  # (limit in bytes, when read)
@@ -242,7 +244,7 @@ def _aer_call(circuits: list[Any], shots: int, seed: int | None, method: str, de
     execute = getattr(_SIMULATOR, "_execute_circuits_job", None)
     if execute is None:  # pragma: no cover - a qiskit-aer without it: its public (queued) path
         return _SIMULATOR.run(circuits, **options).result().to_dict()
-    return execute(circuits, None, options, job_id=uuid.uuid4().hex, format_result=False)
+    return execute(circuits, None, options, job_id=f"local-{next(_AER_CALLS)}", format_result=False)
 
 
 def _aer_group(runs: list[tuple[int, Item, _Prepared, str]], out: list[Outcome | None]) -> None:

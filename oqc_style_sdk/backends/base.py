@@ -175,6 +175,11 @@ class Backend(ABC):
             except Exception:
                 logger.exception("change listener failed for %s", task_id)
 
+    def peek(self, ref: RunRef) -> Observation | None:
+        """The run's state as this process already knows it, without I/O, from a backend that
+        tells the change listener of every change (the local simulator); None: it must be read."""
+        return None
+
     @abstractmethod
     def validate(self, spec: RunSpec) -> RunSpec:
         """Check and normalise a spec without I/O; raise JobValidationError if it cannot run."""

@@ -8,7 +8,11 @@ Design (docs/local.md says it for users)
   chunk to a lane; a chunk is one simulation (an Aer call per group of its runs, see
   :mod:`._local_sim`). Runs submitted close together (a composite's children, jobs of one loop
   iteration) share chunks; chunks are sized so the first results come early (about
-  ``chunk_target_s`` of simulation each) and a queue is shared among the workers.
+  ``chunk_target_s`` of simulation each) and a queue is shared among the workers. A chunk of tiny
+  runs simulated on the event loop, with no minimum duration to wait out, is run by the dispatcher
+  itself in its turn of the loop (:meth:`LocalBackend._run_at_once`): no task, no await.
+* **Readings as they happen.** Every change of a run is told to the change listener (the poller),
+  and :meth:`LocalBackend.peek` gives its reading from memory: a waiting job is handed it at once.
 * **Two lanes.** A *cheap* run (a bound on its work, shots × operations × 2**qubits, at most
   :data:`~._local_limits.INLINE_COST_LIMIT`: a few milliseconds) is simulated in this process on a
   thread: no process round trip for a Bell job. Everything else, and a queue of cheap runs worth
@@ -43,16 +47,16 @@ from __future__ import annotations
 
 import logging
 import math
-import operator
 import os
+import random
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache, partial
 from importlib import metadata
-from typing import Any, Final, Literal, SupportsIndex, get_args
-from uuid import uuid4
+from typing import Any, Final, Literal, get_args
+from uuid import UUID, uuid4
 
 import anyio
 import anyio.lowlevel
@@ -68,14 +72,23 @@ from ..exceptions import (
     UnknownTargetError,
 )
 from ..state import JobState
+from ._local_config import (
+    CONFIG_KEYS,
+    DEFAULT_SHOTS,
+    MAX_PROGRAM_BYTES,
+    MAX_SEED,
+    MAX_SHOTS,
+    as_duration,
+    as_int,
+    as_seed,
+    check_size,
+    normalise_config,
+)
 from ._local_limits import (
-    AER_METHODS,
-    DEVICES,
     INLINE_COST_LIMIT,
     check_circuit,
     check_loops_in_text,
     circuit_cost,
-    gpu_build_installed,
     text_cost,
 )
 from ._local_sim import (
@@ -109,22 +122,10 @@ __all__ = [
 
 logger = logging.getLogger("oqc_style_sdk.backends.local")
 
-#: The largest program accepted, in UTF-8 bytes.
-MAX_PROGRAM_BYTES: Final = 1_000_000
-#: Shots per run: 1 to this many.
-MAX_SHOTS: Final = 1_000_000
-#: Shots when the config names none.
-DEFAULT_SHOTS: Final = 1000
-#: Seeds are 0 to this (the simulators take a signed 64-bit seed).
-MAX_SEED: Final = 2**63 - 1
-
 #: The local simulator's own target.
 SIMULATOR_TARGET: Final = "simulator"
 #: OQC's published QPU id, run here on the same noiseless simulator so OQC code runs offline.
 QPU_STAND_IN_TARGET: Final = "qpu:uk:2:d865b5a184"
-
-#: The keys a run's config may have.
-CONFIG_KEYS: Final = ("shots", "seed", "min_duration_s", "method", "device")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +142,7 @@ class Schedule:
     in-process chunk holds at most ``inline_max_runs`` runs; one of runs each of a known cost of at
     most ``on_loop_max_cost`` (a 1 000-shot Bell job: about 30 000) and predicted to take at most
     ``on_loop_s`` in all is simulated on the event loop (a thread hop costs about as much as a Bell
-    job's simulation).
+    job's simulation), by the dispatcher itself when no run of it has a minimum duration.
     """
 
     chunk_target_s: float = 0.1
@@ -177,6 +178,11 @@ _VENDOR_STATUS: Final[Mapping[JobState, str]] = {
 INTERNAL_ERROR: Final = "INTERNAL_ERROR"
 _SHUT_DOWN: Final = "the local simulator shut down before the run ended"
 
+#: Run ids and keys: 128 random bits each from a generator seeded by the OS (anew in a forked
+#: child), not a system call per run (which costs as much as a tenth of a Bell job here).
+_IDS = random.Random()
+os.register_at_fork(after_in_child=_IDS.seed)
+
 
 # --------------------------------------------------------------------------------------------------
 # The simulation itself (runs in a worker thread or process; touches no shared state)
@@ -194,38 +200,6 @@ def _version(distribution: str) -> str | None:
 def _simulate(items: list[Item]) -> list[Outcome]:
     """Simulate a chunk in this process (the in-process lane; runs in a worker thread)."""
     return simulate_chunk(items)
-
-
-# --------------------------------------------------------------------------------------------------
-# Validation helpers
-# --------------------------------------------------------------------------------------------------
-
-
-def _as_int(value: object) -> int | None:
-    """``value`` as an int if it is an integer (bool is not), else None."""
-    if type(value) is int:  # the common case, without the (slow) protocol check below
-        return value
-    if isinstance(value, bool) or not isinstance(value, SupportsIndex):
-        return None
-    return operator.index(value)
-
-
-def _as_duration(value: object) -> float | None:
-    """``value`` as a finite non-negative float if it is one (bool is not), else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    duration = float(value)
-    return duration if math.isfinite(duration) and duration >= 0 else None
-
-
-def _as_seed(value: object) -> tuple[bool, int | None]:
-    """(ok, seed) for a seed setting: None or an int in 0..MAX_SEED."""
-    if value is None:
-        return True, None
-    seed = _as_int(value)
-    if seed is None or not 0 <= seed <= MAX_SEED:
-        return False, None
-    return True, seed
 
 
 def _utcnow() -> datetime:
@@ -318,15 +292,15 @@ class LocalBackend(Backend):
         cpus = os.cpu_count() or 2
         if max_concurrency is None:
             max_concurrency = cpus
-        concurrency = _as_int(max_concurrency)
+        concurrency = as_int(max_concurrency)
         if concurrency is None or concurrency < 1:
             raise ConfigurationError(f"max_concurrency must be a positive int, got {max_concurrency!r}")
-        duration = _as_duration(min_duration_s)
+        duration = as_duration(min_duration_s)
         if duration is None:
             raise ConfigurationError(
                 f"min_duration_s must be a finite number >= 0 (seconds), got {min_duration_s!r}"
             )
-        seed_ok, backend_seed = _as_seed(seed)
+        seed_ok, backend_seed = as_seed(seed)
         if not seed_ok:
             raise ConfigurationError(f"seed must be None or an int in 0..2**63-1, got {seed!r}")
         if simulator not in get_args(SimulatorChoice):
@@ -343,6 +317,8 @@ class LocalBackend(Backend):
         self._seed = backend_seed
         self._engine: Engine = "aer" if aer and simulator in ("auto", "aer") else "reference"
         self._task_group: TaskGroup | None = None
+        #: The spec :meth:`validate` returned last: submitted as it is, not validated again.
+        self._validated: RunSpec | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._closed = False
         self._tasks: dict[str, _Task] = {}
@@ -421,7 +397,7 @@ class LocalBackend(Backend):
         1..1_000_000, default 1000), ``seed`` (int in 0..2**63-1, or None), ``min_duration_s``
         (seconds >= 0), ``method`` (an Aer method) and ``device`` (``CPU`` or ``GPU``).
         """
-        config = self._normalise_config(spec.config)
+        config = normalise_config(spec.config, self._engine)
         program = spec.program
         if is_circuit(program):  # a circuit has every parameter bound (oqc_style_sdk.programs)
             check_circuit(program, config.get("method", "automatic"))
@@ -433,7 +409,7 @@ class LocalBackend(Backend):
                 )
             if not program.strip():
                 raise JobValidationError("the program is empty")
-            self._check_size(program)
+            check_size(program)
             check_loops_in_text(program)
 
         target = self.default_target if spec.target is None else spec.target
@@ -442,74 +418,12 @@ class LocalBackend(Backend):
         known = [SIMULATOR_TARGET, QPU_STAND_IN_TARGET]
         if target not in known:
             raise UnknownTargetError(target, known)
-        return RunSpec(program=program, target=target, config=config, tag=spec.tag)
+        valid = self._validated = RunSpec(program=program, target=target, config=config, tag=spec.tag)
+        return valid
 
-    @staticmethod
-    def _check_size(program: str) -> None:
-        limit = MAX_PROGRAM_BYTES
-        if len(program) * 4 <= limit:  # a character is at most 4 bytes: surely small enough
-            return
-        try:
-            size = len(program) if len(program) > limit else len(program.encode("utf-8"))
-        except UnicodeEncodeError as exc:
-            raise JobValidationError(f"the program is not valid Unicode text: {exc}") from None
-        if size > limit:
-            raise JobValidationError(
-                f"the program is over {limit:,} bytes of UTF-8 (MAX_PROGRAM_BYTES), "
-                "the most the local simulator accepts"
-            )
-
-    def _normalise_config(self, config: object) -> dict[str, Any]:
-        if config is None:
-            config = {}
-        if not isinstance(config, Mapping):
-            raise JobValidationError(f"config must be a mapping (dict), got {type(config).__name__}")
-        unknown = [key for key in config if key not in CONFIG_KEYS]
-        if unknown:
-            raise JobValidationError(
-                f"unknown config key(s) {', '.join(repr(k) for k in unknown)} for the local "
-                f"simulator; allowed keys: {', '.join(CONFIG_KEYS)}"
-            )
-        out: dict[str, Any] = {}
-        raw_shots = config.get("shots", DEFAULT_SHOTS)
-        shots = _as_int(raw_shots)
-        if shots is None or not 1 <= shots <= MAX_SHOTS:
-            raise JobValidationError(
-                f"config 'shots' must be an int from 1 to {MAX_SHOTS:,}, got {raw_shots!r}"
-            )
-        out["shots"] = shots
-        if "seed" in config:
-            seed_ok, seed = _as_seed(config["seed"])
-            if not seed_ok:
-                raise JobValidationError(
-                    f"config 'seed' must be None or an int in 0..2**63-1, got {config['seed']!r}"
-                )
-            out["seed"] = seed
-        if "min_duration_s" in config:
-            duration = _as_duration(config["min_duration_s"])
-            if duration is None:
-                raise JobValidationError(
-                    "config 'min_duration_s' must be a finite number >= 0 (seconds), "
-                    f"got {config['min_duration_s']!r}"
-                )
-            out["min_duration_s"] = duration
-        for key, allowed in (("method", AER_METHODS), ("device", DEVICES)):
-            if key not in config:
-                continue
-            value = config[key]
-            if value not in allowed:
-                raise JobValidationError(
-                    f"config {key!r} must be one of {', '.join(allowed)} (qiskit-aer's), got {value!r}"
-                )
-            if self._engine != "aer":
-                raise JobValidationError(f"config {key!r} needs the aer simulator (simulator='aer')")
-            out[key] = value
-        if out.get("device") == "GPU" and not gpu_build_installed():
-            raise JobValidationError(
-                "config device='GPU' needs a GPU build of qiskit-aer (pip install qiskit-aer-gpu); "
-                "the qiskit-aer installed here simulates on the CPU only"
-            )
-        return out
+    def local_idempotency_key(self, spec: RunSpec) -> str | None:
+        """A new run's key, with no system call (keys are kept, and unique, per instance)."""
+        return f"{_IDS.getrandbits(128):032x}"
 
     # -- runs ------------------------------------------------------------------------------------
 
@@ -523,10 +437,11 @@ class LocalBackend(Backend):
         known_id = self._by_key.get(idempotency_key)
         if known_id is not None:
             return self._tasks[known_id].ref
-        spec = self.validate(spec)
+        if spec is not self._validated:  # not the spec validate() just returned (create_job's)
+            spec = self.validate(spec)
         config = spec.config
         seed = config.get("seed")
-        task_id = str(uuid4())
+        task_id = str(UUID(int=_IDS.getrandbits(128), version=4))
         shots = config["shots"]
         program = spec.program
         cost = text_cost(program, shots) if isinstance(program, str) else circuit_cost(program, shots)
@@ -567,15 +482,23 @@ class LocalBackend(Backend):
         """The run's state from memory (never suspends)."""
         return _observation(self._lookup(ref))
 
+    def peek(self, ref: RunRef) -> Observation | None:
+        """The run's state from memory; None for a run this instance does not have. Every change
+        is told to the change listener as it happens, so the poller hands it to the waiters at
+        once, with no read of its own."""
+        task = self._tasks.get(ref.task_id)
+        if task is None or ref.extra.get("instance", self.instance_id) != self.instance_id:
+            return None
+        return _observation(task)
+
     async def statuses(self, refs: Sequence[RunRef]) -> dict[str, Observation | BaseException]:
         """Many runs' states from memory, in one pass (no task per run; never suspends). A run
         that has not changed since its last read gives the very same observation."""
         out: dict[str, Observation | BaseException] = {}
-        tasks, instance = self._tasks, self.instance_id
         for ref in refs:
-            task = tasks.get(ref.task_id)
-            if task is not None and ref.extra.get("instance", instance) == instance:
-                out[ref.task_id] = _observation(task)
+            obs = self.peek(ref)
+            if obs is not None:
+                out[ref.task_id] = obs
                 continue
             try:
                 out[ref.task_id] = _observation(self._lookup(ref))
@@ -797,17 +720,22 @@ class LocalBackend(Backend):
                     await self._changes()
                     continue
                 token = object()
-                await self._limiter.acquire_on_behalf_of(token)
-                handed = False
+                try:  # a free slot is taken without a turn of the loop
+                    self._limiter.acquire_on_behalf_of_nowait(token)
+                except anyio.WouldBlock:
+                    await self._limiter.acquire_on_behalf_of(token)
+                handed = ran_here = False
                 try:
-                    await anyio.lowlevel.checkpoint()  # runs submitted at this moment join the chunk
                     plan = self._plan()
                     while plan is None and self._queue and not self._closed:
                         await self._changes()
                         plan = self._plan()
                     if plan is not None:
                         tasks, worker = plan
-                        if tasks:
+                        if tasks and worker is None and self._at_once(tasks):
+                            self._run_at_once(_Chunk(tasks, None))
+                            ran_here = True
+                        elif tasks:
                             chunk = _Chunk(tasks, worker)
                             self._task_group.start_soon(self._run_chunk, chunk, token, name="local chunk")
                             handed = True
@@ -816,6 +744,8 @@ class LocalBackend(Backend):
                 finally:
                     if not handed:
                         self._limiter.release_on_behalf_of(token)
+                if ran_here and self._queue:  # the loop is held ~5 ms at most, then others go
+                    await anyio.lowlevel.checkpoint()
         finally:
             for task in list(self._tasks.values()):
                 if task.state.is_active:
@@ -833,9 +763,7 @@ class LocalBackend(Backend):
         try:
             await self._simulate_chunk(chunk)
         except Exception as exc:  # a bug here must not take down the Sdk's task group
-            logger.exception("a local chunk failed unexpectedly")
-            for task in chunk.tasks:
-                self._finish(task, JobState.FAILED, message=f"internal error: {exc!r}", code=INTERNAL_ERROR)
+            self._failed_chunk(chunk, exc)
         finally:
             if worker is not None:
                 if chunk.simulating:  # cancelled (shut down) mid-simulation: stop its CPU
@@ -847,7 +775,36 @@ class LocalBackend(Backend):
             self._limiter.release_on_behalf_of(token)
             self._poke()
 
-    async def _simulate_chunk(self, chunk: _Chunk) -> None:
+    def _failed_chunk(self, chunk: _Chunk, exc: Exception) -> None:
+        logger.exception("a local chunk failed unexpectedly")
+        for task in chunk.tasks:
+            self._finish(task, JobState.FAILED, message=f"internal error: {exc!r}", code=INTERNAL_ERROR)
+
+    def _at_once(self, tasks: list[_Task]) -> bool:
+        """Whether an in-process chunk starts, simulates and ends within the dispatcher's turn of
+        the loop: it is simulated on the loop (:meth:`_on_the_loop`) and no run has a minimum
+        duration to wait out."""
+        return self._on_the_loop(tasks) and not any(task.min_duration_s for task in tasks)
+
+    def _run_at_once(self, chunk: _Chunk) -> None:
+        """Run an :meth:`_at_once` chunk in the dispatcher itself: no task, no await (a task and
+        its turns of the loop would cost as much as the simulation)."""
+        try:
+            items = self._start(chunk)
+            began = anyio.current_time()
+            outcomes = _simulate(items)
+            chunk.simulating = False
+            self._measure("inline", (anyio.current_time() - began) / len(chunk.tasks))
+            self._settle(chunk, outcomes)  # none waits: no minimum durations
+        except Exception as exc:  # a bug here must not stop the dispatcher
+            self._failed_chunk(chunk, exc)
+        finally:
+            for task in chunk.tasks:
+                if task.chunk is chunk:
+                    task.chunk = None
+
+    def _start(self, chunk: _Chunk) -> list[Item]:
+        """Mark a chunk's runs RUNNING (those not already) in its lane; what to simulate."""
         tasks, worker = chunk.tasks, chunk.worker
         for task in tasks:
             task.chunk = chunk
@@ -859,7 +816,7 @@ class LocalBackend(Backend):
                 task.started_at = _utcnow()
                 task.started_clock = anyio.current_time()
                 self._changed(task)
-        items = [
+        return [
             Item(
                 program=task.spec.program,
                 shots=task.shots,
@@ -871,6 +828,10 @@ class LocalBackend(Backend):
             )
             for task in tasks
         ]
+
+    async def _simulate_chunk(self, chunk: _Chunk) -> None:
+        tasks, worker = chunk.tasks, chunk.worker
+        items = self._start(chunk)
         began = anyio.current_time()
         outcomes: list[Outcome] | None = None
         if worker is None:
@@ -934,6 +895,20 @@ class LocalBackend(Backend):
         logger.debug("re-queued %d runs of a stopped local worker", len(active))
 
     async def _end_runs(self, chunk: _Chunk, outcomes: list[Outcome]) -> None:
+        waiting = self._settle(chunk, outcomes)
+        while waiting:
+            waiting = [entry for entry in waiting if entry[1].state.is_active]
+            now = anyio.current_time()
+            while waiting and waiting[0][0] <= now:
+                _, task, outcome = waiting.pop(0)
+                self._conclude(task, outcome)
+            if waiting:
+                with anyio.move_on_after(waiting[0][0] - now):
+                    await chunk.changed.wait()
+                chunk.changed = anyio.Event()
+
+    def _settle(self, chunk: _Chunk, outcomes: list[Outcome]) -> list[tuple[float, _Task, Outcome]]:
+        """End the runs of a simulated chunk that are due; the others (minimum durations), by when."""
         waiting: list[tuple[float, _Task, Outcome]] = []
         now = anyio.current_time()
         deferred: list[_Task] = []
@@ -956,16 +931,7 @@ class LocalBackend(Backend):
         if deferred:
             self._poke()
         waiting.sort(key=lambda entry: entry[0])
-        while waiting:
-            waiting = [entry for entry in waiting if entry[1].state.is_active]
-            now = anyio.current_time()
-            while waiting and waiting[0][0] <= now:
-                _, task, outcome = waiting.pop(0)
-                self._conclude(task, outcome)
-            if waiting:
-                with anyio.move_on_after(waiting[0][0] - now):
-                    await chunk.changed.wait()
-                chunk.changed = anyio.Event()
+        return waiting
 
     def _conclude(self, task: _Task, outcome: Outcome) -> None:
         if outcome.code is None:

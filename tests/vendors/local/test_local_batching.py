@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from oqc_style_sdk import Sdk
-from oqc_style_sdk.backends import _local_sim, local
+from oqc_style_sdk.backends import _local_config, _local_sim, local
 from oqc_style_sdk.backends._local_limits import MAX_UNROLLED_OPERATIONS, check_circuit
 from oqc_style_sdk.backends.base import RunRef
 from oqc_style_sdk.exceptions import JobValidationError
@@ -313,10 +313,10 @@ def test_bad_method_and_device_are_refused(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(JobValidationError, match="'device' must be one of CPU, GPU"):
         backend.validate(spec(device="TPU"))
     assert backend.validate(spec(device="CPU")).config["device"] == "CPU"
-    monkeypatch.setattr(local, "gpu_build_installed", lambda: False)
+    monkeypatch.setattr(_local_config, "gpu_build_installed", lambda: False)
     with pytest.raises(JobValidationError, match="GPU build of qiskit-aer"):
         backend.validate(spec(device="GPU"))
-    monkeypatch.setattr(local, "gpu_build_installed", lambda: True)
+    monkeypatch.setattr(_local_config, "gpu_build_installed", lambda: True)
     assert backend.validate(spec(device="GPU")).config["device"] == "GPU"
     with pytest.raises(JobValidationError, match="needs the aer simulator"):
         local.LocalBackend(simulator="reference").validate(spec(method="statevector"))
