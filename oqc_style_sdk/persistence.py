@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
+import anyio.from_thread  # used in the thread that reads a file: imported here, not on the loop
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ._text import unencodable

@@ -142,13 +142,23 @@ _AER_CALLS = itertools.count()
 _MEMORY: list[float] = [0.0, -1.0]  # (limit in bytes, when read)
 
 
+#: How long a reading of the available memory is used before it is read again.
+_MEMORY_FRESH_S = 0.5
+
+
 def _memory_limit() -> int:
     """The memory a simulation may plan to use, read at most every half second (a read of
     /proc/meminfo costs about as much as simulating a Bell pair)."""
     now = time.monotonic()
-    if now - _MEMORY[1] > 0.5:
+    if now - _MEMORY[1] > _MEMORY_FRESH_S:
         _MEMORY[:] = [available_memory_bytes() * MEMORY_FRACTION, now]
     return int(_MEMORY[0])
+
+
+def memory_reading_fresh() -> bool:
+    """Whether a chunk simulated now reads no file for its memory limit: the event loop's lane
+    takes a chunk only then (a chunk in a thread reads it again)."""
+    return time.monotonic() - _MEMORY[1] <= _MEMORY_FRESH_S
 
 
 def _aer_names() -> frozenset[str]:

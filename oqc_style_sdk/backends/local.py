@@ -97,6 +97,7 @@ from ._local_sim import (
     TOO_COSTLY,
     Item,
     Outcome,
+    memory_reading_fresh,
     metrics_of,
     simulate_chunk,
 )
@@ -862,9 +863,11 @@ class LocalBackend(Backend):
     def _on_the_loop(self, tasks: list[_Task]) -> bool:
         """Whether an in-process chunk is simulated on the event loop itself: runs whose cost is
         known to be tiny, predicted (from this process's measured time per run) to take at most
-        ``SCHEDULE.on_loop_s`` in all — less than handing them to a thread and back."""
+        ``SCHEDULE.on_loop_s`` in all — less than handing them to a thread and back — when no
+        file needs reading for them (the memory limit, read again at most every half second)."""
         return (
             "inline" in self._measured
+            and memory_reading_fresh()  # no file is read on the loop
             and len(tasks) * self._inline_run_s <= SCHEDULE.on_loop_s
             and all(task.cost is not None and task.cost <= SCHEDULE.on_loop_max_cost for task in tasks)
         )
