@@ -15,8 +15,10 @@ its status requests per second (:attr:`PollingPolicy.max_reads_per_s`, by defaul
 ``status_reads_per_s``), and a ``Retry-After`` answered to any read holds every read of the backend
 until it has passed. With a batch read, a run's interval also stays below a fraction of its age
 (:attr:`PollingPolicy.lag_ratio`, floored by :attr:`PollingPolicy.lag_floor_s`): one read serves
-every run, so endings are seen soon. Many runs can be followed at once by one sink
-(:meth:`Poller.follow`): a composite waits on its children that way, with no task per child. A run the
+every run, so endings are seen soon; and a batch read of many runs is not made more often than
+that floor, even after a change (each costs the parse of a whole list). Many runs can be followed
+at once by one sink (:meth:`Poller.follow`): a composite waits on its children that way, with no
+task per child. A run the
 SDK asked to cancel is read at the fastest interval until it ends (:meth:`Poller.expect_change`).
 
 Waiters never sleep on their own: they wait for the poller's next reading of their run, and bring
@@ -67,8 +69,10 @@ class PollingPolicy:
     #: intervals only follow ``factor``.
     lag_ratio: float | None = 0.2
     #: With a batch read, the interval the fraction never holds a run below (seconds): early in a
-    #: run, when ``lag_ratio`` of its age is tiny, every run is read at most this often — one read
-    #: serves them all, but each read still costs a request and the parse of a whole list.
+    #: run, when ``lag_ratio`` of its age is tiny, every run is read at least this often. A batch
+    #: read of several runs is also made at most this often, even after a change (a run read on
+    #: its own, or hurried by a cancel, is read from ``min_interval_s``): one read serves them
+    #: all, but each costs a request and the parse of a whole list.
     lag_floor_s: float = 0.6
 
     def __post_init__(self) -> None:

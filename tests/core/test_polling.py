@@ -264,3 +264,25 @@ async def test_a_run_asked_to_change_is_read_at_the_fastest_interval_until_it_en
         assert "run-0" not in poller._hurried  # ended: back to usual
         poller.expect_change("unknown")  # nothing watched: only remembered
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(("runs", "next_interval"), [(3, 0.5), (1, 0.1)])
+async def test_a_batch_read_of_several_runs_is_not_repeated_faster_than_the_floor_after_a_change(
+    runs: int, next_interval: float
+) -> None:
+    """Their first readings are a change: several runs read by one list go next at the floor (each
+    read parses the whole list), a run read on its own at the fastest interval."""
+    clock = Clock()
+    policy = PollingPolicy(0.1, 30.0, jitter=0.0, max_reads_per_s=math.inf, lag_ratio=0.2, lag_floor_s=0.5)
+    poller = Poller(FakeBackend(batch=True, reads_to_end=10**9), policy, clock=clock)
+    done: dict[str, Observation] = {}
+    async with anyio.create_task_group() as tg:
+        for fn, ref in await _watch_all(poller, runs, done):
+            tg.start_soon(fn, ref)
+        await anyio.lowlevel.checkpoint()
+        clock.t += 1.0
+        due, _ = poller.plan()
+        assert len(due) == runs
+        await poller._tick(due)
+        assert {watch.interval for watch in poller._watches.values()} == {next_interval}
+        tg.cancel_scope.cancel()
