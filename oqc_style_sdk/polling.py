@@ -494,9 +494,10 @@ class Poller:
                     interval = low
             return interval
 
-        # Runs watched since the same moment at the same interval (a composite's) grow alike: the
-        # next interval is worked out once for all of them. This runs for every run at every tick.
-        alike: dict[tuple[float, float], float] = {}
+        # Runs watched since the same moment at the same interval (a composite's) grow alike: their
+        # next interval and read are worked out once for all of them. This runs for every run at
+        # every tick; with one spread for all (a batch read), an unchanged run costs two stores.
+        alike: dict[tuple[float, float], tuple[float, float]] = {}
         next_due = math.inf  # when the earliest of these runs is read next
         spread = shared if shared is not None else 1.0
         exact = shared is not None or not jitter  # (each run's own jitter: not known here)
@@ -504,38 +505,40 @@ class Poller:
         get = readings.get
         for watch in due:
             reading = get(watch.ref.task_id)
-            if reading is not None and reading is watch.latest and not watch.hurried and watch.error is None:
-                # the usual reading: the very one delivered last time (a batch read hands out one
-                # per status), so nothing changed
+            # The usual reading: the very one delivered last time (a batch read hands out one per
+            # status), so nothing changed. (A run never read, and not read now, is unchanged too.)
+            if reading is watch.latest and exact and not watch.hurried and watch.error is None:
                 key = (watch.interval, watch.since)
-                interval = alike.get(key)
-                if interval is None:
-                    interval = alike[key] = grown(*key)
-                    if now + interval * spread < next_due:
-                        next_due = now + interval * spread
+                planned = alike.get(key)
+                if planned is None:
+                    interval = grown(*key)
+                    planned = alike[key] = (interval, now + interval * spread)
+                    if planned[1] < next_due:
+                        next_due = planned[1]
+                watch.interval, watch.due = planned
+                continue
+            apart += 1
+            if reading is None:
+                changed = False
+            elif isinstance(reading, Observation):
+                watch.error = None
+                latest = watch.latest
+                changed = reading is not latest and not reading.same_as(latest)
+                if changed:
+                    watch.deliver(reading, None)
             else:
-                apart += 1
-                if reading is None:
-                    changed = False
-                elif isinstance(reading, Observation):
-                    watch.error = None
-                    latest = watch.latest
-                    changed = reading is not latest and not reading.same_as(latest)
-                    if changed:
-                        watch.deliver(reading, None)
+                watch.deliver(None, reading)
+                changed = False
+            interval = low if changed else grown(watch.interval, watch.since)
+            left = watch.hurried
+            if left:
+                if left <= 1 or (isinstance(reading, Observation) and reading.state.is_terminal):
+                    watch.hurried = 0
                 else:
-                    watch.deliver(None, reading)
-                    changed = False
-                interval = low if changed else grown(watch.interval, watch.since)
-                left = watch.hurried
-                if left:
-                    if left <= 1 or (isinstance(reading, Observation) and reading.state.is_terminal):
-                        watch.hurried = 0
-                    else:
-                        watch.hurried = left - 1
-                        interval = min_s
-                if now + interval * spread < next_due:
-                    next_due = now + interval * spread
+                    watch.hurried = left - 1
+                    interval = min_s
+            if now + interval * spread < next_due:
+                next_due = now + interval * spread
             watch.interval = interval
             if shared is not None:
                 watch.due = now + interval * shared
