@@ -224,7 +224,15 @@ async def test_ctrl_c_on_a_real_run_prints_the_commands_to_resume(emu: OqcEmulat
     import sys
 
     emu.job_duration_s = 60.0
-    argv = [sys.executable, "-c", "from oqc_style_sdk.cli import main; main()"]
+    # As an interactive shell starts a command: Ctrl-C at its default and not blocked, whatever this
+    # test process inherited or blocked meanwhile (a child inherits an ignored or a blocked SIGINT
+    # across exec, and would then never see it).
+    start = (
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT]); "
+        "from oqc_style_sdk.cli import main; main()"
+    )
+    argv = [sys.executable, "-c", start]
     argv += ["run", str(bell), "--backend", "oqc", "--target", LUCY_QPU_ID, "--quiet"]
     # The child's start-up (imports) can take long on a loaded machine: the one deadline is fail_after's.
     with anyio.fail_after(120):
@@ -236,7 +244,8 @@ async def test_ctrl_c_on_a_real_run_prints_the_commands_to_resume(emu: OqcEmulat
             proc.send_signal(signal.SIGINT)
             assert proc.stderr is not None
             err = b"".join([chunk async for chunk in proc.stderr]).decode()
-            assert await proc.wait() == 130
+            code = await proc.wait()
+            assert code == 130, f"exit {code} after Ctrl-C; stderr: {err!r}"
     (task_id,) = emu.task_ids
     assert f"oqcs wait {task_id} --backend oqc" in err
     assert f"oqcs cancel {task_id} --backend oqc" in err
