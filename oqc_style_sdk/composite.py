@@ -382,17 +382,19 @@ async def _follow_to_the_end(sdk: Sdk, children: Sequence[Job], errors: list[tup
         inbox.append((task_id, obs, error))
         wake.set()
 
-    # Ended children waiting for a reader, and a count the readers take them by: one release per
-    # child queued wakes one reader (not every idle one), and one per reader at the end lets each
-    # go once nothing is left.
+    # Ended children waiting for a reader, and the event the idle readers wait on: set (and
+    # replaced) when children are queued, and at the end.
     ended: deque[tuple[int, Job]] = deque()
-    queued = anyio.Semaphore(0)
+    queued = anyio.Event()
+    finished = False
 
     async def reader() -> None:
         while True:
-            await queued.acquire()
             if not ended:
-                return
+                if finished:
+                    return
+                await queued.wait()
+                continue
             i, child = ended.popleft()
             try:
                 await child._wait_taken()
@@ -424,12 +426,10 @@ async def _follow_to_the_end(sdk: Sdk, children: Sequence[Job], errors: list[tup
         elif reading is Reading.ENDED:  # its outcome is read by a reader (and its own wait)
             done(task_id)
             ended.append((i, child))
-            queued.release()
 
     try:
         async with anyio.create_task_group() as tg:
-            readers = min(OUTCOME_READERS, len(waiting))
-            for _ in range(readers):
+            for _ in range(min(OUTCOME_READERS, len(waiting))):
                 tg.start_soon(reader)
             try:
                 while waiting:
@@ -439,8 +439,11 @@ async def _follow_to_the_end(sdk: Sdk, children: Sequence[Job], errors: list[tup
                     batch, inbox[:] = inbox[:], []
                     for task_id, obs, error in batch:
                         route(task_id, obs, error)
+                    if ended:
+                        queued.set()
+                        queued = anyio.Event()
             finally:  # the readers finish what is queued, then stop
-                for _ in range(readers):
-                    queued.release()
+                finished = True
+                queued.set()
     finally:
         following.close()
