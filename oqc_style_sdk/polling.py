@@ -18,8 +18,8 @@ until it has passed. With a batch read, a run's interval also stays below a frac
 every run, so endings are seen soon; and a batch read of many runs is not made more often than
 that floor, even after a change (each costs the parse of a whole list). Many runs can be followed
 at once by one sink (:meth:`Poller.follow`): a composite waits on its children that way, with no
-task per child. A run the
-SDK asked to cancel is read at the fastest interval until it ends (:meth:`Poller.expect_change`).
+task per child. A run the SDK asked to cancel is read at the fastest interval until it ends
+(:meth:`Poller.expect_change`).
 
 Waiters never sleep on their own: they wait for the poller's next reading of their run, and bring
 their own deadline (``anyio.fail_after`` around :meth:`Poller.next_observation`).
@@ -360,37 +360,23 @@ class Poller:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The polling loop; runs in the Sdk's task group until it is cancelled."""
         task_status.started()
-        together = False  # every watched run is due at once, when the last wait ended
         while True:
             self._wake = anyio.Event()
-            due, wait = self._all_due() if together else self.plan()
-            together = False
+            due, wait = self.plan()
             if due:
-                next_due, alike = await self._tick(due)
+                next_due = await self._tick(due)
                 # A tick that read every watched run knows when the next is due: unless something
                 # changed meanwhile (which sets the wake), the loop waits for it without planning
-                # again (a plan looks at every run; a composite's thousands, twice a tick) — and
-                # when they all went alike, reads them all then without planning either.
+                # again (a plan looks at every run; a composite's thousands, twice a tick).
                 if next_due is None or self._wake.is_set() or self._hurried or len(due) != len(self._watches):
                     continue
                 wait = max(next_due - self._clock(), 0.0)
-                together = alike
             self._asleep_until = self._clock() + wait
             try:
                 with anyio.move_on_after(wait):
                     await self._wake.wait()
             finally:
                 self._asleep_until = -math.inf
-            together = together and not self._wake.is_set()
-
-    def _all_due(self) -> tuple[list[_Watch], float]:
-        """:meth:`plan` when the last tick read every run, scheduled them all for one moment, and
-        nothing changed since: they are all due now (unless a limit holds them, or someone stopped
-        waiting on one: then the plan decides)."""
-        due = [watch for watch in self._watches.values() if watch.waiters]
-        if len(due) != len(self._watches) or self._clock() < self.hold_until or self.limiter.available() < 1:
-            return self.plan()
-        return due, 0.0
 
     def plan(self) -> tuple[list[_Watch], float]:
         """The runs to read now, or (none and) how long to wait before looking again.
@@ -443,10 +429,10 @@ class Poller:
             due = due[: int(allowed)]
         return due, 0.0
 
-    async def _tick(self, due: list[_Watch]) -> tuple[float | None, bool]:
+    async def _tick(self, due: list[_Watch]) -> float | None:
         """Read the runs ``due`` and schedule their next reads. Returns when the earliest of those
         is due, where that follows from the intervals alone (one spread, no Retry-After), else
-        None; and whether they were all scheduled for that one moment."""
+        None."""
         self.ticks += 1
         cost = 1 if self._backend.batch_status else len(due)
         self.reads += cost
@@ -469,7 +455,7 @@ class Poller:
         policy = self.policy
         lag = policy.lag_ratio if self._backend.batch_status else None
         floor = max(policy.min_interval_s * policy.factor, policy.lag_floor_s)
-        min_s, max_s, factor = policy.min_interval_s, policy.max_interval_s, policy.factor
+        min_s, max_s = policy.min_interval_s, policy.max_interval_s
         # A batch read of many runs is not made more often than the floor, even after a change:
         # it costs the parse of a whole list (a run read on its own, or hurried, is read sooner).
         low = max(min_s, min(policy.lag_floor_s, max_s)) if lag is not None and len(due) > 1 else min_s
@@ -480,10 +466,8 @@ class Poller:
         shared = 1.0 + uniform(-jitter, jitter) if self._backend.batch_status and jitter else None
 
         def grown(interval: float, since: float) -> float:
-            """policy.next_interval after a read that changed nothing, under the lag cap."""
-            interval *= factor
-            if interval > max_s:
-                interval = max_s
+            """The next interval after a read that changed nothing, under the lag cap."""
+            interval = policy.next_interval(interval, changed=False)
             if lag is not None:
                 cap = (now - since) * lag
                 if cap < floor:
@@ -501,7 +485,6 @@ class Poller:
         next_due = math.inf  # when the earliest of these runs is read next
         spread = shared if shared is not None else 1.0
         exact = shared is not None or not jitter  # (each run's own jitter: not known here)
-        apart = 0  # runs not scheduled alike
         get = readings.get
         for watch in due:
             reading = get(watch.ref.task_id)
@@ -517,7 +500,6 @@ class Poller:
                         next_due = planned[1]
                 watch.interval, watch.due = planned
                 continue
-            apart += 1
             if reading is None:
                 changed = False
             elif isinstance(reading, Observation):
@@ -553,6 +535,4 @@ class Poller:
                 self.hold_until = max(self.hold_until, now + retry_after)
                 watch.due = max(watch.due, now + retry_after)
                 exact = False  # the plan works the schedule out again
-        if not exact:
-            return None, False
-        return next_due, shared is not None and apart == 0 and len(alike) == 1
+        return next_due if exact else None

@@ -593,9 +593,9 @@ class OqcBackend(HttpBackend):
                     out[task_id] = plain
                     continue
                 try:
-                    out[ref.task_id] = await self._observation(ref, vendor)
+                    out[task_id] = await self._observation(ref, vendor)
                 except Exception as exc:  # handed to the job that asked, typed
-                    out[ref.task_id] = exc
+                    out[task_id] = exc
         if alone:
             out.update(await super().statuses(alone))
         return out
