@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import random
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import compress, repeat
 
 import anyio
 
@@ -142,6 +145,23 @@ class RateLimiter:
             return 0.0
         self._refill()
         return max(0.0, (min(n, self.burst) - self._tokens) / self.rate)
+
+
+#: A watch's fields, read in C over every watch at every turn of the loop.
+_WAITERS = operator.attrgetter("waiters")
+_DUE = operator.attrgetter("due")
+_INTERVAL = operator.attrgetter("interval")
+_REF = operator.attrgetter("ref")
+_TASK_ID = operator.attrgetter("task_id")
+_LATEST = operator.attrgetter("latest")
+_HURRIED = operator.attrgetter("hurried")
+_SCHEDULE = operator.attrgetter("interval", "since")
+_ERROR = operator.attrgetter("error")
+
+
+def _store(watches: list[_Watch], name: str, value: float) -> None:
+    """Give every one of ``watches`` the same ``name`` (one pass in C)."""
+    deque(map(setattr, watches, repeat(name), repeat(value)), maxlen=0)
 
 
 #: A follower of many runs: called with (task_id, reading, None) or (task_id, None, error).
@@ -387,27 +407,15 @@ class Poller:
         """
         now = self._clock()
         batch = self._backend.batch_status
-        # One pass over the watches (it runs at every turn of the loop): the ones nobody waits
-        # on any more, the ones due, and, with a batch read, those due within half their
-        # interval — one request reads any number of runs, so runs started together stay read
-        # together instead of drifting apart by their jitter into one request each.
-        idle: list[str] = []
-        due: list[_Watch] = []
-        soon: list[_Watch] = []
-        next_due = math.inf
-        for task_id, watch in self._watches.items():
-            if watch.waiters == 0:
-                idle.append(task_id)
-                continue
-            at = watch.due
-            if at <= now:
-                due.append(watch)
-            elif batch and at <= now + watch.interval / 2:
-                soon.append(watch)
-            if at < next_due:
-                next_due = at
-        for task_id in idle:
-            del self._watches[task_id]
+        # This runs at every turn of the loop, over every watch (a composite's thousands), so each
+        # step below is one pass made in C (map, compress, min), not a Python loop per watch.
+        watches = self._watches
+        if 0 in map(_WAITERS, watches.values()):  # the ones nobody waits on any more
+            for task_id in [t for t, watch in watches.items() if watch.waiters == 0]:
+                del watches[task_id]
+        items = list(watches.values())
+        dues = list(map(_DUE, items))
+        first = next_due = min(dues, default=math.inf)
         if self._hurried:  # look again by the time the oldest of them is due to go
             if now >= self._hurried_pruned + self.policy.max_interval_s:
                 self._hurried_pruned = now
@@ -417,14 +425,21 @@ class Poller:
                 next_due = min(next_due, self._hurried_pruned + self.policy.max_interval_s)
         if now < self.hold_until:
             return [], self.hold_until - now
-        if due and batch:
-            due.extend(soon)
-        if not due:
+        if not first <= now:  # none is due
             return [], max(next_due - now, 0.0)
         allowed = self.limiter.available()
         if allowed < 1:
             return [], self.limiter.wait_s()
-        if not self._backend.batch_status and len(due) > allowed:
+        bounds: Iterable[float]
+        if batch:
+            # The runs due, and those due within half their interval: one request reads any
+            # number of runs, so runs started together stay read together instead of drifting
+            # apart by their jitter into one request each.
+            bounds = map(operator.add, repeat(now), map(operator.mul, map(_INTERVAL, items), repeat(0.5)))
+        else:
+            bounds = repeat(now)
+        due = list(compress(items, map(operator.le, dues, bounds)))
+        if not batch and len(due) > allowed:
             due.sort(key=lambda w: w.due)
             due = due[: int(allowed)]
         return due, 0.0
@@ -441,7 +456,7 @@ class Poller:
             # One tick never holds up the others for long: retries inside the read (a Retry-After,
             # a backoff) stop at this bound, and what is left is tried again at the next tick.
             with anyio.fail_after(self.policy.read_timeout_s):
-                readings = await self._backend.statuses([w.ref for w in due])
+                readings = await self._backend.statuses(list(map(_REF, due)))
         except TimeoutError:
             exc = BackendUnavailableError(
                 f"reading {len(due)} run(s) took longer than {self.policy.read_timeout_s:g} s"
@@ -478,28 +493,43 @@ class Poller:
                     interval = low
             return interval
 
-        # Runs watched since the same moment at the same interval (a composite's) grow alike: their
-        # next interval and read are worked out once for all of them. This runs for every run at
-        # every tick; with one spread for all (a batch read), an unchanged run costs two stores.
-        alike: dict[tuple[float, float], tuple[float, float]] = {}
         next_due = math.inf  # when the earliest of these runs is read next
         spread = shared if shared is not None else 1.0
         exact = shared is not None or not jitter  # (each run's own jitter: not known here)
-        get = readings.get
-        for watch in due:
-            reading = get(watch.ref.task_id)
+        got = list(map(readings.get, map(_TASK_ID, map(_REF, due))))
+        others: Iterable[tuple[_Watch, Observation | BaseException | None]]
+        if exact:
             # The usual reading: the very one delivered last time (a batch read hands out one per
-            # status), so nothing changed. (A run never read, and not read now, is unchanged too.)
-            if reading is watch.latest and exact and not watch.hurried and watch.error is None:
-                key = (watch.interval, watch.since)
-                planned = alike.get(key)
-                if planned is None:
+            # status), so nothing changed (a run never read, and not read now, is unchanged too),
+            # of a run neither hurried nor failing. Runs watched since the same moment at the same
+            # interval (a composite's) then grow alike: their next interval and read are worked out
+            # once for all of them. This runs for every run at every tick, so it is made in C.
+            unchanged = map(operator.is_, got, map(_LATEST, due))
+            calm = map(operator.not_, map(_HURRIED, due))
+            clean = map(operator.is_, map(_ERROR, due), repeat(None))
+            steady = list(map(operator.and_, map(operator.and_, unchanged, calm), clean))
+            if any(steady):
+                watches = list(compress(due, steady))
+                schedules = list(map(_SCHEDULE, watches))
+                for key in set(schedules):  # one, usually
                     interval = grown(*key)
-                    planned = alike[key] = (interval, now + interval * spread)
-                    if planned[1] < next_due:
-                        next_due = planned[1]
-                watch.interval, watch.due = planned
-                continue
+                    at = now + interval * spread
+                    next_due = min(next_due, at)
+                    alike = (
+                        watches
+                        if len(schedules) == schedules.count(key)
+                        else [
+                            watch
+                            for watch, schedule in zip(watches, schedules, strict=True)
+                            if schedule == key
+                        ]
+                    )
+                    _store(alike, "interval", interval)
+                    _store(alike, "due", at)
+            others = compress(zip(due, got, strict=True), map(operator.not_, steady))
+        else:
+            others = zip(due, got, strict=True)
+        for watch, reading in others:
             if reading is None:
                 changed = False
             elif isinstance(reading, Observation):
