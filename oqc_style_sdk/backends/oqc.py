@@ -40,11 +40,11 @@ import logging
 import operator
 import os
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import anyio.to_thread
 
@@ -105,6 +105,8 @@ _PLAIN_OBSERVATION: Mapping[str, Observation] = {
 
 #: A run's extra: the runs of one submission share one, and are read in a row.
 _EXTRA: Final = operator.attrgetter("extra")
+#: A run's task id (thousands a read: in C).
+_TASK_ID: Final = operator.attrgetter("task_id")
 #: A listed task's id and status (thousands a read: in C).
 _ID_AND_STATUS: Final = operator.itemgetter("task_id", "status")
 
@@ -581,16 +583,23 @@ class OqcBackend(HttpBackend):
                 self._stop_task_list(url, "an answer of unknown shape")
                 alone.extend(group)
                 continue
-            get = listed.get
-            for ref in group:
+            # The usual read (thousands of tasks, each listed with a status that needs nothing
+            # more) is looked up in C; the few others are handled after, one by one.
+            ids = list(map(_TASK_ID, group))
+            plain_of: Callable[[Any], Observation | None] = _PLAIN_OBSERVATION.get
+            plain: list[Observation | None]
+            try:
+                plain = list(map(plain_of, map(listed.get, ids)))
+            except TypeError:  # a status that is not even hashable: every one looked at below
+                plain = [None] * len(ids)
+            # (the None entries are replaced or removed just below)
+            out.update(zip(ids, cast("list[Observation]", plain), strict=True))
+            for ref in itertools.compress(group, map(operator.not_, plain)):
                 task_id = ref.task_id
-                vendor = get(task_id)
+                vendor = listed.get(task_id)
                 if type(vendor) is not str:  # not listed, or listed without a readable status
+                    del out[task_id]
                     alone.append(ref)
-                    continue
-                plain = _PLAIN_OBSERVATION.get(vendor)
-                if plain is not None:
-                    out[task_id] = plain
                     continue
                 try:
                     out[task_id] = await self._observation(ref, vendor)
