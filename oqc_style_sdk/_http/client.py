@@ -51,7 +51,7 @@ from .origins import OriginPolicy, origin_of
 from .response import Response
 from .retry import IDEMPOTENT_METHODS, RetryPolicy, retry_after_from
 from .secrets import CREDENTIAL_HEADERS, KnownSecrets, Secret
-from .urls import check_url, display_url, is_absolute
+from .urls import check_url, display_url, is_absolute, is_plain_path
 
 __all__ = ["DEFAULT_USER_AGENT", "HttpClient", "encode_json"]
 
@@ -129,6 +129,12 @@ class HttpClient:
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
         self.vendor = vendor
         self.base_url: str = str(parsed).rstrip("/")
+        #: The base URL, and its path where a plain one (a plain path is joined to it unparsed).
+        self._base = parsed
+        base_path = parsed.raw_path.rstrip("/")
+        self._base_path = base_path if is_plain_path(base_path) else None
+        #: The text before the path of absolute URLs already accepted → that origin, as a URL.
+        self._accepted: dict[str, URL] = {}
         self._allow_insecure_http = allow_insecure_http
         self._timeout_s = float(timeout_s)
         self._connect_timeout_s = float(connect_timeout_s)
@@ -462,19 +468,35 @@ class HttpClient:
 
     def _resolve(self, url: str, params: Mapping[str, str | int] | None) -> URL:
         if is_absolute(url):
-            target = self._parse_absolute(url, what=f"a URL for {self.vendor}")
-            if self._credentialed and not self._origins.allows(target):
-                raise ProtocolError(
-                    f"{self.vendor}: a URL naming {target.scheme}://{target.host}:{target.port} was not "
-                    "followed: credentials go only to the origins this Sdk was configured with"
-                )
+            # The usual URL: a plain path under an origin already checked (OQC's task URLs, one
+            # per request): built from that origin without parsing the whole URL again.
+            cut = url.find("/", url.find("://") + 3)
+            known = self._accepted.get(url[:cut]) if cut > 0 else None
+            if known is not None and is_plain_path(url, cut):
+                target = known.with_path(url[cut:], encoded=True)
+            else:
+                target = self._parse_absolute(url, what=f"a URL for {self.vendor}")
+                if self._credentialed and not self._origins.allows(target):
+                    raise ProtocolError(
+                        f"{self.vendor}: a URL naming {target.scheme}://{target.host}:{target.port} was "
+                        "not followed: credentials go only to the origins this Sdk was configured with"
+                    )
+                # Accepted (origins are only ever granted, never withdrawn): the text before its
+                # path names that origin from now on — where that text is exactly the origin as
+                # written out (no query, fragment or userinfo before the path's first slash).
+                origin = target.with_path("/", encoded=True)
+                if cut > 0 and len(self._accepted) < 64 and str(origin) == url[: cut + 1]:
+                    self._accepted[url[:cut]] = origin
         else:
             if url.startswith("//"):
                 raise ConfigurationError("a scheme-relative URL is ambiguous; pass a path or a full URL")
-            try:
-                target = URL(self.base_url + (url if url.startswith("/") else "/" + url))
-            except (ValueError, TypeError) as exc:
-                raise ConfigurationError(f"not a valid path for {self.vendor}") from exc
+            if self._base_path is not None and url.startswith("/") and is_plain_path(url):
+                target = self._base.with_path(self._base_path + url, encoded=True)
+            else:
+                try:
+                    target = URL(self.base_url + (url if url.startswith("/") else "/" + url))
+                except (ValueError, TypeError) as exc:
+                    raise ConfigurationError(f"not a valid path for {self.vendor}") from exc
         if target.raw_fragment:
             target = target.with_fragment(None)
         if params:

@@ -9,9 +9,13 @@ from yarl import URL
 
 from ..exceptions import ConfigurationError
 
-__all__ = ["check_url", "display_url", "is_absolute", "is_loopback_host"]
+__all__ = ["check_url", "display_url", "is_absolute", "is_loopback_host", "is_plain_path"]
 
 _ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: A path that a parse would leave as it is: segments of unreserved characters, ``:`` and ``@``,
+#: never empty, never a dot segment (which a parse removes) nor one starting with a dot; no
+#: percent sign (which a parse may re-encode), query or fragment.
+_PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9_~:@-]+(?:\.[A-Za-z0-9_~:@-]+)*)*/?")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -41,6 +45,11 @@ def check_url(url: URL, *, allow_insecure_http: bool, what: str) -> None:
 def display_url(url: URL) -> str:
     """``url`` as messages and logs may show it: no query, fragment or userinfo."""
     return str(url.with_query(None).with_fragment(None).with_user(None))
+
+
+def is_plain_path(text: str, start: int = 0) -> bool:
+    """Whether ``text[start:]`` is a path that means the same sent as written (no parse needed)."""
+    return _PLAIN_PATH.fullmatch(text, start) is not None
 
 
 def is_absolute(url: str) -> bool:

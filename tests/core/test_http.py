@@ -1362,3 +1362,46 @@ async def test_client_response_errors_are_chained_without_request_headers(make_c
             await http.get("/x")
     assert not isinstance(info.value.__cause__, aiohttp.ClientResponseError)
     assert "TooManyRedirects" in str(info.value.__cause__)
+
+
+# --------------------------------------------------------------------------------------------------
+# URLs resolved without a parse (a plain path under an origin already accepted)
+
+_PATH_CHARS = st.sampled_from([*"ab/._~:@-%?#& 0éZ\\=+", "..", "//", "%41", "%7e"])
+
+
+@given(path=st.lists(_PATH_CHARS, max_size=12).map("".join))
+def test_a_url_resolved_without_a_parse_is_the_one_a_parse_makes(path: str) -> None:
+    client = HttpClient(f"{BASE}/api/v1", vendor="acme")
+    origin = "http://127.0.0.1:9"
+    client._resolve(f"{origin}/first", None)  # the origin is now accepted
+    for url, parsed in (
+        (f"{origin}/{path}", URL(f"{origin}/{path}")),
+        (f"/{path}", URL(f"{BASE}/api/v1/{path}")),
+    ):
+        if url.startswith("//"):  # scheme-relative: refused whatever follows
+            with pytest.raises(ConfigurationError):
+                client._resolve(url, None)
+            continue
+        try:
+            expected = parsed.with_fragment(None)
+        except ValueError:
+            continue
+        assert client._resolve(url, None) == expected
+        assert str(client._resolve(url, None)) == str(expected)
+
+
+async def test_an_accepted_origin_opens_no_way_for_credentials_to_another(make_client: Any) -> None:
+    async def here(request: web.Request) -> web.Response:
+        return web.json_response({"at": request.path})
+
+    async with web_server([web.get("/{tail:.*}", here)]) as base:
+        http = await make_client(base, headers={"Authentication-Token": Secret(TOKEN)})
+        with anyio.fail_after(5):
+            assert (await http.get(f"{base}/tasks/one")).json() == {"at": "/tasks/one"}
+            # Texts that start like the accepted origin but name another one, or carry userinfo.
+            for url in (f"{base}0/tasks/two", f"{base}.evil.example/x", f"{base}@evil.example/x"):
+                with pytest.raises((ProtocolError, ConfigurationError)):
+                    await http.get(url)
+            assert (await http.get(f"{base}/tasks/two")).json() == {"at": "/tasks/two"}
+    assert http.requests_sent == 2
