@@ -138,7 +138,9 @@ class KnownSecrets:
     def may_hide(self, data: bytes) -> bool:
         """Whether a JSON body could spell a known value in escapes (``\\u0074``, ``\\/``) that
         :meth:`redact_bytes` cannot see: its parsed value must then be scrubbed too."""
-        return bool(self._secrets) and (b"\\u" in data or b"\\/" in data)
+        # A backslash is looked for first: one byte is found at memchr's speed (a two-byte needle
+        # is searched a byte at a time, some 50× slower), and most bodies have none.
+        return bool(self._secrets) and b"\\" in data and (b"\\u" in data or b"\\/" in data)
 
     def _ordered(self) -> tuple[str, ...]:
         order = self._order
