@@ -511,21 +511,19 @@ class Poller:
             if any(steady):
                 watches = list(compress(due, steady))
                 schedules = list(map(_SCHEDULE, watches))
-                for key in set(schedules):  # one, usually
+                alike: dict[tuple[float, float], list[_Watch]]
+                if len(set(schedules)) == 1:  # a composite's runs: one schedule
+                    alike = {schedules[0]: watches}
+                else:  # runs watched since different moments: grouped in one pass
+                    alike = {}
+                    for watch, key in zip(watches, schedules, strict=True):
+                        alike.setdefault(key, []).append(watch)
+                for key, group in alike.items():
                     interval = grown(*key)
                     at = now + interval * spread
                     next_due = min(next_due, at)
-                    alike = (
-                        watches
-                        if len(schedules) == schedules.count(key)
-                        else [
-                            watch
-                            for watch, schedule in zip(watches, schedules, strict=True)
-                            if schedule == key
-                        ]
-                    )
-                    _store(alike, "interval", interval)
-                    _store(alike, "due", at)
+                    _store(group, "interval", interval)
+                    _store(group, "due", at)
             others = compress(zip(due, got, strict=True), map(operator.not_, steady))
         else:
             others = zip(due, got, strict=True)
